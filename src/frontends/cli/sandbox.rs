@@ -1,0 +1,106 @@
+//! `voxnix sandbox run|shell`: boot an appliance, run something in it, tear it down.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::sandbox::{Sandbox, SandboxOptions};
+
+use super::exit;
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Boot a fresh appliance, run CMD inside it, power it off, exit with CMD's status.
+    Run {
+        /// Copy the appliance's journal and console log into DIR before power-off.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Boot a fresh appliance and open an interactive shell inside it.
+    Shell {
+        /// Copy the appliance's journal and console log into DIR before power-off.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: SandboxCommand) -> ExitCode {
+    let (keep_logs, command) = match cmd {
+        SandboxCommand::Run { keep_logs, command } => (keep_logs, command),
+        SandboxCommand::Shell { keep_logs } => {
+            eprintln!("voxnix: booting a sandbox appliance; leave the shell to power it off.");
+            (keep_logs, vec!["/bin/bash".into(), "-l".into()])
+        }
+    };
+    let opts = SandboxOptions { keep_logs, ..SandboxOptions::default() };
+    run_inside(opts, command).await
+}
+
+/// Boots, runs `command` with inherited stdio, powers off. Ctrl-C and SIGTERM
+/// reach the command; the appliance is powered off whatever happens.
+pub async fn run_inside(opts: SandboxOptions, command: Vec<String>) -> ExitCode {
+    // Ignore-and-remember SIGINT/SIGTERM for the whole run, so that Ctrl-C
+    // during boot or in the command still ends in an orderly teardown.
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+    ) else {
+        eprintln!("voxnix: cannot install signal handlers");
+        return ExitCode::from(exit::HOST);
+    };
+    let sandbox = tokio::select! {
+        r = Sandbox::boot_with(opts) => match r {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("voxnix: sandbox: {e}");
+                return ExitCode::from(exit::HOST);
+            }
+        },
+        // Dropping the boot future drops the half-made sandbox: it cleans up.
+        _ = sigint.recv() => return ExitCode::from(130),
+        _ = sigterm.recv() => return ExitCode::from(143),
+    };
+    let Some((program, args)) = command.split_first() else {
+        return ExitCode::from(exit::USAGE);
+    };
+    let mut child = match tokio::process::Command::from(sandbox.command(program)).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("voxnix: cannot run {program} in the sandbox: {e}");
+            return ExitCode::from(exit::HOST);
+        }
+    };
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            // The terminal already delivered SIGINT to the command (same
+            // process group); wait for it to finish.
+            _ = sigint.recv() => continue,
+            _ = sigterm.recv() => {
+                let _ = child.start_kill();
+                continue;
+            }
+        }
+    };
+    let code = match status {
+        Ok(s) => match s.code() {
+            Some(c) => u8::try_from(c).unwrap_or(1),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                128u8.saturating_add(u8::try_from(s.signal().unwrap_or(0)).unwrap_or(0))
+            }
+        },
+        Err(e) => {
+            eprintln!("voxnix: waiting for the command: {e}");
+            exit::HOST
+        }
+    };
+    if let Err(e) = tokio::task::spawn_blocking(move || sandbox.shutdown()).await.unwrap_or(Ok(())) {
+        eprintln!("voxnix: sandbox teardown: {e}");
+    }
+    ExitCode::from(code)
+}

@@ -1,0 +1,4 @@
+//! Front ends: everything a person talks to. Each is a client of the daemon's
+//! D-Bus API; none touches systemd, machined or the host directly.
+
+pub mod cli;

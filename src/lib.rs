@@ -1,0 +1,8 @@
+//! voxnix: a NixOS-native container orchestrator.
+//!
+//! The parts, from the outside in (see `docs/architecture.md`):
+//! - [`frontends`]: the CLI (and later the chat front ends); clients of the daemon's D-Bus API.
+//! - [`sandbox`]: a throwaway appliance with a real systemd, machined and container bridge.
+
+pub mod frontends;
+pub mod sandbox;

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Stage 1 of the sandbox appliance. Runs as PID 1 of fresh PID, mount, network,
+# UTS, IPC and cgroup namespaces (set up by `unshare`), then becomes systemd.
+#
+# Everything it mounts lives only in the private mount namespace: the overlay
+# root, its tmpfs upper layer, /run and /tmp. When the namespace's last process
+# dies, the kernel drops all of it; the real /, /tmp, /etc and /nix are never
+# written to (they are only the read-only lower layer of the overlay).
+set -eu
+state="$1"
+name="$2"
+
+# Never propagate a mount back to the host.
+mount --make-rprivate /
+
+# The upper layer lives in memory, so a killed appliance leaves no files behind.
+mount -t tmpfs -o mode=0755 voxnix-sandbox "$state/mnt"
+mkdir -p "$state/mnt/upper" "$state/mnt/work" "$state/mnt/root"
+mount -t overlay overlay \
+    -o "lowerdir=/,upperdir=$state/mnt/upper,workdir=$state/mnt/work" "$state/mnt/root"
+root="$state/mnt/root"
+
+# The files that make the overlay an appliance (units, machine id, ...).
+cp -a "$state/seed/." "$root/"
+
+mount -t proc proc "$root/proc"
+mount --rbind /sys "$root/sys"
+# Give systemd its own cgroup2 hierarchy, rooted (through the cgroup namespace)
+# at the cgroup the launcher created for this sandbox.
+umount -R "$root/sys/fs/cgroup" 2>/dev/null || umount -l "$root/sys/fs/cgroup" 2>/dev/null || true
+mount -t cgroup2 cgroup2 "$root/sys/fs/cgroup"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+
+echo "$name" > /proc/sys/kernel/hostname
+
+cd "$root"
+mkdir -p .voxnix-old-root
+pivot_root . .voxnix-old-root
+cd /
+umount -l /.voxnix-old-root
+rmdir /.voxnix-old-root
+
+exec env -i container=voxnix-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    /lib/systemd/systemd --system --unit=multi-user.target

@@ -1,0 +1,76 @@
+//! The files that turn an overlay of this machine's root into the appliance:
+//! the bridge and DHCP units, the `container@.service` stand-in, a fresh
+//! machine id, and whatever the caller adds (e.g. the voxnix daemon's unit).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::{SandboxError, SandboxOptions, io_err};
+
+/// A file to place in the appliance's root before it boots.
+#[derive(Debug, Clone)]
+pub struct ExtraFile {
+    /// Path inside the appliance, absolute (e.g. `/etc/voxnix/config.toml`).
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+}
+
+const UNITS: &[(&str, &str)] = &[
+    ("container@.service", include_str!("assets/container@.service")),
+    ("voxnix-sandbox-net.service", include_str!("assets/voxnix-sandbox-net.service")),
+    ("voxnix-sandbox-dhcp.service", include_str!("assets/voxnix-sandbox-dhcp.service")),
+];
+
+fn put(seed: &Path, path: &str, contents: &[u8], mode: u32) -> Result<(), SandboxError> {
+    let rel = path.trim_start_matches('/');
+    let target = seed.join(rel);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    }
+    fs::write(&target, contents).map_err(io_err(format!("writing {}", target.display())))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("chmod {}", target.display())))
+}
+
+fn enable(seed: &Path, unit: &str) -> Result<(), SandboxError> {
+    let wants = seed.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).map_err(io_err("creating multi-user.target.wants"))?;
+    let link = wants.join(unit);
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
+        .map_err(io_err(format!("enabling {unit}")))
+}
+
+fn random_machine_id() -> Result<String, SandboxError> {
+    let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid").map_err(io_err("reading a random UUID"))?;
+    Ok(uuid.trim().replace('-', ""))
+}
+
+/// Writes the seed tree that `init.sh` copies over the overlay root.
+pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
+    for (name, text) in UNITS {
+        put(seed, &format!("/etc/systemd/system/{name}"), text.as_bytes(), 0o644)?;
+    }
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/container-start",
+        include_bytes!("assets/container-start"),
+        0o755,
+    )?;
+    enable(seed, "voxnix-sandbox-net.service")?;
+    enable(seed, "voxnix-sandbox-dhcp.service")?;
+    fs::create_dir_all(seed.join("etc/nixos-containers")).map_err(io_err("creating etc/nixos-containers"))?;
+    // A machine id of its own: nspawn refuses to link a container journal
+    // whose id equals the host's, and two appliances must not look alike.
+    put(seed, "/etc/machine-id", format!("{}\n", random_machine_id()?).as_bytes(), 0o444)?;
+    put(seed, "/etc/hostname", format!("{}\n", opts.hostname).as_bytes(), 0o644)?;
+    for f in &opts.extra_files {
+        put(seed, &f.path, &f.contents, f.mode)?;
+    }
+    for unit in &opts.enable_units {
+        enable(seed, unit)?;
+    }
+    Ok(())
+}
