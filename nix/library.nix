@@ -121,12 +121,18 @@ let
 
   modules = builtins.listToAttrs (map (n: { name = n; value = loadModule n; }) names);
 
-  catalog = map
-    (n: {
-      name = n;
-      inherit (modules.${n}) description settings credentials;
-    })
-    names;
+  # Forced completely before it is returned: an invalid module file makes
+  # the whole catalog fail instead of printing half of it.
+  catalog =
+    let
+      list = map
+        (n: {
+          name = n;
+          inherit (modules.${n}) description settings credentials;
+        })
+        names;
+    in
+    builtins.deepSeq list list;
 in
 {
   inherit names modules catalog settingTypes typeMatches;

@@ -15,14 +15,17 @@ use super::SandboxError;
 /// Where the cgroup2 hierarchy is mounted on this host (e.g. `/sys/fs/cgroup`
 /// or `/sys/fs/cgroup/unified` on hybrid hosts).
 fn cgroup2_mount() -> Result<PathBuf, SandboxError> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| SandboxError::Cgroup(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| SandboxError::Cgroup(format!("cannot read /proc/self/mountinfo: {e}")))?;
     for line in info.lines() {
         // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPEROPTS
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        if right.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                return Ok(PathBuf::from(mp));
-            }
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = left.split_whitespace().nth(4)
+        {
+            return Ok(PathBuf::from(mp));
         }
     }
     Err(SandboxError::Cgroup("no cgroup2 file system is mounted on this host (mount -t cgroup2 none /sys/fs/cgroup/unified)".into()))
@@ -30,7 +33,8 @@ fn cgroup2_mount() -> Result<PathBuf, SandboxError> {
 
 /// This process's own cgroup2 path, from `/proc/self/cgroup` (`0::/path`).
 fn own_cgroup() -> Result<String, SandboxError> {
-    let text = fs::read_to_string("/proc/self/cgroup").map_err(|e| SandboxError::Cgroup(format!("cannot read /proc/self/cgroup: {e}")))?;
+    let text = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| SandboxError::Cgroup(format!("cannot read /proc/self/cgroup: {e}")))?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|p| p.trim().to_string())
@@ -43,7 +47,9 @@ pub fn create(id: &str) -> Result<PathBuf, SandboxError> {
     let own = own_cgroup()?;
     let own = own.trim_start_matches('/');
     let dir = base.join(own).join(format!("voxnix-sandbox-{id}"));
-    fs::create_dir(&dir).map_err(|e| SandboxError::Cgroup(format!("cannot create cgroup {}: {e}", dir.display())))?;
+    fs::create_dir(&dir).map_err(|e| {
+        SandboxError::Cgroup(format!("cannot create cgroup {}: {e}", dir.display()))
+    })?;
     Ok(dir)
 }
 

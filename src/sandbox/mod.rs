@@ -60,7 +60,9 @@ pub enum SandboxError {
         failed: String,
         journal: String,
     },
-    #[error("the appliance booted 'degraded'\n--- failed units ---\n{failed}\n--- journal tail ---\n{journal}")]
+    #[error(
+        "the appliance booted 'degraded'\n--- failed units ---\n{failed}\n--- journal tail ---\n{journal}"
+    )]
     Degraded { failed: String, journal: String },
     #[error("the appliance's launcher exited early ({status}); console output:\n{console}")]
     LauncherDied { status: String, console: String },
@@ -138,8 +140,11 @@ impl Sandbox {
         std::fs::write(&init, include_str!("assets/init.sh")).map_err(io_err("writing init.sh"))?;
         std::fs::create_dir_all(state_dir.join("mnt")).map_err(io_err("creating mnt"))?;
 
-        let console = File::create(state_dir.join("console.log")).map_err(io_err("creating console.log"))?;
-        let console_err = console.try_clone().map_err(io_err("duplicating console.log"))?;
+        let console =
+            File::create(state_dir.join("console.log")).map_err(io_err("creating console.log"))?;
+        let console_err = console
+            .try_clone()
+            .map_err(io_err("duplicating console.log"))?;
         let procs = File::options()
             .write(true)
             .open(sandbox.cgroup.join("cgroup.procs"))
@@ -180,7 +185,7 @@ impl Sandbox {
         let child = cmd.spawn().map_err(io_err("starting unshare"))?;
         let launcher_pid = child.id() as i32;
         sandbox.launcher = Some(child);
-        sandbox.init_pid = sandbox.wait_for_init(launcher_pid)?;
+        sandbox.init_pid = sandbox.wait_for_init(launcher_pid).await?;
         statedir::record_init(&state_dir, sandbox.init_pid)?;
         sandbox.wait_running(opts.boot_timeout).await?;
         tracing::info!(id = %sandbox.id, pid = sandbox.init_pid, "sandbox appliance running");
@@ -188,7 +193,7 @@ impl Sandbox {
     }
 
     /// Finds the appliance's PID 1 (the launcher's only child) by its host PID.
-    fn wait_for_init(&mut self, launcher_pid: i32) -> Result<i32, SandboxError> {
+    async fn wait_for_init(&mut self, launcher_pid: i32) -> Result<i32, SandboxError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(pid) = statedir::child_of(launcher_pid) {
@@ -201,19 +206,19 @@ impl Sandbox {
                     console: self.console_tail(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     fn check_launcher(&mut self) -> Result<(), SandboxError> {
-        if let Some(child) = self.launcher.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.launcher = None;
-                return Err(SandboxError::LauncherDied {
-                    status: status.to_string(),
-                    console: self.console_tail(),
-                });
-            }
+        if let Some(child) = self.launcher.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.launcher = None;
+            return Err(SandboxError::LauncherDied {
+                status: status.to_string(),
+                console: self.console_tail(),
+            });
         }
         Ok(())
     }
@@ -227,12 +232,11 @@ impl Sandbox {
             if conn.is_none() && Path::new(&self.bus_socket()).exists() {
                 conn = self.system_bus().await.ok();
             }
-            if let Some(c) = &conn {
-                if let Ok(mgr) = zbus_systemd::systemd1::ManagerProxy::new(c).await {
-                    if let Ok(s) = mgr.system_state().await {
-                        state = s;
-                    }
-                }
+            if let Some(c) = &conn
+                && let Ok(mgr) = zbus_systemd::systemd1::ManagerProxy::new(c).await
+                && let Ok(s) = mgr.system_state().await
+            {
+                state = s;
             }
             match state.as_str() {
                 "running" => return Ok(()),
@@ -282,7 +286,9 @@ impl Sandbox {
 
     /// A connection to the appliance's system bus.
     pub async fn system_bus(&self) -> zbus::Result<zbus::Connection> {
-        zbus::connection::Builder::address(self.bus_address().as_str()).build().await
+        zbus::connection::Builder::address(self.bus_address().as_str())
+            .build()
+            .await
     }
 
     /// A command that runs inside the appliance (all its namespaces, its root).
@@ -291,7 +297,10 @@ impl Sandbox {
         cmd.arg(format!("--target={}", self.init_pid))
             .args(["--all", "--root", "--wd", "--"])
             .arg(program)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
         cmd
     }
 
@@ -317,7 +326,12 @@ impl Sandbox {
         let Some((program, rest)) = argv.split_first() else {
             return String::new();
         };
-        match self.command(program).args(rest).stdin(Stdio::null()).output() {
+        match self
+            .command(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()
+        {
             Ok(out) => {
                 let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
                 s.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -329,11 +343,22 @@ impl Sandbox {
 
     async fn failed_units(&self) -> String {
         let out = self.exec_sync(&["systemctl", "--failed", "--no-pager", "--no-legend"]);
-        if out.trim().is_empty() { "(none)".into() } else { out }
+        if out.trim().is_empty() {
+            "(none)".into()
+        } else {
+            out
+        }
     }
 
     fn journal_tail(&self, lines: u32) -> String {
-        self.exec_sync(&["journalctl", "--no-pager", "-o", "short-monotonic", "-n", &lines.to_string()])
+        self.exec_sync(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+            "-n",
+            &lines.to_string(),
+        ])
     }
 
     fn console_tail(&self) -> String {
@@ -349,7 +374,13 @@ impl Sandbox {
 
     fn save_logs(&self, dir: &Path) -> Result<(), SandboxError> {
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        let journal = self.exec_sync(&["journalctl", "--no-pager", "-o", "short-iso-precise", "--merge"]);
+        let journal = self.exec_sync(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-iso-precise",
+            "--merge",
+        ]);
         std::fs::write(dir.join("journal.txt"), journal).map_err(io_err("writing journal.txt"))?;
         let _ = std::fs::copy(self.state_dir.join("console.log"), dir.join("console.log"));
         Ok(())
@@ -357,10 +388,10 @@ impl Sandbox {
 
     fn teardown(&mut self) -> Result<(), SandboxError> {
         let mut result = Ok(());
-        if let Some(dir) = self.keep_logs.take() {
-            if self.launcher.is_some() {
-                result = self.save_logs(&dir);
-            }
+        if let Some(dir) = self.keep_logs.take()
+            && self.launcher.is_some()
+        {
+            result = self.save_logs(&dir);
         }
         if let Some(mut child) = self.launcher.take() {
             // SIGRTMIN+4 asks a container's systemd for an orderly poweroff.
@@ -373,21 +404,21 @@ impl Sandbox {
                 let _ = child.wait();
             }
         }
-        if !self.cgroup.as_os_str().is_empty() {
-            if let Err(e) = cgroup::destroy(&self.cgroup) {
-                result = result.and(Err(SandboxError::Cgroup(format!(
-                    "cannot remove {}: {e}",
-                    self.cgroup.display()
-                ))));
-            }
+        if !self.cgroup.as_os_str().is_empty()
+            && let Err(e) = cgroup::destroy(&self.cgroup)
+        {
+            result = result.and(Err(SandboxError::Cgroup(format!(
+                "cannot remove {}: {e}",
+                self.cgroup.display()
+            ))));
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                result = result.and(Err(SandboxError::Io {
-                    context: format!("removing {}", self.state_dir.display()),
-                    source: e,
-                }));
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.state_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            result = result.and(Err(SandboxError::Io {
+                context: format!("removing {}", self.state_dir.display()),
+                source: e,
+            }));
         }
         result
     }
@@ -411,4 +442,3 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
     }
 }
-

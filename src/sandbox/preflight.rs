@@ -13,14 +13,46 @@ struct Requirement {
 }
 
 const REQUIREMENTS: &[Requirement] = &[
-    Requirement { path: "/lib/systemd/systemd", package: "systemd", what: "systemd (the appliance's PID 1)" },
-    Requirement { path: "/usr/bin/systemd-nspawn", package: "systemd-container", what: "systemd-nspawn" },
-    Requirement { path: "/lib/systemd/systemd-machined", package: "systemd-container", what: "systemd-machined" },
-    Requirement { path: "/usr/bin/dbus-daemon", package: "dbus", what: "dbus-daemon (the appliance's system bus)" },
-    Requirement { path: "/usr/sbin/dnsmasq", package: "dnsmasq-base", what: "dnsmasq (DHCP on br-vox)" },
-    Requirement { path: "/sbin/ip", package: "iproute2", what: "ip (the container bridge)" },
-    Requirement { path: "/usr/bin/unshare", package: "util-linux", what: "unshare (namespaces)" },
-    Requirement { path: "/usr/bin/nsenter", package: "util-linux", what: "nsenter (running commands inside)" },
+    Requirement {
+        path: "/lib/systemd/systemd",
+        package: "systemd",
+        what: "systemd (the appliance's PID 1)",
+    },
+    Requirement {
+        path: "/usr/bin/systemd-nspawn",
+        package: "systemd-container",
+        what: "systemd-nspawn",
+    },
+    Requirement {
+        path: "/lib/systemd/systemd-machined",
+        package: "systemd-container",
+        what: "systemd-machined",
+    },
+    Requirement {
+        path: "/usr/bin/dbus-daemon",
+        package: "dbus",
+        what: "dbus-daemon (the appliance's system bus)",
+    },
+    Requirement {
+        path: "/usr/sbin/dnsmasq",
+        package: "dnsmasq-base",
+        what: "dnsmasq (DHCP on br-vox)",
+    },
+    Requirement {
+        path: "/sbin/ip",
+        package: "iproute2",
+        what: "ip (the container bridge)",
+    },
+    Requirement {
+        path: "/usr/bin/unshare",
+        package: "util-linux",
+        what: "unshare (namespaces)",
+    },
+    Requirement {
+        path: "/usr/bin/nsenter",
+        package: "util-linux",
+        what: "nsenter (running commands inside)",
+    },
 ];
 
 /// Runs every check and reports the first failure with the fix.

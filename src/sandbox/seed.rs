@@ -18,9 +18,18 @@ pub struct ExtraFile {
 }
 
 const UNITS: &[(&str, &str)] = &[
-    ("container@.service", include_str!("assets/container@.service")),
-    ("voxnix-sandbox-net.service", include_str!("assets/voxnix-sandbox-net.service")),
-    ("voxnix-sandbox-dhcp.service", include_str!("assets/voxnix-sandbox-dhcp.service")),
+    (
+        "container@.service",
+        include_str!("assets/container@.service"),
+    ),
+    (
+        "voxnix-sandbox-net.service",
+        include_str!("assets/voxnix-sandbox-net.service"),
+    ),
+    (
+        "voxnix-sandbox-dhcp.service",
+        include_str!("assets/voxnix-sandbox-dhcp.service"),
+    ),
 ];
 
 fn put(seed: &Path, path: &str, contents: &[u8], mode: u32) -> Result<(), SandboxError> {
@@ -44,14 +53,20 @@ fn enable(seed: &Path, unit: &str) -> Result<(), SandboxError> {
 }
 
 fn random_machine_id() -> Result<String, SandboxError> {
-    let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid").map_err(io_err("reading a random UUID"))?;
+    let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map_err(io_err("reading a random UUID"))?;
     Ok(uuid.trim().replace('-', ""))
 }
 
 /// Writes the seed tree that `init.sh` copies over the overlay root.
 pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     for (name, text) in UNITS {
-        put(seed, &format!("/etc/systemd/system/{name}"), text.as_bytes(), 0o644)?;
+        put(
+            seed,
+            &format!("/etc/systemd/system/{name}"),
+            text.as_bytes(),
+            0o644,
+        )?;
     }
     put(
         seed,
@@ -61,11 +76,22 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     )?;
     enable(seed, "voxnix-sandbox-net.service")?;
     enable(seed, "voxnix-sandbox-dhcp.service")?;
-    fs::create_dir_all(seed.join("etc/nixos-containers")).map_err(io_err("creating etc/nixos-containers"))?;
+    fs::create_dir_all(seed.join("etc/nixos-containers"))
+        .map_err(io_err("creating etc/nixos-containers"))?;
     // A machine id of its own: nspawn refuses to link a container journal
     // whose id equals the host's, and two appliances must not look alike.
-    put(seed, "/etc/machine-id", format!("{}\n", random_machine_id()?).as_bytes(), 0o444)?;
-    put(seed, "/etc/hostname", format!("{}\n", opts.hostname).as_bytes(), 0o644)?;
+    put(
+        seed,
+        "/etc/machine-id",
+        format!("{}\n", random_machine_id()?).as_bytes(),
+        0o444,
+    )?;
+    put(
+        seed,
+        "/etc/hostname",
+        format!("{}\n", opts.hostname).as_bytes(),
+        0o644,
+    )?;
     for f in &opts.extra_files {
         put(seed, &f.path, &f.contents, f.mode)?;
     }

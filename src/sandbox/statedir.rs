@@ -63,7 +63,8 @@ pub fn create(root: &Path) -> Result<(String, PathBuf), SandboxError> {
 }
 
 pub fn record_cgroup(dir: &Path, cgroup: &Path) -> Result<(), SandboxError> {
-    fs::write(dir.join("cgroup"), cgroup.as_os_str().as_encoded_bytes()).map_err(io_err("writing cgroup"))
+    fs::write(dir.join("cgroup"), cgroup.as_os_str().as_encoded_bytes())
+        .map_err(io_err("writing cgroup"))
 }
 
 pub fn record_init(dir: &Path, pid: i32) -> Result<(), SandboxError> {
@@ -81,15 +82,21 @@ fn owner_alive(dir: &Path) -> bool {
         return young;
     };
     let mut it = text.split_whitespace();
-    let (Some(pid), Some(start)) = (it.next(), it.next()) else { return false };
-    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else { return false };
+    let (Some(pid), Some(start)) = (it.next(), it.next()) else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else {
+        return false;
+    };
     start_time(pid) == Some(start)
 }
 
 /// Removes state directories (and cgroups) of sandboxes whose launcher is gone.
 /// Returns how many were reaped.
 pub fn reap_stale(root: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(root) else { return 0 };
+    let Ok(entries) = fs::read_dir(root) else {
+        return 0;
+    };
     let mut reaped = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
@@ -98,11 +105,11 @@ pub fn reap_stale(root: &Path) -> usize {
         }
         // A dead launcher's appliance is already dead (PDEATHSIG chain); the
         // cgroup kill is a second line of defence.
-        if let Ok(cg) = fs::read_to_string(dir.join("cgroup")) {
-            if let Err(e) = cgroup::destroy(Path::new(cg.trim())) {
-                tracing::warn!("cannot remove stale sandbox cgroup {cg}: {e}");
-                continue;
-            }
+        if let Ok(cg) = fs::read_to_string(dir.join("cgroup"))
+            && let Err(e) = cgroup::destroy(Path::new(cg.trim()))
+        {
+            tracing::warn!("cannot remove stale sandbox cgroup {cg}: {e}");
+            continue;
         }
         match fs::remove_dir_all(&dir) {
             Ok(()) => {

@@ -36,7 +36,10 @@ pub async fn run(cmd: SandboxCommand) -> ExitCode {
             (keep_logs, vec!["/bin/bash".into(), "-l".into()])
         }
     };
-    let opts = SandboxOptions { keep_logs, ..SandboxOptions::default() };
+    let opts = SandboxOptions {
+        keep_logs,
+        ..SandboxOptions::default()
+    };
     run_inside(opts, command).await
 }
 
@@ -67,7 +70,16 @@ pub async fn run_inside(opts: SandboxOptions, command: Vec<String>) -> ExitCode 
     let Some((program, args)) = command.split_first() else {
         return ExitCode::from(exit::USAGE);
     };
-    let mut child = match tokio::process::Command::from(sandbox.command(program)).args(args).spawn() {
+    // With a terminal, the command stays in our process group so it can read
+    // the terminal, and Ctrl-C reaches it directly. Without one, it gets its
+    // own group and we forward SIGINT/SIGTERM to that group.
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut inner = tokio::process::Command::from(sandbox.command(program));
+    inner.args(args);
+    if !interactive {
+        inner.process_group(0);
+    }
+    let mut child = match inner.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("voxnix: cannot run {program} in the sandbox: {e}");
@@ -77,13 +89,12 @@ pub async fn run_inside(opts: SandboxOptions, command: Vec<String>) -> ExitCode 
     let status = loop {
         tokio::select! {
             s = child.wait() => break s,
-            // The terminal already delivered SIGINT to the command (same
-            // process group); wait for it to finish.
-            _ = sigint.recv() => continue,
-            _ = sigterm.recv() => {
-                let _ = child.start_kill();
-                continue;
+            _ = sigint.recv() => {
+                if !interactive {
+                    forward(&child, nix::sys::signal::Signal::SIGINT);
+                }
             }
+            _ = sigterm.recv() => forward(&child, nix::sys::signal::Signal::SIGTERM),
         }
     };
     let code = match status {
@@ -99,8 +110,20 @@ pub async fn run_inside(opts: SandboxOptions, command: Vec<String>) -> ExitCode 
             exit::HOST
         }
     };
-    if let Err(e) = tokio::task::spawn_blocking(move || sandbox.shutdown()).await.unwrap_or(Ok(())) {
+    if let Err(e) = tokio::task::spawn_blocking(move || sandbox.shutdown())
+        .await
+        .unwrap_or(Ok(()))
+    {
         eprintln!("voxnix: sandbox teardown: {e}");
     }
     ExitCode::from(code)
+}
+
+fn forward(child: &tokio::process::Child, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // The command leads its own group when not interactive; otherwise
+        // this reaches just the command.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal)
+            .or_else(|_| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal));
+    }
 }

@@ -1,0 +1,86 @@
+# Turn a voxnix spec into a NixOS module for a container.
+#
+#   mkContainer = import ./nix/mkContainer.nix { };
+#   module      = mkContainer spec;        # spec: attrset, or a path to a JSON file
+#
+# The result is an ordinary NixOS module; evaluate it with nixpkgs'
+# nixos/lib/eval-config.nix (see nix/buildContainer.nix) or use it as the
+# `config` of a declarative `containers.<name>`.
+#
+# Everything that does not need nixpkgs (checking the spec, resolving module
+# names to files, the embedded JSON) lives in nix/spec.nix.
+{ library ? import ./library.nix { }
+, specLib ? import ./spec.nix { inherit library; }
+}:
+
+specOrFile:
+
+let
+  spec =
+    if builtins.typeOf specOrFile == "path"
+    then builtins.fromJSON (builtins.readFile specOrFile)
+    else specOrFile;
+
+  checked = specLib.check spec;
+  names = specLib.moduleNames checked;
+
+  # Wrap each library module so that errors point at its file and the same
+  # module is never imported twice.
+  moduleImport = n:
+    let entry = library.modules.${n}; in
+    {
+      _file = toString entry.path;
+      key = "voxnix:module:${n}";
+      imports = [ entry.module ];
+    };
+in
+{ lib, ... }:
+{
+  _file = toString ./mkContainer.nix;
+  key = "voxnix:container";
+
+  imports = map moduleImport names;
+
+  options.voxnix = {
+    spec = lib.mkOption {
+      type = lib.types.attrs;
+      readOnly = true;
+      description = "The container's voxnix spec, with secret-looking keys removed.";
+    };
+    modules = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      readOnly = true;
+      description = "Names of the voxnix library modules selected for this container.";
+    };
+    settings = lib.mkOption {
+      type = lib.types.attrsOf lib.types.attrs;
+      readOnly = true;
+      description = ''
+        Settings of each selected module, with the module's declared defaults
+        filled in: `config.voxnix.settings.<module>.<setting>`.
+      '';
+    };
+  };
+
+  config = {
+    voxnix.spec = specLib.sanitize checked;
+    voxnix.modules = names;
+    voxnix.settings = specLib.settings checked;
+
+    boot.isContainer = true;
+
+    networking.hostName = checked.name;
+    # The host attaches the container to its bridge; the container's side of
+    # the veth pair is eth0 and gets its address (and DNS) by DHCP.
+    networking.useDHCP = false;
+    networking.interfaces.eth0.useDHCP = true;
+    # DNS comes from the DHCP lease, not from the host's resolv.conf (which
+    # may point at a resolver on the host's loopback).
+    networking.useHostResolvConf = false;
+    networking.firewall.enable = true;
+
+    system.stateVersion = specLib.stateVersion checked;
+
+    environment.etc."voxnix/spec.json".text = specLib.specJSON checked;
+  };
+}

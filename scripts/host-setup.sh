@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what voxnix's sandbox appliance and test suite need on a Debian 12
+# machine (root, Rust toolchain already there). Safe to run again.
+set -euo pipefail
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "voxnix: run this as root (it installs packages and boots a sandbox with namespaces)" >&2
+    exit 3
+fi
+
+packages=(
+    systemd-container   # systemd-nspawn, machinectl, systemd-machined
+    dbus                # the appliance's system bus
+    dnsmasq-base        # DHCP for containers on br-vox
+    nix-bin             # real Nix for the builder and .drv tests
+    iproute2            # the container bridge
+    util-linux          # unshare, nsenter
+    ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+    p=${p%%#*}
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "Installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    say "Debian packages already installed"
+fi
+
+if ! grep -qw overlay /proc/filesystems; then
+    say "Loading the overlay file system module"
+    modprobe overlay || true
+fi
+
+command -v cargo >/dev/null || { echo "voxnix: cargo is missing; install the Rust toolchain (rustup) first" >&2; exit 3; }
