@@ -4,5 +4,7 @@
 //! - [`frontends`]: the CLI (and later the chat front ends); clients of the daemon's D-Bus API.
 //! - [`sandbox`]: a throwaway appliance with a real systemd, machined and container bridge.
 
+pub mod engine;
 pub mod frontends;
+pub mod host;
 pub mod sandbox;

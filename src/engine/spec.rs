@@ -1,0 +1,1 @@
+//! Container spec parsing and validation (see helper).

@@ -1,0 +1,1 @@
+//! Run a command inside a running container (see helper).

@@ -1,0 +1,1 @@
+//! Read container and unit logs from the journal files (see helper).
