@@ -4,6 +4,10 @@
 //! - [`frontends`]: the CLI (and later the chat front ends); clients of the daemon's D-Bus API.
 //! - [`sandbox`]: a throwaway appliance with a real systemd, machined and container bridge.
 
+pub mod api;
+pub mod atomic_file;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod frontends;
 pub mod host;

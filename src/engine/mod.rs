@@ -1,4 +1,761 @@
-//! The engine: what the daemon does, independent of how it is asked (D-Bus API)
-//! and of how the host is reached (host module).
+//! The engine: what the daemon does, independent of how it is asked (the D-Bus
+//! API) and of how the host is reached (the host module).
+//!
+//! Concurrency: operations on different containers run in parallel; each
+//! container has a lock that serializes operations on it; name reservation is
+//! serialized by one short lock so two creates of one name cannot both win.
 
+pub mod builder;
+pub mod error;
+pub mod fault;
+pub mod operations;
+pub mod owner;
+pub mod reconcile;
+pub mod records;
 pub mod spec;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::config::{BuilderKind, Config};
+use crate::host::conf::{ConfDir, ContainerConf};
+use crate::host::machined::Machined;
+use crate::host::systemd::{JobKind, Systemd};
+use crate::host::{container_unit, exec, journal};
+
+pub use builder::Builder;
+pub use error::EngineError;
+pub use operations::{Event, OperationSnapshot, Operations};
+pub use owner::Owner;
+use records::{Phase, Record, RecordStore};
+use spec::ContainerSpec;
+
+/// Which containers a caller may see and act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The admin looking at everything.
+    All,
+    /// One owner's containers only.
+    Owner(Owner),
+}
+
+impl Scope {
+    pub fn allows(&self, owner: &Owner) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Owner(o) => o == owner,
+        }
+    }
+}
+
+/// One line of `list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub name: String,
+    pub owner: String,
+    pub state: String,
+    pub unit_state: String,
+    pub addresses: Vec<String>,
+    pub modules: Vec<String>,
+    pub created_at: u64,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerStatus {
+    #[serde(flatten)]
+    pub summary: ContainerSummary,
+    pub unit: String,
+    pub sub_state: String,
+    pub leader: Option<u32>,
+    pub machine_id: Option<String>,
+    pub uptime_secs: Option<u64>,
+    pub os_release: std::collections::BTreeMap<String, String>,
+    pub memory_bytes: Option<u64>,
+    pub cpu_nsec: Option<u64>,
+    pub system_path: Option<String>,
+    pub workspace: bool,
+    pub last_operation: Option<records::LastOperation>,
+}
+
+/// What create reports when done.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateResult {
+    pub name: String,
+    pub owner: String,
+    pub state: String,
+    pub addresses: Vec<String>,
+}
+
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) systemd: Systemd,
+    pub(crate) machined: Machined,
+    pub(crate) confs: ConfDir,
+    pub(crate) records: RecordStore,
+    builder: Builder,
+    known_modules: Vec<String>,
+    names: tokio::sync::Mutex<()>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Containers voxnix is stopping on purpose, and since when.
+    expected_stops: Mutex<HashMap<String, Instant>>,
+    pub(crate) ops: Operations,
+    events: broadcast::Sender<Event>,
+}
+
+fn io(context: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError::HostError(format!("{context}: {e}"))
+}
+
+impl Engine {
+    /// Builds an engine over a connection to the host's system bus.
+    /// `sandbox` allows the host-image builder.
+    pub async fn new(
+        cfg: Config,
+        bus: &zbus::Connection,
+        sandbox: bool,
+    ) -> Result<Arc<Self>, EngineError> {
+        let builder = match cfg.builder {
+            BuilderKind::HostImage if !sandbox => {
+                return Err(EngineError::InvalidArgument(
+                    "builder = \"host-image\" boots the host's /usr instead of NixOS and is only allowed with `voxnix daemon --sandbox`".into(),
+                ));
+            }
+            BuilderKind::HostImage => Builder::HostImage,
+            BuilderKind::Nix => Builder::Nix,
+        };
+        let records =
+            RecordStore::open(&cfg.state_dir).map_err(io("opening the state directory"))?;
+        fault::init(&cfg.state_dir);
+        let (events, _) = broadcast::channel(1024);
+        let mut known_modules = cfg.modules.clone();
+        known_modules.sort();
+        known_modules.dedup();
+        Ok(Arc::new(Engine {
+            systemd: Systemd::new(bus).await?,
+            machined: Machined::new(bus).await?,
+            confs: ConfDir::new(cfg.conf_dir.clone()),
+            records,
+            builder,
+            known_modules,
+            names: tokio::sync::Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
+            expected_stops: Mutex::new(HashMap::new()),
+            ops: Operations::new(events.clone()),
+            events,
+            cfg,
+        }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn known_modules(&self) -> &[String] {
+        &self.known_modules
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
+    }
+
+    fn expect_stop(&self, name: &str) {
+        let mut m = self
+            .expected_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| t.elapsed() < Duration::from_secs(120));
+        m.insert(name.to_string(), Instant::now());
+    }
+
+    pub(crate) fn stop_was_expected(&self, name: &str) -> bool {
+        let m = self
+            .expected_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.get(name)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(120))
+    }
+
+    fn clear_expected(&self, name: &str) {
+        self.expected_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// The record of `name` if the scope may see it; otherwise `NotFound`,
+    /// the same error as for a name that does not exist.
+    fn visible(&self, scope: &Scope, name: &str) -> Result<Record, EngineError> {
+        if spec::validate_name(name).is_err() {
+            return Err(EngineError::not_found(name));
+        }
+        match self.records.get(name).map_err(io("reading a record"))? {
+            Some(r) if scope.allows(&r.owner) => Ok(r),
+            _ => Err(EngineError::not_found(name)),
+        }
+    }
+
+    fn timeout(&self, secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    // ----- create -----------------------------------------------------------
+
+    /// Validates `spec_json`, reserves the name, and starts the create in the
+    /// background. Returns the operation id.
+    pub async fn create(
+        self: &Arc<Self>,
+        owner: Owner,
+        spec_json: &str,
+    ) -> Result<String, EngineError> {
+        let spec = spec::parse_spec(spec_json, &self.known_modules)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let name = spec.name.clone();
+        {
+            let _names = self.names.lock().await;
+            self.ensure_name_free(&name).await?;
+            self.ensure_under_limit(&owner)?;
+            let record = Record::new(&name, owner.clone(), spec);
+            self.records
+                .put(&record)
+                .map_err(io("writing the record"))?;
+        }
+        let op = self.ops.begin("create", &name, &owner);
+        let engine = self.clone();
+        let op_id = op.clone();
+        tokio::spawn(async move {
+            let result = engine.run_create(&op_id, &name).await;
+            engine.ops.finish(
+                &op_id,
+                result.map(|r| serde_json::to_value(r).unwrap_or_default()),
+            );
+        });
+        Ok(op)
+    }
+
+    /// A name is taken if anything on the host uses it, whoever owns it. The
+    /// message never says who.
+    async fn ensure_name_free(&self, name: &str) -> Result<(), EngineError> {
+        let taken = self
+            .records
+            .get(name)
+            .map_err(io("reading a record"))?
+            .is_some()
+            || self.confs.exists(name)
+            || self.machined.info(name).await?.is_some();
+        if taken {
+            return Err(EngineError::Conflict(format!(
+                "a container named '{name}' already exists; choose another name"
+            )));
+        }
+        Ok(())
+    }
+
+    fn ensure_under_limit(&self, owner: &Owner) -> Result<(), EngineError> {
+        let limit = self.cfg.max_containers_per_owner as usize;
+        let have = self
+            .records
+            .load_all()
+            .0
+            .values()
+            .filter(|r| &r.owner == owner)
+            .count();
+        if have >= limit {
+            return Err(EngineError::QuotaExceeded(format!(
+                "{owner} already has {have} containers, the limit is {limit}; destroy one first"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn run_create(
+        self: &Arc<Self>,
+        op: &str,
+        name: &str,
+    ) -> Result<CreateResult, EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        fault::point("create:reserved");
+        match self.create_steps(op, name).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.ops.progress(
+                    op,
+                    "rolling-back",
+                    &format!("create failed ({}); undoing it", e.kind()),
+                );
+                if let Err(rb) = self.rollback_create(name).await {
+                    tracing::error!(container = name, "rollback after a failed create: {rb}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_steps(
+        self: &Arc<Self>,
+        op: &str,
+        name: &str,
+    ) -> Result<CreateResult, EngineError> {
+        let mut record = self
+            .records
+            .get(name)
+            .map_err(io("reading the record"))?
+            .ok_or_else(|| {
+                EngineError::HostError(format!("the record of '{name}' vanished during create"))
+            })?;
+        self.ops
+            .progress(op, "building", &format!("building the system of {name}"));
+        let progress = {
+            let engine = self.clone();
+            let op = op.to_string();
+            move |line: &str| engine.ops.progress(&op, "building", line)
+        };
+        let built = self
+            .builder
+            .build(&record.spec, &record.owner, &progress)
+            .await?;
+        record.system_path = built.system_path.clone();
+        record.drv_path = built.drv_path.clone();
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        fault::point("create:built");
+
+        self.ops.progress(
+            op,
+            "configuring",
+            "writing the container's conf and unit settings",
+        );
+        self.install(&record).await?;
+        fault::point("create:properties-set");
+
+        self.ops.progress(
+            op,
+            "starting",
+            &format!("starting {}", container_unit(name)),
+        );
+        self.start_unit(name).await?;
+        fault::point("create:started");
+
+        record.phase = Phase::Ready;
+        record.finish("ok");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        self.emit(Event::ContainerAdded {
+            name: name.to_string(),
+        });
+
+        self.ops.progress(
+            op,
+            "waiting-for-address",
+            "waiting for the container's DHCP address",
+        );
+        let addresses = self
+            .wait_for_ipv4(name, self.timeout(self.cfg.address_wait_secs))
+            .await;
+        let state = self.state_of(&record).await;
+        self.ops
+            .progress(op, "ready", &format!("{name} is {state}"));
+        Ok(CreateResult {
+            name: name.to_string(),
+            owner: record.owner.to_string(),
+            state,
+            addresses: addresses.iter().map(IpAddr::to_string).collect(),
+        })
+    }
+
+    /// Writes the conf file and the unit's persistent properties (devices and
+    /// resource limits), then reloads systemd.
+    async fn install(&self, record: &Record) -> Result<(), EngineError> {
+        let conf = ContainerConf {
+            system_path: record.system_path.clone(),
+            private_network: true,
+            host_bridge: Some(self.cfg.bridge.clone()),
+            extra_nspawn_flags: Vec::new(),
+        };
+        let text = conf.render().ok_or_else(|| {
+            EngineError::InvalidArgument("a path in the container's conf is not safe".into())
+        })?;
+        self.confs
+            .write(&record.name, &text)
+            .map_err(io("writing the conf file"))?;
+        fault::point("create:conf-written");
+        let props = unit_properties(&record.spec);
+        self.systemd
+            .set_properties(&container_unit(&record.name), false, props)
+            .await?;
+        self.systemd.reload().await?;
+        Ok(())
+    }
+
+    async fn start_unit(&self, name: &str) -> Result<(), EngineError> {
+        let unit = container_unit(name);
+        self.systemd.reset_failed(&unit).await?;
+        self.systemd
+            .run_job(
+                JobKind::Start,
+                &unit,
+                self.timeout(self.cfg.start_timeout_secs),
+            )
+            .await?;
+        self.machined
+            .wait_registered(name, Duration::from_secs(30))
+            .await?;
+        Ok(())
+    }
+
+    async fn stop_unit(&self, name: &str) -> Result<(), EngineError> {
+        let unit = container_unit(name);
+        self.expect_stop(name);
+        self.systemd
+            .run_job(
+                JobKind::Stop,
+                &unit,
+                self.timeout(self.cfg.stop_timeout_secs),
+            )
+            .await?;
+        // nspawn's machine can outlive the unit briefly; make sure it is gone.
+        if self.machined.info(name).await?.is_some() {
+            self.machined.terminate(name).await?;
+            self.machined
+                .wait_removed(name, Duration::from_secs(30))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_ipv4(&self, name: &str, timeout: Duration) -> Vec<IpAddr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let addrs = self.machined.addresses(name).await.unwrap_or_default();
+            if addrs.iter().any(IpAddr::is_ipv4) || Instant::now() >= deadline {
+                return addrs;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Undoes everything a create may have done, in reverse, each step
+    /// idempotent (reconcile calls it after a crash at any point).
+    pub(crate) async fn rollback_create(&self, name: &str) -> Result<(), EngineError> {
+        self.remove_from_host(name).await?;
+        self.records
+            .remove(name)
+            .map_err(io("removing the record"))?;
+        self.clear_expected(name);
+        Ok(())
+    }
+
+    /// Stops the container and removes its conf, unit settings and build.
+    async fn remove_from_host(&self, name: &str) -> Result<(), EngineError> {
+        let unit = container_unit(name);
+        let status = self.systemd.unit_status(&unit).await?;
+        if !matches!(status.active_state.as_str(), "inactive" | "failed")
+            || self.machined.info(name).await?.is_some()
+        {
+            self.stop_unit(name).await?;
+        }
+        fault::point("destroy:stopped");
+        self.systemd.revert(&unit).await?;
+        fault::point("destroy:reverted");
+        self.confs
+            .remove(name)
+            .map_err(io("removing the conf file"))?;
+        fault::point("destroy:conf-removed");
+        self.systemd.reload().await?;
+        self.systemd.reset_failed(&unit).await?;
+        self.builder.remove(name).await?;
+        Ok(())
+    }
+
+    // ----- other lifecycle operations ----------------------------------------
+
+    pub async fn start(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.visible(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.visible(scope, name)?;
+        self.ensure_ready(&record)?;
+        record.begin("start");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        fault::point("start:begun");
+        let result = self.start_unit(name).await;
+        fault::point("start:started");
+        self.finish_record(record, &result)?;
+        result
+    }
+
+    pub async fn stop(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.visible(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.visible(scope, name)?;
+        self.ensure_ready(&record)?;
+        record.begin("stop");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        fault::point("stop:begun");
+        let result = self.stop_unit(name).await;
+        fault::point("stop:stopped");
+        self.finish_record(record, &result)?;
+        result
+    }
+
+    /// Stop, then start: more robust than RestartUnit for nspawn containers,
+    /// whose machine can linger past the unit's stop (nixpkgs#43652).
+    pub async fn restart(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.visible(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.visible(scope, name)?;
+        self.ensure_ready(&record)?;
+        record.begin("restart");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        let result = async {
+            self.stop_unit(name).await?;
+            self.start_unit(name).await
+        }
+        .await;
+        self.finish_record(record, &result)?;
+        result
+    }
+
+    pub async fn destroy(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.visible(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.visible(scope, name)?;
+        if record.phase == Phase::Creating {
+            return Err(EngineError::Busy(format!(
+                "'{name}' is still being created; try again when it is done"
+            )));
+        }
+        record.phase = Phase::Destroying;
+        record.begin("destroy");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        fault::point("destroy:marked");
+        self.finish_destroy(&record).await
+    }
+
+    /// The rest of a destroy, also used by reconcile to finish an interrupted one.
+    pub(crate) async fn finish_destroy(&self, record: &Record) -> Result<(), EngineError> {
+        self.remove_from_host(&record.name).await?;
+        self.records
+            .remove(&record.name)
+            .map_err(io("removing the record"))?;
+        self.clear_expected(&record.name);
+        self.emit(Event::ContainerRemoved {
+            name: record.name.clone(),
+        });
+        self.emit(Event::ContainerChanged {
+            name: record.name.clone(),
+            owner: record.owner.clone(),
+            state: "destroyed".into(),
+            expected: true,
+        });
+        Ok(())
+    }
+
+    fn ensure_ready(&self, record: &Record) -> Result<(), EngineError> {
+        match record.phase {
+            Phase::Ready => Ok(()),
+            Phase::Creating => Err(EngineError::Busy(format!(
+                "'{}' is still being created",
+                record.name
+            ))),
+            Phase::Destroying => Err(EngineError::Busy(format!(
+                "'{}' is being destroyed",
+                record.name
+            ))),
+        }
+    }
+
+    fn finish_record(
+        &self,
+        mut record: Record,
+        result: &Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        match result {
+            Ok(()) => record.finish("ok"),
+            Err(e) => record.finish(&format!("{}: {}", e.kind(), e.message())),
+        }
+        self.records.put(&record).map_err(io("writing the record"))
+    }
+
+    // ----- queries -----------------------------------------------------------
+
+    async fn state_of(&self, record: &Record) -> String {
+        let unit = self
+            .systemd
+            .unit_status(&container_unit(&record.name))
+            .await
+            .unwrap_or_default();
+        derive_state(record.phase, &unit.active_state, true)
+    }
+
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<ContainerSummary>, EngineError> {
+        let (records, _) = self.records.load_all();
+        let visible: Vec<Record> = records
+            .into_values()
+            .filter(|r| scope.allows(&r.owner))
+            .collect();
+        if visible.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (units, machines) = tokio::join!(self.systemd.container_units(), self.machined.list());
+        let units: HashMap<String, (String, String)> =
+            units?.into_iter().map(|(n, a, s)| (n, (a, s))).collect();
+        let machines: std::collections::HashSet<String> =
+            machines?.into_iter().map(|(n, _)| n).collect();
+        let rows = visible.into_iter().map(|r| {
+            let (active, _) = units
+                .get(&container_unit(&r.name))
+                .cloned()
+                .unwrap_or_else(|| ("inactive".into(), "dead".into()));
+            let running = machines.contains(&r.name);
+            async move {
+                let addresses = if running {
+                    self.machined.addresses(&r.name).await.unwrap_or_default()
+                } else {
+                    vec![]
+                };
+                summary(&r, &active, running, &addresses)
+            }
+        });
+        Ok(futures_util::future::join_all(rows).await)
+    }
+
+    pub async fn status(&self, scope: &Scope, name: &str) -> Result<ContainerStatus, EngineError> {
+        let record = self.visible(scope, name)?;
+        let unit = container_unit(name);
+        let (unit_status, machine) =
+            tokio::join!(self.systemd.unit_status(&unit), self.machined.info(name));
+        let unit_status = unit_status?;
+        let machine = machine?;
+        let (addresses, os_release) = if machine.is_some() {
+            tokio::join!(
+                self.machined.addresses(name),
+                self.machined.os_release(name)
+            )
+        } else {
+            (Ok(vec![]), Ok(Default::default()))
+        };
+        let addresses = addresses.unwrap_or_default();
+        let now_usec = records::now_secs().saturating_mul(1_000_000);
+        let uptime_secs = (machine.is_some() && unit_status.active_enter_usec > 0)
+            .then(|| now_usec.saturating_sub(unit_status.active_enter_usec) / 1_000_000);
+        Ok(ContainerStatus {
+            summary: summary(
+                &record,
+                &unit_status.active_state,
+                machine.is_some(),
+                &addresses,
+            ),
+            unit,
+            sub_state: unit_status.sub_state.clone(),
+            leader: machine.as_ref().map(|m| m.leader),
+            machine_id: machine.as_ref().map(|m| m.id_hex.clone()),
+            uptime_secs,
+            os_release: os_release.unwrap_or_default(),
+            memory_bytes: unit_status.memory_bytes,
+            cpu_nsec: unit_status.cpu_nsec,
+            system_path: record.system_path.clone(),
+            workspace: record.spec.workspace,
+            last_operation: record.last_operation.clone(),
+        })
+    }
+
+    // LOGS_EXEC_PLACEHOLDER
+    pub fn operation(&self, scope: &Scope, id: &str) -> Result<OperationSnapshot, EngineError> {
+        match self.ops.get(id) {
+            Some(s) if scope.allows(&s.owner) => Ok(s),
+            _ => Err(EngineError::NotFound(format!(
+                "no operation with id '{id}'"
+            ))),
+        }
+    }
+
+    /// Owner of `name`, for the API's per-container objects.
+    pub fn owner_of(&self, name: &str) -> Option<Owner> {
+        self.records.get(name).ok().flatten().map(|r| r.owner)
+    }
+
+    /// Names of every container with a record.
+    pub fn names(&self) -> Vec<String> {
+        self.records.load_all().0.into_keys().collect()
+    }
+}
+
+/// The user-facing state from the record's phase and systemd's view.
+pub fn derive_state(phase: Phase, active_state: &str, machine_running: bool) -> String {
+    match phase {
+        Phase::Creating => "creating".into(),
+        Phase::Destroying => "destroying".into(),
+        Phase::Ready => match active_state {
+            "active" | "reloading" if machine_running => "running".into(),
+            "active" | "reloading" | "activating" => "starting".into(),
+            "deactivating" => "stopping".into(),
+            "failed" => "failed".into(),
+            _ => "stopped".into(),
+        },
+    }
+}
+
+fn summary(r: &Record, active: &str, running: bool, addresses: &[IpAddr]) -> ContainerSummary {
+    ContainerSummary {
+        name: r.name.clone(),
+        owner: r.owner.to_string(),
+        state: derive_state(r.phase, active, running),
+        unit_state: active.to_string(),
+        addresses: addresses.iter().map(IpAddr::to_string).collect(),
+        modules: r.spec.modules.clone(),
+        created_at: r.created_at,
+    }
+}
+
+/// The unit properties voxnix sets on `container@NAME.service`: the TUN device
+/// (tailscale and VPNs inside need it; NixOS's template closes devices) and the
+/// spec's resource limits.
+pub fn unit_properties(spec: &ContainerSpec) -> Vec<(String, zbus::OwnedVariant)> {
+    use zbus::OwnedVariant as V;
+    let mut props: Vec<(String, V)> = Vec::new();
+    let devices: Vec<(String, String)> = vec![("/dev/net/tun".into(), "rwm".into())];
+    if let Ok(v) = V::try_from(zbus::Variant::from(devices)) {
+        props.push(("DeviceAllow".into(), v));
+    }
+    let r = &spec.resources;
+    if let Some(m) = r.memory_max {
+        props.push(("MemoryMax".into(), V::from(m)));
+    }
+    if let Some(w) = r.cpu_weight {
+        props.push(("CPUWeight".into(), V::from(w)));
+    }
+    if let Some(q) = spec.cpu_quota_per_sec_usec() {
+        props.push(("CPUQuotaPerSecUSec".into(), V::from(q)));
+    }
+    if let Some(t) = r.tasks_max {
+        props.push(("TasksMax".into(), V::from(t)));
+    }
+    props
+}

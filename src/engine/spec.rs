@@ -1,1 +1,1605 @@
-//! Container spec parsing and validation (see helper).
+//! Container spec parsing and validation.
+//!
+//! A client (CLI, chat front end) sends a spec as JSON. [`parse_spec`] checks it
+//! completely before anything touches the host, and turns it into a
+//! [`ContainerSpec`]. Every rejection is a [`SpecError`] naming the field and
+//! the rule, in words a person can act on.
+//!
+//! # Client JSON
+//!
+//! ```json
+//! {"name":"dev","modules":["git","fish"],"workspace":true,
+//!  "memory_max":"2G","cpu_weight":100,"tasks_max":512,
+//!  "settings":{"ssh":{"authorized_keys":["ssh-ed25519 AAAA x"]}}}
+//! ```
+//!
+//! | field | required | accepted |
+//! | --- | --- | --- |
+//! | `name` | yes | 1 to [`NAME_MAX_LEN`] characters of `a-z`, `0-9` and `-`, starting and ending with a letter or digit |
+//! | `modules` | no (default `[]`) | list of known module names, no duplicates, order kept |
+//! | `workspace` | no (default `true`) | `true` or `false` |
+//! | `memory_max` | no | bytes as an integer, or a size string (see [`parse_size`]); 32M to 16T |
+//! | `cpu_weight` | no | integer 1 to 10000 (systemd `CPUWeight`) |
+//! | `cpu_quota` | no | `"150%"`, or an integer percent; 1% to 102400% (one CPU is 100%) |
+//! | `tasks_max` | no | integer 1 to 4194304 |
+//! | `settings` | no | object: known module name → object (checked in depth by Nix later) |
+//!
+//! `cpu_weight` and `cpu_quota` cannot both be given. An optional field given as
+//! `null` counts as not given. Any other field is rejected, and so is a key that
+//! appears twice in one JSON object (at any depth). Integers may also be written
+//! as whole JSON floats (`100.0`, `1e9`); fractions are rejected.
+//!
+//! The owner is never part of a client spec: the daemon decides it and adds it
+//! in [`ContainerSpec::to_build_json`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Longest container name. The host side of the container's veth pair is
+/// called `vb-<name>`, and Linux interface names have at most 15 characters.
+pub const NAME_MAX_LEN: usize = 11;
+
+/// Largest accepted spec, in bytes of JSON text.
+pub const SPEC_MAX_BYTES: usize = 64 * 1024;
+
+/// The fields a client spec may contain, in the order they are checked.
+const ALLOWED_FIELDS: [&str; 8] = [
+    "name",
+    "modules",
+    "workspace",
+    "memory_max",
+    "cpu_weight",
+    "cpu_quota",
+    "tasks_max",
+    "settings",
+];
+
+const KIB: u64 = 1024;
+const MIB: u64 = KIB * 1024;
+const GIB: u64 = MIB * 1024;
+const TIB: u64 = GIB * 1024;
+
+const MEMORY_MIN: u64 = 32 * MIB;
+const MEMORY_MAX: u64 = 16 * TIB;
+const CPU_WEIGHT_MAX: u64 = 10_000;
+const CPU_QUOTA_MAX: u64 = 102_400;
+const TASKS_MAX_MAX: u64 = 4_194_304;
+
+/// A validated spec (the owner is never part of it: the daemon decides the owner).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// In the order given, no duplicates.
+    pub modules: Vec<String>,
+    /// Default true.
+    pub workspace: bool,
+    pub resources: Resources,
+    /// Per-module settings: module name -> JSON object (checked in depth by Nix later).
+    pub settings: BTreeMap<String, Map<String, Value>>,
+}
+
+/// Resource limits, applied by the host (systemd), not inside the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Bytes (systemd `MemoryMax`), 32 MiB to 16 TiB.
+    pub memory_max: Option<u64>,
+    /// systemd `CPUWeight`, 1..=10000.
+    pub cpu_weight: Option<u64>,
+    /// 1..=102400 (percent of one CPU), maps to `CPUQuotaPerSecUSec`.
+    pub cpu_quota_percent: Option<u32>,
+    /// systemd `TasksMax`, 1..=4194304.
+    pub tasks_max: Option<u64>,
+}
+
+/// Why a spec was rejected: the field (`name`, `modules[2]`, `settings.ssh`,
+/// `spec` for the document as a whole) and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct SpecError {
+    pub field: String,
+    pub rule: String,
+}
+
+fn err(field: impl Into<String>, rule: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+/// Checks a container name: 1 to [`NAME_MAX_LEN`] characters, only lowercase
+/// ASCII letters, ASCII digits and `-`, starting and ending with a letter or
+/// digit (`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`, matched against the whole string).
+pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    const FIELD: &str = "name";
+    if name.is_empty() {
+        return Err(err(
+            FIELD,
+            "must not be empty; use 1 to 11 lowercase letters, digits and '-', like \"dev\"",
+        ));
+    }
+    let len = name.chars().count();
+    if len > NAME_MAX_LEN {
+        return Err(err(
+            FIELD,
+            format!(
+                "is {len} characters long; at most {NAME_MAX_LEN} are allowed, because the \
+                 host-side network interface 'vb-<name>' must fit Linux's 15-character limit"
+            ),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        let hint = if c.is_ascii_uppercase() {
+            " (use lowercase)"
+        } else {
+            ""
+        };
+        return Err(err(
+            FIELD,
+            format!(
+                "contains {}, which is not allowed{hint}; use only lowercase letters a-z, \
+                 digits 0-9 and '-'",
+                describe_char(c)
+            ),
+        ));
+    }
+    if name.starts_with('-') {
+        return Err(err(FIELD, "must start with a letter or digit, not '-'"));
+    }
+    if name.ends_with('-') {
+        return Err(err(FIELD, "must end with a letter or digit, not '-'"));
+    }
+    Ok(())
+}
+
+/// Parse and validate client JSON against the modules the daemon knows.
+///
+/// The checks run in a fixed order (size, JSON syntax and duplicate keys,
+/// object, unknown fields, then the fields in the order of the table in the
+/// module documentation), and the first failure is returned, so the same
+/// input always gives the same error.
+pub fn parse_spec(json: &str, known_modules: &[String]) -> Result<ContainerSpec, SpecError> {
+    if json.len() > SPEC_MAX_BYTES {
+        return Err(err(
+            "spec",
+            format!(
+                "is {} bytes; the limit is {SPEC_MAX_BYTES} bytes (64 KiB)",
+                json.len()
+            ),
+        ));
+    }
+    let value = parse_json(json)?;
+    let Value::Object(obj) = value else {
+        return Err(err(
+            "spec",
+            format!(
+                "must be a JSON object like {{\"name\":\"dev\"}}, got {}",
+                kind(&value)
+            ),
+        ));
+    };
+
+    // Unknown fields first: a misspelt "nmae" is better reported as itself
+    // than as a missing "name". Sorted, so the report does not depend on the
+    // map's iteration order.
+    let mut unknown: Vec<&String> = obj
+        .keys()
+        .filter(|k| !ALLOWED_FIELDS.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    if let Some(key) = unknown.first() {
+        let allowed = ALLOWED_FIELDS.join(", ");
+        let rule = match key.as_str() {
+            "owner" => format!(
+                "unknown field; the owner is decided by the daemon, not by the spec; allowed: {allowed}"
+            ),
+            "resources" => format!(
+                "unknown field; give memory_max, cpu_weight, cpu_quota and tasks_max at the top \
+                 level; allowed: {allowed}"
+            ),
+            _ => format!("unknown field; allowed: {allowed}"),
+        };
+        return Err(err(field_name(key), rule));
+    }
+
+    let given = |key: &str| obj.get(key).filter(|v| !v.is_null());
+    let known = KnownModules::new(known_modules);
+
+    let name = match given("name") {
+        None => {
+            return Err(err(
+                "name",
+                "is required: give the container a name like \"dev\"",
+            ));
+        }
+        Some(Value::String(s)) => {
+            validate_name(s)?;
+            s.clone()
+        }
+        Some(other) => {
+            return Err(err(
+                "name",
+                format!("expected a string, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let modules = match given("modules") {
+        None => Vec::new(),
+        Some(v) => check_modules(v, &known)?,
+    };
+
+    let workspace = match given("workspace") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(err(
+                "workspace",
+                format!("expected true or false, got {}", kind(other)),
+            ));
+        }
+    };
+
+    let memory_max = given("memory_max").map(check_memory_max).transpose()?;
+
+    let cpu_weight = given("cpu_weight")
+        .map(|v| {
+            int_in_range(
+                "cpu_weight",
+                v,
+                1,
+                CPU_WEIGHT_MAX,
+                "between 1 and 10000 (systemd CPUWeight; the default is 100)",
+            )
+        })
+        .transpose()?;
+
+    let cpu_quota_percent = match given("cpu_quota") {
+        None => None,
+        Some(_) if cpu_weight.is_some() => {
+            return Err(err(
+                "cpu_quota",
+                "cannot be combined with cpu_weight; give one or the other",
+            ));
+        }
+        Some(v) => Some(check_cpu_quota(v)?),
+    };
+
+    let tasks_max = given("tasks_max")
+        .map(|v| {
+            int_in_range(
+                "tasks_max",
+                v,
+                1,
+                TASKS_MAX_MAX,
+                "between 1 and 4194304 (leave it out for no limit)",
+            )
+        })
+        .transpose()?;
+
+    let settings = match given("settings") {
+        None => BTreeMap::new(),
+        Some(v) => check_settings(v, &known)?,
+    };
+
+    Ok(ContainerSpec {
+        name,
+        modules,
+        workspace,
+        resources: Resources {
+            memory_max,
+            cpu_weight,
+            cpu_quota_percent,
+            tasks_max,
+        },
+        settings,
+    })
+}
+
+impl ContainerSpec {
+    /// The JSON handed to Nix (adds the owner):
+    /// `{"name","owner","modules","workspace","settings","resources":{...}}`.
+    /// `resources` is always present; limits that are not set are left out of
+    /// it. Its keys are `memory_max` (bytes), `cpu_weight`,
+    /// `cpu_quota_percent` and `tasks_max`.
+    pub fn to_build_json(&self, owner: &str) -> Value {
+        let mut resources = Map::new();
+        let r = &self.resources;
+        if let Some(v) = r.memory_max {
+            resources.insert("memory_max".into(), Value::from(v));
+        }
+        if let Some(v) = r.cpu_weight {
+            resources.insert("cpu_weight".into(), Value::from(v));
+        }
+        if let Some(v) = r.cpu_quota_percent {
+            resources.insert("cpu_quota_percent".into(), Value::from(v));
+        }
+        if let Some(v) = r.tasks_max {
+            resources.insert("tasks_max".into(), Value::from(v));
+        }
+
+        let settings: Map<String, Value> = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::Object(v.clone())))
+            .collect();
+
+        let mut out = Map::new();
+        out.insert("name".into(), Value::from(self.name.as_str()));
+        out.insert("owner".into(), Value::from(owner));
+        out.insert(
+            "modules".into(),
+            Value::Array(
+                self.modules
+                    .iter()
+                    .map(|m| Value::from(m.as_str()))
+                    .collect(),
+            ),
+        );
+        out.insert("workspace".into(), Value::Bool(self.workspace));
+        out.insert("settings".into(), Value::Object(settings));
+        out.insert("resources".into(), Value::Object(resources));
+        Value::Object(out)
+    }
+
+    /// CPUQuotaPerSecUSec value for systemd (percent * 10_000), if any.
+    pub fn cpu_quota_per_sec_usec(&self) -> Option<u64> {
+        self.resources
+            .cpu_quota_percent
+            .map(|p| u64::from(p) * 10_000)
+    }
+}
+
+/// Units accepted by [`parse_size`] and used by [`format_size`], smallest first.
+const UNITS: [(char, u64); 6] = [
+    ('K', KIB),
+    ('M', MIB),
+    ('G', GIB),
+    ('T', TIB),
+    ('P', TIB * 1024),
+    ('E', TIB * 1024 * 1024),
+];
+
+/// Parses a size in bytes.
+///
+/// Accepted: ASCII digits, optionally followed by a unit. Units are powers
+/// of 1024, as in systemd's `MemoryMax=`: `K`, `M`, `G`, `T`, `P`, `E`, each
+/// optionally followed by `B` or `iB` (`2G`, `2GB` and `2GiB` are all 2×1024³
+/// bytes); a lone `B` means bytes. Units are case-insensitive. With a unit of
+/// `K` or larger the number may have up to 9 decimal places (`1.5G`); the
+/// result is rounded down to a whole byte. No signs, no whitespace, no
+/// exponents, no thousands separators. Values above `u64::MAX` bytes are
+/// rejected.
+///
+/// The error is a sentence fragment describing what is wrong with `s`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    const FRACTION_DIGITS_MAX: usize = 9;
+    if s.is_empty() {
+        return Err("the size is empty".into());
+    }
+    let int_end = digit_run(s);
+    if int_end == 0 {
+        return Err(if s.starts_with('-') {
+            "a size cannot be negative".into()
+        } else {
+            format!("\"{}\" does not start with a number", show(s))
+        });
+    }
+    // Everything before `int_end` is ASCII, so the slices below are on char
+    // boundaries.
+    let int_part = &s[..int_end];
+    let mut rest = &s[int_end..];
+    let mut fraction = "";
+    if let Some(after_dot) = rest.strip_prefix('.') {
+        let end = digit_run(after_dot);
+        if end == 0 {
+            return Err("expected digits after the decimal point".into());
+        }
+        fraction = &after_dot[..end];
+        rest = &after_dot[end..];
+    }
+    let multiplier = unit_multiplier(rest).ok_or_else(|| {
+        format!(
+            "unknown unit \"{}\"; use K, M, G, T, P or E (powers of 1024), optionally \
+             followed by B or iB, like \"512M\" or \"2GiB\"",
+            show(rest)
+        )
+    })?;
+    if !fraction.is_empty() && multiplier == 1 {
+        return Err(
+            "a byte count must be a whole number; use a unit (like \"1.5G\") for a fraction".into(),
+        );
+    }
+    if fraction.len() > FRACTION_DIGITS_MAX {
+        return Err(format!(
+            "at most {FRACTION_DIGITS_MAX} decimal places are allowed"
+        ));
+    }
+
+    let too_large = || "too large: the largest size is 16E (2^64 - 1 bytes)".to_string();
+    let significant = int_part.trim_start_matches('0');
+    // 20 digits already exceed u64::MAX once multiplied by any unit but "B";
+    // anything longer cannot fit at all.
+    if significant.len() > 20 {
+        return Err(too_large());
+    }
+    let whole = digits_value(significant).ok_or_else(too_large)?;
+    let mult = u128::from(multiplier);
+    let mut total = whole.checked_mul(mult).ok_or_else(too_large)?;
+    if !fraction.is_empty() {
+        // fraction < 10^9 and mult <= 2^60, so this cannot overflow u128.
+        let numerator = digits_value(fraction).ok_or_else(too_large)?;
+        let denominator = 10u128.pow(u32::try_from(fraction.len()).map_err(|_| too_large())?);
+        total = total
+            .checked_add(numerator * mult / denominator)
+            .ok_or_else(too_large)?;
+    }
+    u64::try_from(total).map_err(|_| too_large())
+}
+
+/// Formats a byte count for people, the way `du -h` does: below 1024 as
+/// bytes (`"1023B"`); otherwise in the largest unit (K, M, G, T, P, E; powers
+/// of 1024) that keeps the number at least 1, with one decimal below 10
+/// (`"2.0G"`, `"1.5K"`) and none from 10 on (`"512M"`). Rounded to the
+/// nearest shown digit, so the result is within 5% of `bytes`; it can be read
+/// back with [`parse_size`].
+pub fn format_size(bytes: u64) -> String {
+    if bytes < KIB {
+        return format!("{bytes}B");
+    }
+    let value = u128::from(bytes);
+    let mut index = UNITS.iter().rposition(|&(_, m)| bytes >= m).unwrap_or(0);
+    loop {
+        let (letter, m) = UNITS[index];
+        let m = u128::from(m);
+        let tenths = (value * 10 + m / 2) / m;
+        if tenths < 100 {
+            return format!("{}.{}{letter}", tenths / 10, tenths % 10);
+        }
+        let whole = (value + m / 2) / m;
+        if whole >= 1024 && index + 1 < UNITS.len() {
+            // Rounded up to the next unit ("1024M" reads better as "1.0G").
+            index += 1;
+            continue;
+        }
+        return format!("{whole}{letter}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Field checks
+
+/// The modules the daemon knows, sorted and deduplicated so that messages
+/// listing them are deterministic.
+struct KnownModules<'a> {
+    names: BTreeSet<&'a str>,
+}
+
+impl<'a> KnownModules<'a> {
+    fn new(known: &'a [String]) -> Self {
+        Self {
+            names: known.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn unknown(&self, name: &str) -> String {
+        if self.names.is_empty() {
+            format!("unknown module '{}'; no modules are available", show(name))
+        } else {
+            let available: Vec<&str> = self.names.iter().copied().collect();
+            format!(
+                "unknown module '{}'; available: {}",
+                show(name),
+                available.join(", ")
+            )
+        }
+    }
+}
+
+fn check_modules(value: &Value, known: &KnownModules<'_>) -> Result<Vec<String>, SpecError> {
+    let Value::Array(items) = value else {
+        return Err(err(
+            "modules",
+            format!(
+                "expected a list of module names like [\"git\"], got {}",
+                kind(value)
+            ),
+        ));
+    };
+    let mut modules: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("modules[{i}]");
+        let Value::String(m) = item else {
+            return Err(err(
+                field,
+                format!("expected a module name (a string), got {}", kind(item)),
+            ));
+        };
+        if !known.contains(m) {
+            return Err(err(field, known.unknown(m)));
+        }
+        if let Some(first) = modules.iter().position(|x| x == m) {
+            return Err(err(
+                field,
+                format!(
+                    "duplicate module '{}' (already at modules[{first}])",
+                    show(m)
+                ),
+            ));
+        }
+        modules.push(m.clone());
+    }
+    Ok(modules)
+}
+
+fn check_memory_max(value: &Value) -> Result<u64, SpecError> {
+    const FIELD: &str = "memory_max";
+    const RANGE: &str = "between 32M and 16T (33554432 to 17592186044416 bytes)";
+    match value {
+        Value::String(s) => {
+            let bytes = parse_size(s).map_err(|reason| {
+                err(
+                    FIELD,
+                    format!("{reason}; give bytes or a size like \"2G\", between 32M and 16T"),
+                )
+            })?;
+            if (MEMORY_MIN..=MEMORY_MAX).contains(&bytes) {
+                Ok(bytes)
+            } else {
+                Err(err(
+                    FIELD,
+                    format!("must be {RANGE}, got \"{}\" ({bytes} bytes)", show(s)),
+                ))
+            }
+        }
+        Value::Number(_) => int_in_range(FIELD, value, MEMORY_MIN, MEMORY_MAX, RANGE),
+        other => Err(err(
+            FIELD,
+            format!(
+                "expected a byte count or a size string like \"2G\", got {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+fn check_cpu_quota(value: &Value) -> Result<u32, SpecError> {
+    const FIELD: &str = "cpu_quota";
+    const RANGE: &str = "between 1% and 102400% (100% is one whole CPU)";
+    let percent = match value {
+        Value::String(s) => {
+            let Some(digits) = s.strip_suffix('%') else {
+                return Err(err(
+                    FIELD,
+                    format!("expected a percentage like \"150%\", got \"{}\"", show(s)),
+                ));
+            };
+            let end = digit_run(digits);
+            if digits.is_empty() || end != digits.len() {
+                let rule = if digits.starts_with('-') {
+                    format!("must be {RANGE}, got \"{}\"", show(s))
+                } else if end > 0 && digits[end..].starts_with('.') {
+                    format!("must be a whole percentage {RANGE}, got \"{}\"", show(s))
+                } else {
+                    format!("expected a percentage like \"150%\", got \"{}\"", show(s))
+                };
+                return Err(err(FIELD, rule));
+            }
+            let significant = digits.trim_start_matches('0');
+            let parsed = if significant.len() > 7 {
+                None
+            } else {
+                digits_value(significant)
+            };
+            match parsed.and_then(|p| u64::try_from(p).ok()) {
+                Some(p) if (1..=CPU_QUOTA_MAX).contains(&p) => p,
+                _ => {
+                    return Err(err(FIELD, format!("must be {RANGE}, got \"{}\"", show(s))));
+                }
+            }
+        }
+        Value::Number(_) => int_in_range(FIELD, value, 1, CPU_QUOTA_MAX, RANGE)?,
+        other => {
+            return Err(err(
+                FIELD,
+                format!(
+                    "expected a percentage like \"150%\" (or a whole number of percent), got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    u32::try_from(percent).map_err(|_| err(FIELD, format!("must be {RANGE}")))
+}
+
+fn check_settings(
+    value: &Value,
+    known: &KnownModules<'_>,
+) -> Result<BTreeMap<String, Map<String, Value>>, SpecError> {
+    let Value::Object(given) = value else {
+        return Err(err(
+            "settings",
+            format!(
+                "expected an object of module name to settings, like {{\"ssh\":{{...}}}}, got {}",
+                kind(value)
+            ),
+        ));
+    };
+    let mut keys: Vec<&String> = given.keys().collect();
+    keys.sort();
+    let mut settings = BTreeMap::new();
+    for module in keys {
+        let field = format!("settings.{}", field_name(module));
+        if !known.contains(module) {
+            return Err(err(field, known.unknown(module)));
+        }
+        match given.get(module) {
+            Some(Value::Object(s)) => {
+                settings.insert(module.clone(), s.clone());
+            }
+            Some(other) => {
+                return Err(err(
+                    field,
+                    format!(
+                        "expected an object of settings for module '{}', got {}",
+                        show(module),
+                        kind(other)
+                    ),
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(settings)
+}
+
+/// A whole number in `min..=max`. `range` completes "must be ...".
+fn int_in_range(
+    field: &str,
+    value: &Value,
+    min: u64,
+    max: u64,
+    range: &str,
+) -> Result<u64, SpecError> {
+    let Value::Number(n) = value else {
+        return Err(err(
+            field,
+            format!("expected a whole number {range}, got {}", kind(value)),
+        ));
+    };
+    let out_of_range = || err(field, format!("must be {range}, got {n}"));
+    if let Some(u) = n.as_u64() {
+        return if (min..=max).contains(&u) {
+            Ok(u)
+        } else {
+            Err(out_of_range())
+        };
+    }
+    if n.as_i64().is_some() {
+        // Only negative numbers are i64 but not u64.
+        return Err(out_of_range());
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f.fract() == 0.0 => {
+            // All limits are far below 2^53, so in-range whole floats convert exactly.
+            if f >= min as f64 && f <= max as f64 {
+                Ok(f as u64)
+            } else {
+                Err(out_of_range())
+            }
+        }
+        _ => Err(err(
+            field,
+            format!("must be a whole number {range}, got {n}"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON with duplicate keys rejected
+
+/// Parses JSON like `serde_json::from_str::<Value>`, but rejects an object
+/// with the same key twice (serde_json would silently keep the last one,
+/// which lets a spec say two things at once).
+fn parse_json(json: &str) -> Result<Value, SpecError> {
+    serde_json::from_str::<StrictValue>(json)
+        .map(|v| v.0)
+        .map_err(|e| {
+            let rule = match e.classify() {
+                serde_json::error::Category::Data => format!("{e}; each key may appear only once"),
+                serde_json::error::Category::Eof => {
+                    format!("is not valid JSON: it ends too early ({e})")
+                }
+                _ => format!("is not valid JSON: {e}"),
+            };
+            err("spec", rule)
+        })
+}
+
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        StrictValue::deserialize(deserializer).map(|v| v.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!(
+                    "duplicate key \"{}\"",
+                    show(&key)
+                )));
+            }
+            let StrictValue(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+/// "a string", "an object", ... for "expected X, got Y" messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Client text made safe to quote in a message: escaped (no raw control
+/// characters or newlines) and cut at 40 characters.
+fn show(s: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
+/// A client-chosen key as a field name: like [`show`], but an empty key is
+/// written `""` so that the field is never blank.
+fn field_name(key: &str) -> String {
+    if key.is_empty() {
+        "\"\"".into()
+    } else {
+        show(key)
+    }
+}
+
+/// `'x'`, or `'\n' (U+000A)` / `'٣' (U+0663)` for anything but printable ASCII.
+fn describe_char(c: char) -> String {
+    if c.is_ascii_graphic() {
+        format!("'{c}'")
+    } else {
+        format!("'{}' (U+{:04X})", c.escape_debug(), u32::from(c))
+    }
+}
+
+/// Length in bytes of the leading run of ASCII digits.
+fn digit_run(s: &str) -> usize {
+    s.bytes().take_while(u8::is_ascii_digit).count()
+}
+
+/// The value of a string of ASCII digits (empty is 0), if it fits in u128.
+fn digits_value(digits: &str) -> Option<u128> {
+    digits.bytes().try_fold(0u128, |acc, b| {
+        acc.checked_mul(10)?
+            .checked_add(u128::from(b.checked_sub(b'0')?))
+    })
+}
+
+/// The multiplier for a unit suffix of [`parse_size`], or None if unknown.
+fn unit_multiplier(unit: &str) -> Option<u64> {
+    if unit.is_empty() || unit.eq_ignore_ascii_case("b") {
+        return Some(1);
+    }
+    let mut chars = unit.chars();
+    let letter = chars.next()?.to_ascii_uppercase();
+    let tail = chars.as_str();
+    if !(tail.is_empty() || tail.eq_ignore_ascii_case("b") || tail.eq_ignore_ascii_case("ib")) {
+        return None;
+    }
+    UNITS.iter().find(|&&(l, _)| l == letter).map(|&(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn known() -> Vec<String> {
+        ["code-server", "fish", "git", "ssh", "workspace"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn parse(v: Value) -> Result<ContainerSpec, SpecError> {
+        parse_spec(&v.to_string(), &known())
+    }
+
+    /// Parses `{"name":"dev", <extra>}` and returns the error.
+    fn reject(extra: Value) -> SpecError {
+        let mut obj = json!({"name": "dev"});
+        if let (Value::Object(o), Value::Object(e)) = (&mut obj, extra) {
+            o.extend(e);
+        }
+        match parse(obj.clone()) {
+            Ok(spec) => panic!("accepted {obj}: {spec:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn accept(v: Value) -> ContainerSpec {
+        match parse(v.clone()) {
+            Ok(spec) => spec,
+            Err(e) => panic!("rejected {v}: {e}"),
+        }
+    }
+
+    fn name_err(name: &str) -> SpecError {
+        let e = validate_name(name).expect_err(name);
+        assert_eq!(e.field, "name");
+        e
+    }
+
+    // --- name ----------------------------------------------------------
+
+    #[test]
+    fn names_accepted() {
+        for n in [
+            "a",
+            "dev",
+            "0",
+            "123",
+            "a-b",
+            "a--b",
+            "a1-2b",
+            "abcdefghijk",
+            "12345678901",
+            "x-y-z-0-9-q",
+        ] {
+            assert_eq!(validate_name(n), Ok(()), "{n}");
+            assert_eq!(accept(json!({ "name": n })).name, n);
+        }
+    }
+
+    #[test]
+    fn name_empty_has_its_own_message() {
+        let e = name_err("");
+        assert!(e.rule.contains("must not be empty"), "{e}");
+        assert_eq!(reject(json!({"name": ""})), e);
+    }
+
+    #[test]
+    fn name_length_limit_explained() {
+        assert_eq!(validate_name("abcdefghijk"), Ok(()));
+        let e = name_err("abcdefghijkl");
+        assert!(e.rule.contains("is 12 characters long"), "{e}");
+        assert!(e.rule.contains("at most 11"), "{e}");
+        assert!(e.rule.contains("vb-<name>"), "{e}");
+        assert!(e.rule.contains("15"), "{e}");
+        let long = "x".repeat(200);
+        assert!(name_err(&long).rule.contains("is 200 characters long"));
+        // Too long wins over bad characters.
+        assert!(
+            name_err(&"A-".repeat(100))
+                .rule
+                .contains("is 200 characters long")
+        );
+        assert!(
+            name_err(&"٣".repeat(12))
+                .rule
+                .contains("is 12 characters long")
+        );
+    }
+
+    #[test]
+    fn name_bad_characters() {
+        for (n, shown) in [
+            ("dev\n", "'\\n' (U+000A)"),
+            ("\ndev", "'\\n' (U+000A)"),
+            ("de v", "' ' (U+0020)"),
+            ("dev_1", "'_'"),
+            ("dev.x", "'.'"),
+            ("٣", "'٣' (U+0663)"),
+            ("dev٣", "'٣' (U+0663)"),
+            ("é", "'é' (U+00E9)"),
+            ("dev\0", "'\\0' (U+0000)"),
+        ] {
+            let e = name_err(n);
+            assert!(e.rule.contains(shown), "{n:?}: {e}");
+            assert!(e.rule.contains("a-z"), "{n:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn name_uppercase_suggests_lowercase() {
+        for n in ["DEV", "Dev", "deV"] {
+            let e = name_err(n);
+            assert!(e.rule.contains("use lowercase"), "{e}");
+        }
+    }
+
+    #[test]
+    fn name_hyphen_at_the_ends() {
+        assert!(
+            name_err("a-")
+                .rule
+                .contains("must end with a letter or digit")
+        );
+        assert!(
+            name_err("-a")
+                .rule
+                .contains("must start with a letter or digit")
+        );
+        assert!(name_err("-").rule.contains("must start"));
+        assert!(name_err("--").rule.contains("must start"));
+        assert_eq!(validate_name("a--b"), Ok(()));
+    }
+
+    #[test]
+    fn name_required_and_typed() {
+        let e = parse(json!({})).expect_err("no name");
+        assert_eq!(e.field, "name");
+        assert!(e.rule.contains("is required"), "{e}");
+        let e = parse(json!({"name": null})).expect_err("null name");
+        assert!(e.rule.contains("is required"), "{e}");
+        let e = parse(json!({"name": 5})).expect_err("number name");
+        assert_eq!(e, err("name", "expected a string, got a number"));
+        let e = parse(json!({"name": ["dev"]})).expect_err("list name");
+        assert_eq!(e, err("name", "expected a string, got a list"));
+    }
+
+    #[test]
+    fn name_escape_sequences_in_json_are_checked_after_decoding() {
+        let e = parse_spec(r#"{"name":"dev\n"}"#, &known()).expect_err("newline");
+        assert_eq!(e.field, "name");
+        let e = parse_spec(r#"{"name":"dev\u0663"}"#, &known()).expect_err("digit");
+        assert!(e.rule.contains("U+0663"), "{e}");
+    }
+
+    // --- whole document ------------------------------------------------
+
+    #[test]
+    fn minimal_spec_defaults() {
+        let spec = accept(json!({"name": "dev"}));
+        assert_eq!(
+            spec,
+            ContainerSpec {
+                name: "dev".into(),
+                modules: vec![],
+                workspace: true,
+                resources: Resources::default(),
+                settings: BTreeMap::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn full_example_from_the_docs() {
+        let spec = parse_spec(
+            r#"{"name":"dev","modules":["git","fish"],"workspace":true,"memory_max":"2G","cpu_weight":100,"tasks_max":512,"settings":{"ssh":{"authorized_keys":["ssh-ed25519 AAAA x"]}}}"#,
+            &known(),
+        )
+        .expect("valid");
+        assert_eq!(spec.name, "dev");
+        assert_eq!(spec.modules, vec!["git", "fish"]);
+        assert!(spec.workspace);
+        assert_eq!(
+            spec.resources,
+            Resources {
+                memory_max: Some(2 * GIB),
+                cpu_weight: Some(100),
+                cpu_quota_percent: None,
+                tasks_max: Some(512),
+            }
+        );
+        assert_eq!(
+            Value::Object(spec.settings["ssh"].clone()),
+            json!({"authorized_keys": ["ssh-ed25519 AAAA x"]})
+        );
+    }
+
+    #[test]
+    fn too_large_input() {
+        let big = format!(
+            "{{\"name\":\"dev\",\"settings\":{{\"ssh\":{{\"x\":\"{}\"}}}}}}",
+            "a".repeat(SPEC_MAX_BYTES)
+        );
+        let e = parse_spec(&big, &known()).expect_err("too big");
+        assert_eq!(e.field, "spec");
+        assert!(e.rule.contains("65536"), "{e}");
+        // Exactly at the limit is fine (size-wise).
+        let head = "{\"name\":\"dev\",\"settings\":{\"ssh\":{\"x\":\"";
+        let tail = "\"}}}";
+        let at_limit = format!(
+            "{head}{}{tail}",
+            "a".repeat(SPEC_MAX_BYTES - head.len() - tail.len())
+        );
+        assert_eq!(at_limit.len(), SPEC_MAX_BYTES);
+        assert!(parse_spec(&at_limit, &known()).is_ok());
+    }
+
+    #[test]
+    fn not_an_object() {
+        for (text, got) in [
+            ("[]", "got a list"),
+            ("\"dev\"", "got a string"),
+            ("1", "got a number"),
+            ("null", "got null"),
+            ("true", "got a boolean"),
+        ] {
+            let e = parse_spec(text, &known()).expect_err(text);
+            assert_eq!(e.field, "spec");
+            assert!(e.rule.contains("must be a JSON object"), "{e}");
+            assert!(e.rule.contains(got), "{e}");
+        }
+    }
+
+    #[test]
+    fn invalid_json() {
+        for text in [
+            "",
+            "{",
+            "{\"name\":}",
+            "{\"name\":\"dev\"} x",
+            "nul",
+            "{'name':'dev'}",
+        ] {
+            let e = parse_spec(text, &known()).expect_err(text);
+            assert_eq!(e.field, "spec");
+            assert!(e.rule.contains("is not valid JSON"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_rejected_at_any_depth() {
+        let e = parse_spec(r#"{"name":"dev","name":"prod"}"#, &known()).expect_err("dup");
+        assert_eq!(e.field, "spec");
+        assert!(e.rule.contains("duplicate key \"name\""), "{e}");
+        assert!(e.rule.contains("only once"), "{e}");
+        let e = parse_spec(
+            r#"{"name":"dev","settings":{"ssh":{"port":22,"port":23}}}"#,
+            &known(),
+        )
+        .expect_err("nested dup");
+        assert!(e.rule.contains("duplicate key \"port\""), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            "{{\"name\":\"dev\",\"settings\":{{\"ssh\":{{\"x\":{}{}}}}}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let e = parse_spec(&deep, &known()).expect_err("deep");
+        assert_eq!(e.field, "spec");
+    }
+
+    #[test]
+    fn unknown_fields() {
+        let allowed = "allowed: name, modules, workspace, memory_max, cpu_weight, cpu_quota, tasks_max, settings";
+        let e = reject(json!({"colour": "red"}));
+        assert_eq!(e.field, "colour");
+        assert_eq!(e.rule, format!("unknown field; {allowed}"));
+        // Reported before a missing name, and deterministically (sorted).
+        let e = parse(json!({"zeta": 1, "nmae": "dev", "alpha": 2})).expect_err("unknown");
+        assert_eq!(e.field, "alpha");
+        let e = reject(json!({"owner": "telegram:1"}));
+        assert_eq!(e.field, "owner");
+        assert!(e.rule.contains("decided by the daemon"), "{e}");
+        assert!(e.rule.contains(allowed), "{e}");
+        let e = reject(json!({"resources": {"memory_max": 1}}));
+        assert_eq!(e.field, "resources");
+        assert!(e.rule.contains("top level"), "{e}");
+        let e = reject(json!({"bad\nkey": 1}));
+        assert_eq!(e.field, "bad\\nkey");
+        let e = reject(json!({"": 1}));
+        assert_eq!(e.field, "\"\"");
+        let e = reject(json!({"settings": {"": {}}}));
+        assert_eq!(e.field, "settings.\"\"");
+    }
+
+    #[test]
+    fn error_display_is_field_colon_rule() {
+        let e = err("modules[2]", "duplicate module 'git'");
+        assert_eq!(e.to_string(), "modules[2]: duplicate module 'git'");
+    }
+
+    // --- modules -------------------------------------------------------
+
+    #[test]
+    fn modules_in_order() {
+        assert_eq!(
+            accept(json!({"name": "dev", "modules": ["ssh", "git", "fish"]})).modules,
+            vec!["ssh", "git", "fish"]
+        );
+        assert!(
+            accept(json!({"name": "dev", "modules": []}))
+                .modules
+                .is_empty()
+        );
+        assert!(
+            accept(json!({"name": "dev", "modules": null}))
+                .modules
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn modules_unknown() {
+        let e = reject(json!({"modules": ["git", "fish", "foo"]}));
+        assert_eq!(e.field, "modules[2]");
+        assert_eq!(
+            e.rule,
+            "unknown module 'foo'; available: code-server, fish, git, ssh, workspace"
+        );
+        // The available list is sorted and deduplicated whatever the daemon passes.
+        let shuffled: Vec<String> = ["ssh", "git", "ssh", "fish"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = parse_spec(r#"{"name":"dev","modules":["x"]}"#, &shuffled).expect_err("x");
+        assert_eq!(e.rule, "unknown module 'x'; available: fish, git, ssh");
+        let e = parse_spec(r#"{"name":"dev","modules":["x"]}"#, &[]).expect_err("x");
+        assert_eq!(e.rule, "unknown module 'x'; no modules are available");
+        // Module names are case-sensitive.
+        assert_eq!(reject(json!({"modules": ["Git"]})).field, "modules[0]");
+    }
+
+    #[test]
+    fn modules_duplicate() {
+        let e = reject(json!({"modules": ["git", "fish", "git"]}));
+        assert_eq!(e.field, "modules[2]");
+        assert_eq!(e.rule, "duplicate module 'git' (already at modules[0])");
+    }
+
+    #[test]
+    fn modules_types() {
+        let e = reject(json!({"modules": "git"}));
+        assert_eq!(e.field, "modules");
+        assert!(e.rule.contains("expected a list of module names"), "{e}");
+        assert!(e.rule.contains("got a string"), "{e}");
+        let e = reject(json!({"modules": ["git", 3]}));
+        assert_eq!(e.field, "modules[1]");
+        assert_eq!(e.rule, "expected a module name (a string), got a number");
+        let e = reject(json!({"modules": [null]}));
+        assert_eq!(e.field, "modules[0]");
+    }
+
+    // --- workspace -----------------------------------------------------
+
+    #[test]
+    fn workspace() {
+        assert!(accept(json!({"name": "dev"})).workspace);
+        assert!(accept(json!({"name": "dev", "workspace": true})).workspace);
+        assert!(!accept(json!({"name": "dev", "workspace": false})).workspace);
+        for bad in [json!("true"), json!(1), json!([]), json!({})] {
+            let e = reject(json!({ "workspace": bad }));
+            assert_eq!(e.field, "workspace");
+            assert!(e.rule.starts_with("expected true or false, got "), "{e}");
+        }
+    }
+
+    // --- memory_max ----------------------------------------------------
+
+    #[test]
+    fn memory_max_accepted_forms() {
+        let mem = |v: Value| {
+            accept(json!({"name": "dev", "memory_max": v}))
+                .resources
+                .memory_max
+        };
+        assert_eq!(mem(json!("2G")), Some(2 * GIB));
+        assert_eq!(mem(json!("2GiB")), Some(2 * GIB));
+        assert_eq!(mem(json!("2gb")), Some(2 * GIB));
+        assert_eq!(mem(json!("512M")), Some(512 * MIB));
+        assert_eq!(mem(json!("32M")), Some(32 * MIB));
+        assert_eq!(mem(json!("16T")), Some(16 * TIB));
+        assert_eq!(mem(json!("1.5G")), Some(3 * GIB / 2));
+        assert_eq!(mem(json!(33554432)), Some(32 * MIB));
+        assert_eq!(mem(json!(2147483648u64)), Some(2 * GIB));
+        assert_eq!(mem(json!(2147483648.0)), Some(2 * GIB));
+        assert_eq!(mem(json!("33554432")), Some(32 * MIB));
+        assert_eq!(mem(Value::Null), None);
+    }
+
+    #[test]
+    fn memory_max_range() {
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(-2147483648i64),
+            json!(33554431),
+            json!("0"),
+            json!("1M"),
+            json!("31M"),
+            json!("17T"),
+            json!("16385G"),
+            json!(17592186044417u64),
+            json!(1e30),
+            json!("1E"),
+        ] {
+            let e = reject(json!({ "memory_max": bad }));
+            assert_eq!(e.field, "memory_max");
+            assert!(e.rule.contains("between 32M and 16T"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn memory_max_bad_strings_and_types() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("-1G", "negative"),
+            ("2X", "unknown unit \"X\""),
+            ("2 G", "unknown unit \" G\""),
+            ("G", "does not start with a number"),
+            ("1.5", "whole number"),
+            ("99999999999999999999999G", "too large"),
+        ] {
+            let e = reject(json!({ "memory_max": bad }));
+            assert_eq!(e.field, "memory_max");
+            assert!(e.rule.contains(says), "{bad:?}: {e}");
+            assert!(e.rule.contains("between 32M and 16T"), "{bad:?}: {e}");
+        }
+        let e = reject(json!({"memory_max": 33554432.5}));
+        assert!(e.rule.contains("whole number"), "{e}");
+        let e = reject(json!({"memory_max": true}));
+        assert!(e.rule.contains("got a boolean"), "{e}");
+        let e = reject(json!({"memory_max": ["2G"]}));
+        assert!(e.rule.contains("got a list"), "{e}");
+    }
+
+    // --- cpu_weight / cpu_quota / tasks_max ----------------------------
+
+    #[test]
+    fn cpu_weight() {
+        let w = |v: Value| {
+            accept(json!({"name": "dev", "cpu_weight": v}))
+                .resources
+                .cpu_weight
+        };
+        assert_eq!(w(json!(1)), Some(1));
+        assert_eq!(w(json!(100)), Some(100));
+        assert_eq!(w(json!(10000)), Some(10000));
+        for bad in [json!(0), json!(-1), json!(10001), json!(u64::MAX)] {
+            let e = reject(json!({ "cpu_weight": bad }));
+            assert_eq!(e.field, "cpu_weight");
+            assert!(e.rule.contains("between 1 and 10000"), "{e}");
+            assert!(e.rule.contains(&format!("got {bad}")), "{e}");
+        }
+        let e = reject(json!({"cpu_weight": "100"}));
+        assert!(
+            e.rule
+                .contains("expected a whole number between 1 and 10000"),
+            "{e}"
+        );
+        assert!(e.rule.contains("got a string"), "{e}");
+        let e = reject(json!({"cpu_weight": 1.5}));
+        assert!(e.rule.contains("must be a whole number"), "{e}");
+    }
+
+    #[test]
+    fn cpu_quota() {
+        let q = |v: Value| {
+            accept(json!({"name": "dev", "cpu_quota": v}))
+                .resources
+                .cpu_quota_percent
+        };
+        assert_eq!(q(json!("150%")), Some(150));
+        assert_eq!(q(json!("1%")), Some(1));
+        assert_eq!(q(json!("102400%")), Some(102400));
+        assert_eq!(q(json!("0050%")), Some(50));
+        assert_eq!(q(json!(150)), Some(150));
+        for bad in [
+            json!("0%"),
+            json!("-5%"),
+            json!("102401%"),
+            json!("99999999999999999999%"),
+            json!(0),
+            json!(-5),
+            json!(102401),
+        ] {
+            let e = reject(json!({ "cpu_quota": bad }));
+            assert_eq!(e.field, "cpu_quota");
+            assert!(e.rule.contains("between 1% and 102400%"), "{bad}: {e}");
+        }
+        for bad in ["150", "%", "abc%", "150 %", " 150%", "150%%", "١٥٠%"] {
+            let e = reject(json!({ "cpu_quota": bad }));
+            assert_eq!(e.field, "cpu_quota");
+            assert!(
+                e.rule.contains("expected a percentage like \"150%\""),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = reject(json!({"cpu_quota": "1.5%"}));
+        assert!(e.rule.contains("whole percentage"), "{e}");
+        let e = reject(json!({"cpu_quota": true}));
+        assert!(e.rule.contains("got a boolean"), "{e}");
+    }
+
+    #[test]
+    fn cpu_weight_and_quota_are_exclusive() {
+        let e = reject(json!({"cpu_weight": 100, "cpu_quota": "50%"}));
+        assert_eq!(e.field, "cpu_quota");
+        assert!(e.rule.contains("cannot be combined with cpu_weight"), "{e}");
+        // null does not count as given.
+        let spec = accept(json!({"name": "dev", "cpu_weight": null, "cpu_quota": "50%"}));
+        assert_eq!(spec.resources.cpu_quota_percent, Some(50));
+    }
+
+    #[test]
+    fn cpu_quota_per_sec_usec() {
+        let spec = accept(json!({"name": "dev", "cpu_quota": "150%"}));
+        assert_eq!(spec.cpu_quota_per_sec_usec(), Some(1_500_000));
+        let spec = accept(json!({"name": "dev", "cpu_quota": "102400%"}));
+        assert_eq!(spec.cpu_quota_per_sec_usec(), Some(1_024_000_000));
+        assert_eq!(
+            accept(json!({"name": "dev"})).cpu_quota_per_sec_usec(),
+            None
+        );
+    }
+
+    #[test]
+    fn tasks_max() {
+        let t = |v: Value| {
+            accept(json!({"name": "dev", "tasks_max": v}))
+                .resources
+                .tasks_max
+        };
+        assert_eq!(t(json!(1)), Some(1));
+        assert_eq!(t(json!(512)), Some(512));
+        assert_eq!(t(json!(4194304)), Some(4194304));
+        for bad in [json!(0), json!(-1), json!(4194305)] {
+            let e = reject(json!({ "tasks_max": bad }));
+            assert_eq!(e.field, "tasks_max");
+            assert!(e.rule.contains("between 1 and 4194304"), "{e}");
+        }
+        let e = reject(json!({"tasks_max": "infinity"}));
+        assert!(e.rule.contains("got a string"), "{e}");
+    }
+
+    // --- settings ------------------------------------------------------
+
+    #[test]
+    fn settings() {
+        let spec = accept(json!({
+            "name": "dev",
+            "modules": ["git"],
+            "settings": {"ssh": {"port": 22}, "code-server": {}}
+        }));
+        // Settings may be given for modules that are known but not selected.
+        assert_eq!(spec.settings.len(), 2);
+        assert_eq!(
+            Value::Object(spec.settings["ssh"].clone()),
+            json!({"port": 22})
+        );
+        assert!(
+            accept(json!({"name": "dev", "settings": {}}))
+                .settings
+                .is_empty()
+        );
+
+        let e = reject(json!({"settings": {"ssh": {}, "nope": {}}}));
+        assert_eq!(e.field, "settings.nope");
+        assert!(
+            e.rule.starts_with("unknown module 'nope'; available: "),
+            "{e}"
+        );
+        let e = reject(json!({"settings": {"ssh": ["port"]}}));
+        assert_eq!(e.field, "settings.ssh");
+        assert_eq!(
+            e.rule,
+            "expected an object of settings for module 'ssh', got a list"
+        );
+        let e = reject(json!({"settings": {"ssh": null}}));
+        assert_eq!(e.field, "settings.ssh");
+        let e = reject(json!({"settings": []}));
+        assert_eq!(e.field, "settings");
+        assert!(e.rule.contains("got a list"), "{e}");
+    }
+
+    // --- to_build_json -------------------------------------------------
+
+    #[test]
+    fn build_json() {
+        let spec = accept(json!({
+            "name": "dev",
+            "modules": ["git", "fish"],
+            "workspace": false,
+            "memory_max": "2G",
+            "cpu_quota": "150%",
+            "settings": {"ssh": {"port": 22}}
+        }));
+        assert_eq!(
+            spec.to_build_json("telegram:123"),
+            json!({
+                "name": "dev",
+                "owner": "telegram:123",
+                "modules": ["git", "fish"],
+                "workspace": false,
+                "settings": {"ssh": {"port": 22}},
+                "resources": {"memory_max": 2147483648u64, "cpu_quota_percent": 150}
+            })
+        );
+        assert_eq!(
+            accept(json!({"name": "x"})).to_build_json("u"),
+            json!({"name": "x", "owner": "u", "modules": [], "workspace": true,
+                   "settings": {}, "resources": {}})
+        );
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let spec = accept(json!({"name": "dev", "modules": ["git"], "tasks_max": 5,
+                                 "settings": {"ssh": {"a": [1, {"b": null}]}}}));
+        let text = serde_json::to_string(&spec).expect("serialize");
+        let back: ContainerSpec = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, spec);
+    }
+
+    // --- parse_size / format_size --------------------------------------
+
+    #[test]
+    fn parse_size_accepts() {
+        for (s, n) in [
+            ("0", 0),
+            ("1048576", MIB),
+            ("1023B", 1023),
+            ("1b", 1),
+            ("1K", KIB),
+            ("1k", KIB),
+            ("1KB", KIB),
+            ("1KiB", KIB),
+            ("1kib", KIB),
+            ("512M", 512 * MIB),
+            ("2G", 2 * GIB),
+            ("2GiB", 2 * GIB),
+            ("1T", TIB),
+            ("1P", TIB * 1024),
+            ("15E", 15 * TIB * 1024 * 1024),
+            ("1.5K", 1536),
+            ("0.5G", GIB / 2),
+            ("2.0G", 2 * GIB),
+            ("0.001K", 1),
+            ("007M", 7 * MIB),
+            ("18446744073709551615", u64::MAX),
+            ("18446744073709551615B", u64::MAX),
+            ("0000000000000000000000000001K", KIB),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+    }
+
+    #[test]
+    fn parse_size_rejects() {
+        for (s, says) in [
+            ("", "empty"),
+            ("-1", "negative"),
+            ("+1", "does not start with a number"),
+            (" 1G", "does not start with a number"),
+            ("1G ", "unknown unit"),
+            ("1 G", "unknown unit"),
+            ("1X", "unknown unit"),
+            ("1GG", "unknown unit"),
+            ("1Gi", "unknown unit"),
+            ("1e3", "unknown unit"),
+            ("1,000", "unknown unit"),
+            ("1.", "digits after the decimal point"),
+            (".5G", "does not start with a number"),
+            ("1.5", "whole number"),
+            ("1.5B", "whole number"),
+            ("1.0000000001G", "decimal places"),
+            ("16E", "too large"),
+            ("18446744073709551616", "too large"),
+            ("99999999999999999999999999999999999999999999", "too large"),
+            ("٣G", "does not start with a number"),
+            ("3٣", "unknown unit"),
+            ("3G\u{301}", "unknown unit"),
+        ] {
+            let e = parse_size(s).expect_err(s);
+            assert!(e.contains(says), "{s:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn format_size_examples() {
+        for (n, s) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1.0K"),
+            (1536, "1.5K"),
+            (10 * KIB, "10K"),
+            (512 * MIB, "512M"),
+            (2 * GIB, "2.0G"),
+            (3 * GIB / 2, "1.5G"),
+            (MIB - 1, "1.0M"),
+            (1023 * MIB + MIB / 2, "1.0G"),
+            (16 * TIB, "16T"),
+            (u64::MAX, "16E"),
+        ] {
+            assert_eq!(format_size(n), s, "{n}");
+        }
+    }
+}

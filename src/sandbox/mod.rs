@@ -17,6 +17,7 @@
 //!   removed by the next boot ([`statedir::reap_stale`]).
 
 mod cgroup;
+pub mod daemon;
 mod preflight;
 mod seed;
 mod statedir;

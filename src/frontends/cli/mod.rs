@@ -1,37 +1,101 @@
-//! The `voxnix` command line.
+//! The `voxnix` command line: the daemon itself, the container verbs (clients
+//! of the daemon's D-Bus API), and the sandbox appliance.
 
+mod containers;
 mod sandbox;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub use containers::exit_code_for;
 
 /// voxnix: personal NixOS containers on your own server.
 #[derive(Debug, Parser)]
 #[command(name = "voxnix", version, about, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: containers::Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List your containers (all of them for root without --as).
+    List,
+    /// Create and start a container from modules of the library.
+    Create(containers::CreateArgs),
+    /// Start a stopped container.
+    Start { name: String },
+    /// Stop a running container.
+    Stop { name: String },
+    /// Stop and start a container.
+    Restart { name: String },
+    /// Destroy a container (asks first unless --yes).
+    Destroy {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Show a container in detail.
+    Status { name: String },
+    /// Show the last log lines of a container and its unit.
+    Logs {
+        name: String,
+        /// How many lines (1-1000).
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: u32,
+    },
+    /// Run a command in a running container: voxnix exec NAME -- CMD [ARGS...]
+    Exec {
+        name: String,
+        /// Kill the command after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u32,
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List the modules a container can be built from.
+    Modules,
+    /// Run the voxnix daemon (as root, normally from systemd).
+    Daemon {
+        /// The configuration file.
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Allow the sandbox's host-image builder (only inside a sandbox appliance).
+        #[arg(long)]
+        sandbox: bool,
+    },
     /// A throwaway appliance (real systemd, machined, bridge, DHCP) to try voxnix in.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
-/// Exit codes shared by all subcommands, so scripts can tell failures apart.
+/// Exit codes shared by all subcommands, so scripts can tell failures apart:
+/// 0 ok, 1 other failure, 2 invalid input, 3 host problem, 4 not found,
+/// 5 conflict, 6 access denied, 7 build failed, 8 quota exceeded, 9 busy,
+/// 10 timeout, 11 daemon unreachable; `exec` exits with the command's status.
 pub mod exit {
     /// Bad usage or invalid input.
     pub const USAGE: u8 = 2;
     /// The host cannot do what was asked (missing tools, not root ...).
     pub const HOST: u8 = 3;
+    /// The daemon could not be reached.
+    pub const UNREACHABLE: u8 = 11;
 }
 
-fn init_tracing() {
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOXNIX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -40,7 +104,7 @@ fn init_tracing() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(matches!(cli.command, Command::Daemon { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,9 +115,45 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::HOST);
         }
     };
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Sandbox(cmd) => sandbox::run(cmd).await,
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let g = &cli.global;
+    match cli.command {
+        Command::List => containers::list(g).await,
+        Command::Create(a) => containers::create(g, a).await,
+        Command::Start { name } => containers::simple(g, containers::Verb::Start, &name).await,
+        Command::Stop { name } => containers::simple(g, containers::Verb::Stop, &name).await,
+        Command::Restart { name } => containers::simple(g, containers::Verb::Restart, &name).await,
+        Command::Destroy { name, yes } => containers::destroy(g, &name, yes).await,
+        Command::Status { name } => containers::status(g, &name).await,
+        Command::Logs { name, lines } => containers::logs(g, &name, lines).await,
+        Command::Exec {
+            name,
+            timeout,
+            command,
+        } => containers::exec(g, &name, timeout, &command).await,
+        Command::Modules => containers::modules(g).await,
+        Command::Daemon { config, sandbox } => {
+            let opts = crate::daemon::DaemonOptions {
+                config,
+                sandbox,
+                bus_address: g.bus.clone(),
+            };
+            match crate::daemon::run(opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("voxnix daemon: {e}");
+                    ExitCode::from(exit::HOST)
+                }
+            }
         }
-    })
+        Command::Sandbox(cmd) => sandbox::run(cmd).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "voxnix", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
 }

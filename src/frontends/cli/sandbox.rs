@@ -16,6 +16,9 @@ pub enum SandboxCommand {
         /// Copy the appliance's journal and console log into DIR before power-off.
         #[arg(long, value_name = "DIR")]
         keep_logs: Option<PathBuf>,
+        /// Start the voxnix daemon inside (as a systemd service) before CMD.
+        #[arg(long)]
+        daemon: bool,
         /// The command and its arguments.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -25,21 +28,42 @@ pub enum SandboxCommand {
         /// Copy the appliance's journal and console log into DIR before power-off.
         #[arg(long, value_name = "DIR")]
         keep_logs: Option<PathBuf>,
+        /// Start the voxnix daemon inside (as a systemd service) first.
+        #[arg(long)]
+        daemon: bool,
     },
 }
 
 pub async fn run(cmd: SandboxCommand) -> ExitCode {
-    let (keep_logs, command) = match cmd {
-        SandboxCommand::Run { keep_logs, command } => (keep_logs, command),
-        SandboxCommand::Shell { keep_logs } => {
+    let (keep_logs, daemon, command) = match cmd {
+        SandboxCommand::Run {
+            keep_logs,
+            daemon,
+            command,
+        } => (keep_logs, daemon, command),
+        SandboxCommand::Shell { keep_logs, daemon } => {
             eprintln!("voxnix: booting a sandbox appliance; leave the shell to power it off.");
-            (keep_logs, vec!["/bin/bash".into(), "-l".into()])
+            (keep_logs, daemon, vec!["/bin/bash".into(), "-l".into()])
         }
     };
-    let opts = SandboxOptions {
+    let mut opts = SandboxOptions {
         keep_logs,
         ..SandboxOptions::default()
     };
+    if daemon {
+        let exe = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("voxnix: cannot find my own binary to install in the sandbox: {e}");
+                return ExitCode::from(exit::HOST);
+            }
+        };
+        crate::sandbox::daemon::install(
+            &mut opts,
+            &exe,
+            &crate::sandbox::daemon::sandbox_config(""),
+        );
+    }
     run_inside(opts, command).await
 }
 

@@ -1,0 +1,78 @@
+//! The client side of the API, used by every front end.
+
+use zbus::proxy;
+
+#[proxy(
+    interface = "org.voxnix.Voxnix1.Manager",
+    default_service = "org.voxnix.Voxnix1",
+    default_path = "/org/voxnix/Voxnix1"
+)]
+pub trait Manager {
+    fn create(&self, spec_json: &str, owner: &str) -> zbus::Result<String>;
+    fn get_operation(&self, id: &str, owner: &str) -> zbus::Result<String>;
+    fn list(&self, owner: &str) -> zbus::Result<String>;
+    fn status(&self, name: &str, owner: &str) -> zbus::Result<String>;
+    fn start(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn stop(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn restart(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn destroy(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn logs(&self, name: &str, owner: &str, lines: u32) -> zbus::Result<String>;
+    fn exec(
+        &self,
+        name: &str,
+        owner: &str,
+        argv: &[&str],
+        timeout_secs: u32,
+    ) -> zbus::Result<(i32, Vec<u8>, Vec<u8>, bool)>;
+    fn modules(&self) -> zbus::Result<String>;
+    fn host_health(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn operation_progress(
+        &self,
+        id: &str,
+        container: &str,
+        phase: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn operation_finished(
+        &self,
+        id: &str,
+        container: &str,
+        ok: bool,
+        error_kind: &str,
+        error_message: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn container_state_changed(
+        &self,
+        name: &str,
+        owner: &str,
+        state: &str,
+        expected: bool,
+    ) -> zbus::Result<()>;
+}
+
+/// The short name of a voxnix D-Bus error (`NotFound` for
+/// `org.voxnix.Voxnix1.Error.NotFound`), and its message.
+pub fn error_parts(e: &zbus::Error) -> (String, String) {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let short = name
+                .as_str()
+                .rsplit('.')
+                .next()
+                .unwrap_or(name.as_str())
+                .to_string();
+            (short, msg.clone().unwrap_or_default())
+        }
+        other => ("BusError".into(), other.to_string()),
+    }
+}

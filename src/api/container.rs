@@ -1,0 +1,141 @@
+//! `org.voxnix.Voxnix1.Container`: one object per container at
+//! `/org/voxnix/Voxnix1/container/<escaped name>`. The bus policy lets only
+//! root reach these objects (front ends use the Manager, whose every method is
+//! owner-scoped), so their existence never leaks to other owners.
+
+use std::sync::Arc;
+
+use zbus::message::Header;
+
+use super::caller::{Access, Caller};
+use super::error::{ApiError, to_json};
+use crate::engine::{Engine, Scope};
+
+pub struct Container {
+    pub name: String,
+    pub engine: Arc<Engine>,
+    pub access: Access,
+}
+
+impl Container {
+    async fn scope(
+        &self,
+        conn: &zbus::Connection,
+        hdr: Option<&Header<'_>>,
+    ) -> Result<Scope, ApiError> {
+        let Some(hdr) = hdr else {
+            return Ok(Scope::All);
+        };
+        let caller = Caller::identify(conn, hdr, &self.access).await?;
+        Ok(caller
+            .scope("", &self.access)
+            .map(|(s, _)| s)
+            .unwrap_or(Scope::Owner(crate::engine::Owner::unix(u32::MAX))))
+    }
+
+    async fn status(
+        &self,
+        conn: &zbus::Connection,
+        hdr: Option<&Header<'_>>,
+    ) -> zbus::fdo::Result<crate::engine::ContainerStatus> {
+        let scope = self
+            .scope(conn, hdr)
+            .await
+            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+        self.engine
+            .status(&scope, &self.name)
+            .await
+            .map_err(|e| zbus::fdo::Error::Failed(format!("{}: {}", e.kind(), e.message())))
+    }
+}
+
+/// One container. Methods act as the admin; see the Manager for owner-scoped access.
+#[zbus::interface(name = "org.voxnix.Voxnix1.Container")]
+impl Container {
+    async fn start(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        Ok(self.engine.start(&scope, &self.name).await?)
+    }
+
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        Ok(self.engine.stop(&scope, &self.name).await?)
+    }
+
+    async fn restart(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        Ok(self.engine.restart(&scope, &self.name).await?)
+    }
+
+    async fn destroy(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        Ok(self.engine.destroy(&scope, &self.name).await?)
+    }
+
+    #[zbus(property)]
+    async fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property)]
+    async fn owner(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<String> {
+        Ok(self.status(conn, hdr.as_ref()).await?.summary.owner)
+    }
+
+    #[zbus(property)]
+    async fn state(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<String> {
+        Ok(self.status(conn, hdr.as_ref()).await?.summary.state)
+    }
+
+    #[zbus(property)]
+    async fn modules(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.status(conn, hdr.as_ref()).await?.summary.modules)
+    }
+
+    #[zbus(property)]
+    async fn addresses(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<Vec<String>> {
+        Ok(self.status(conn, hdr.as_ref()).await?.summary.addresses)
+    }
+
+    /// Seconds since the epoch.
+    #[zbus(property)]
+    async fn created_at(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<u64> {
+        Ok(self.status(conn, hdr.as_ref()).await?.summary.created_at)
+    }
+}

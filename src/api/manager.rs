@@ -1,0 +1,195 @@
+//! `org.voxnix.Voxnix1.Manager` at `/org/voxnix/Voxnix1`: every operation, with
+//! the acting owner as an argument that the caller's identity bounds.
+
+use std::sync::Arc;
+
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use super::caller::{Access, Caller};
+use super::error::{ApiError, to_json};
+use crate::engine::{Engine, Owner, Scope};
+
+pub struct Manager {
+    pub engine: Arc<Engine>,
+    pub access: Access,
+    pub version: String,
+}
+
+impl Manager {
+    async fn caller(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> Result<Caller, ApiError> {
+        Ok(Caller::identify(conn, hdr, &self.access).await?)
+    }
+
+    async fn scope(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        owner: &str,
+    ) -> Result<(Scope, Owner), ApiError> {
+        let caller = self.caller(conn, hdr).await?;
+        Ok(caller.scope(owner, &self.access)?)
+    }
+}
+
+/// The voxnix manager: create, list and operate containers. Every method takes
+/// `owner`, the owner the caller acts for: root may name any owner or "" for
+/// all; front ends must name one; other users act only as unix:UID.
+#[zbus::interface(name = "org.voxnix.Voxnix1.Manager")]
+impl Manager {
+    /// Validates a JSON spec and starts creating the container; returns the
+    /// operation id at once. Progress and the end come as OperationProgress and
+    /// OperationFinished signals (subscribe before calling), or GetOperation.
+    async fn create(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        spec_json: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.create(acting, spec_json).await?)
+    }
+
+    /// The state of an operation, as JSON: id, kind, container, phase, message,
+    /// done, ok, error_kind, error_message, result.
+    async fn get_operation(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.operation(&scope, id)?)
+    }
+
+    /// The caller's containers as a JSON array of {name, owner, state,
+    /// unit_state, addresses, modules, created_at}.
+    async fn list(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.list(&scope).await?)
+    }
+
+    /// One container in detail, as JSON (see docs/dbus-api.md).
+    async fn status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.status(&scope, name).await?)
+    }
+
+    /// Starts a stopped container and waits until machined has it.
+    async fn start(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.start(&scope, name).await?)
+    }
+
+    /// Stops a container and waits until it is gone from machined.
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.stop(&scope, name).await?)
+    }
+
+    /// Stops and starts a container.
+    async fn restart(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.restart(&scope, name).await?)
+    }
+
+    /// Stops a container and removes it: conf, unit settings, build, record.
+    async fn destroy(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.destroy(&scope, name).await?)
+    }
+
+    /// The modules a spec may name, as a JSON array of names.
+    async fn modules(&self) -> Result<String, ApiError> {
+        to_json(&self.engine.known_modules())
+    }
+
+    /// Admin only: what reconcile finds now (unmanaged conf files and machines,
+    /// unreadable records), as JSON.
+    async fn host_health(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<String, ApiError> {
+        self.caller(conn, &hdr).await?.require_admin()?;
+        to_json(&self.engine.health().await)
+    }
+
+    /// The daemon's version.
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    /// A step of an operation: phase (building, configuring, starting,
+    /// waiting-for-address, ready, rolling-back) and a line for people.
+    #[zbus(signal)]
+    pub async fn operation_progress(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        container: &str,
+        phase: &str,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    /// The end of an operation: ok, or the error's kind and message; on
+    /// success result is the JSON result (for create: name, owner, state, addresses).
+    #[zbus(signal)]
+    pub async fn operation_finished(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        container: &str,
+        ok: bool,
+        error_kind: &str,
+        error_message: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
+
+    /// A container's state changed; expected is false when nobody asked for it
+    /// (a crash, an OOM kill, a stop from outside voxnix).
+    #[zbus(signal)]
+    pub async fn container_state_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        owner: &str,
+        state: &str,
+        expected: bool,
+    ) -> zbus::Result<()>;
+}

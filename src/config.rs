@@ -1,0 +1,172 @@
+//! The daemon's configuration file (TOML, `/etc/voxnix/config.toml` by default).
+//! Every key has a default, so an empty file is a valid configuration; unknown
+//! keys are errors, so a typo never silently falls back to a default. The NixOS
+//! module renders this file from `services.voxnix.settings`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const DEFAULT_PATH: &str = "/etc/voxnix/config.toml";
+
+/// How containers' systems are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuilderKind {
+    /// Nix: spec → nix/buildContainer.nix → system path (a real NixOS host).
+    Nix,
+    /// The sandbox's stand-in: containers boot the appliance's own /usr. Only
+    /// accepted when the daemon runs with `--sandbox`.
+    HostImage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where records of containers and operations live.
+    pub state_dir: PathBuf,
+    /// NixOS's container conf directory.
+    pub conf_dir: PathBuf,
+    /// The bridge containers join (`HOST_BRIDGE`).
+    pub bridge: String,
+    pub builder: BuilderKind,
+    /// Module names the daemon accepts until it reads the Nix module library.
+    pub modules: Vec<String>,
+    /// Seconds to wait for a container's start job.
+    pub start_timeout_secs: u64,
+    /// Seconds to wait for a stop job.
+    pub stop_timeout_secs: u64,
+    /// Seconds a create waits for the container's first IPv4 address.
+    pub address_wait_secs: u64,
+    /// Where `/proc` of the host is (containers' buses are reached through it).
+    pub proc_root: PathBuf,
+    /// Root under which the journal directories are (`/` on a host).
+    pub journal_root: PathBuf,
+    /// The longest an exec may run, in seconds.
+    pub exec_max_timeout_secs: u64,
+    /// Bytes of stdout and of stderr an exec returns at most.
+    pub exec_max_output_bytes: u64,
+    /// The group whose members (the front ends' service users) may call the
+    /// API on behalf of owners they name.
+    pub frontend_group: String,
+    /// Owner kinds front ends may act for (`telegram` → `telegram:<chat id>`).
+    pub frontend_owner_kinds: Vec<String>,
+    /// Containers one owner may have at once.
+    pub max_containers_per_owner: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/voxnix"),
+            conf_dir: PathBuf::from("/etc/nixos-containers"),
+            bridge: "br-vox".into(),
+            builder: BuilderKind::Nix,
+            modules: vec![],
+            start_timeout_secs: 120,
+            stop_timeout_secs: 60,
+            address_wait_secs: 20,
+            proc_root: PathBuf::from("/proc"),
+            journal_root: PathBuf::from("/"),
+            exec_max_timeout_secs: 300,
+            exec_max_output_bytes: 1024 * 1024,
+            frontend_group: "voxnix".into(),
+            frontend_owner_kinds: vec!["telegram".into()],
+            max_containers_per_owner: 10,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Loads a file; a missing file at the default path means "all defaults".
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
+            {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !crate::host::conf::flag_is_safe(&self.bridge) || self.bridge.len() > 15 {
+            return Err(format!(
+                "bridge '{}' is not a valid interface name",
+                self.bridge
+            ));
+        }
+        for m in &self.modules {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(format!(
+                    "modules: '{m}' is not a module name (lowercase letters, digits, '-')"
+                ));
+            }
+        }
+        if self.start_timeout_secs == 0 || self.stop_timeout_secs == 0 {
+            return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("stat_dir = \"/x\"").unwrap_err();
+        assert!(err.contains("stat_dir"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::parse("bridge = \"br vox\"").is_err());
+        assert!(Config::parse("modules = [\"Git\"]").is_err());
+        assert!(Config::parse("builder = \"docker\"").is_err());
+        assert_eq!(
+            Config::parse("builder = \"host-image\"").unwrap().builder,
+            BuilderKind::HostImage
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The engine's errors. Each kind maps to one typed D-Bus error of the API
+//! (`org.voxnix.Voxnix1.Error.<Kind>`), and each message is meant for a person.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    BuildFailed(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    HostError(String),
+}
+
+impl EngineError {
+    /// The short name, as in the D-Bus error name's last part.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::InvalidArgument(_) => "InvalidArgument",
+            EngineError::NotFound(_) => "NotFound",
+            EngineError::Conflict(_) => "Conflict",
+            EngineError::AccessDenied(_) => "AccessDenied",
+            EngineError::BuildFailed(_) => "BuildFailed",
+            EngineError::QuotaExceeded(_) => "QuotaExceeded",
+            EngineError::Busy(_) => "Busy",
+            EngineError::Timeout(_) => "Timeout",
+            EngineError::HostError(_) => "HostError",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            EngineError::InvalidArgument(m)
+            | EngineError::NotFound(m)
+            | EngineError::Conflict(m)
+            | EngineError::AccessDenied(m)
+            | EngineError::BuildFailed(m)
+            | EngineError::QuotaExceeded(m)
+            | EngineError::Busy(m)
+            | EngineError::Timeout(m)
+            | EngineError::HostError(m) => m,
+        }
+    }
+
+    /// The one message for a container the caller may not see, whether or not
+    /// it exists: never reveals another owner's container.
+    pub fn not_found(name: &str) -> Self {
+        EngineError::NotFound(format!("no container named '{name}'"))
+    }
+}
+
+impl From<crate::host::HostError> for EngineError {
+    fn from(e: crate::host::HostError) -> Self {
+        match e {
+            crate::host::HostError::Timeout { .. } => EngineError::Timeout(e.to_string()),
+            other => EngineError::HostError(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Start-up reconciliation: compare the records with the host (conf files,
+//! units, machined), finish or roll back what a crash interrupted, and report,
+//! never delete, what voxnix does not own.
+
+use serde::Serialize;
+
+use super::Engine;
+use super::records::Phase;
+use crate::host::container_unit;
+
+/// What reconcile did and found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Creates interrupted by a crash, rolled back.
+    pub rolled_back: Vec<String>,
+    /// Destroys interrupted by a crash, finished.
+    pub finished_destroys: Vec<String>,
+    /// Start/stop/restart interrupted by a crash (nothing to undo; recorded).
+    pub interrupted: Vec<String>,
+    /// Ready containers whose conf file was missing and was written again.
+    pub repaired: Vec<String>,
+    /// Conf files or machines with no voxnix record: left alone, reported.
+    pub unmanaged: Vec<String>,
+    /// Record files that could not be read: left alone, reported.
+    pub unreadable_records: Vec<String>,
+    /// Things reconcile could not fix, with the reason.
+    pub errors: Vec<String>,
+}
+
+impl Engine {
+    pub async fn reconcile(&self) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let (records, bad) = self.records.load_all();
+        for (path, why) in bad {
+            tracing::error!("unreadable record {}: {why}", path.display());
+            report
+                .unreadable_records
+                .push(format!("{}: {why}", path.display()));
+        }
+        for (name, mut record) in records {
+            match record.phase {
+                Phase::Creating => match self.rollback_create(&name).await {
+                    Ok(()) => {
+                        tracing::warn!(container = %name, "rolled back a create interrupted by a crash");
+                        report.rolled_back.push(name);
+                    }
+                    Err(e) => report
+                        .errors
+                        .push(format!("{name}: rolling back its create: {e}")),
+                },
+                Phase::Destroying => match self.finish_destroy(&record).await {
+                    Ok(()) => {
+                        tracing::warn!(container = %name, "finished a destroy interrupted by a crash");
+                        report.finished_destroys.push(name);
+                    }
+                    Err(e) => report
+                        .errors
+                        .push(format!("{name}: finishing its destroy: {e}")),
+                },
+                Phase::Ready => {
+                    if !self.confs.exists(&name) {
+                        match self.install(&record).await {
+                            Ok(()) => report.repaired.push(name.clone()),
+                            Err(e) => report
+                                .errors
+                                .push(format!("{name}: rewriting its conf: {e}")),
+                        }
+                    }
+                    if record
+                        .last_operation
+                        .as_ref()
+                        .is_some_and(|op| op.finished_at.is_none())
+                    {
+                        record.finish("interrupted by a daemon restart");
+                        if let Err(e) = self.records.put(&record) {
+                            report.errors.push(format!("{name}: {e}"));
+                        }
+                        report.interrupted.push(name);
+                    }
+                }
+            }
+        }
+        let owned: std::collections::BTreeSet<String> =
+            self.records.load_all().0.into_keys().collect();
+        for name in self.confs.names() {
+            if !owned.contains(&name) {
+                report
+                    .unmanaged
+                    .push(format!("conf {}", self.confs.path(&name).display()));
+            }
+        }
+        if let Ok(machines) = self.machined.list().await {
+            for (name, class) in machines {
+                if class == "container" && !owned.contains(&name) {
+                    report
+                        .unmanaged
+                        .push(format!("machine {name} ({})", container_unit(&name)));
+                }
+            }
+        }
+        for u in &report.unmanaged {
+            tracing::info!("not managed by voxnix, left alone: {u}");
+        }
+        report
+    }
+}
+
+/// What the admin's HostHealth reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub systemd_version: Option<String>,
+    pub machined_reachable: bool,
+    pub containers: usize,
+    pub in_flight: Vec<String>,
+    pub unmanaged: Vec<String>,
+    pub unreadable_records: Vec<String>,
+}
+
+impl Engine {
+    /// A read-only look at the host: nothing is changed.
+    pub async fn health(&self) -> Health {
+        let (records, bad) = self.records.load_all();
+        let owned: std::collections::BTreeSet<&String> = records.keys().collect();
+        let mut unmanaged: Vec<String> = self
+            .confs
+            .names()
+            .into_iter()
+            .filter(|n| !owned.contains(n))
+            .map(|n| format!("conf {}", self.confs.path(&n).display()))
+            .collect();
+        let machines = self.machined.list().await;
+        if let Ok(ms) = &machines {
+            for (name, class) in ms {
+                if class == "container" && !owned.contains(name) {
+                    unmanaged.push(format!("machine {name}"));
+                }
+            }
+        }
+        Health {
+            systemd_version: self.systemd.manager().version().await.ok(),
+            machined_reachable: machines.is_ok(),
+            containers: records.len(),
+            in_flight: records
+                .values()
+                .filter(|r| r.phase != Phase::Ready)
+                .map(|r| format!("{} ({:?})", r.name, r.phase))
+                .collect(),
+            unmanaged,
+            unreadable_records: bad
+                .into_iter()
+                .map(|(p, why)| format!("{}: {why}", p.display()))
+                .collect(),
+        }
+    }
+}

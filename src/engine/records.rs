@@ -1,0 +1,173 @@
+//! Records: who owns which container, its spec, and the operation in flight.
+//! One JSON file per container under `<state_dir>/containers/`, replaced
+//! atomically, so a crash at any instant leaves either the old or the new
+//! record. At start-up they are what reconcile compares the host against.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::owner::Owner;
+use super::spec::ContainerSpec;
+use crate::atomic_file;
+
+pub const RECORD_VERSION: u32 = 1;
+
+/// Where a container is in its life. A record in `Creating` or `Destroying`
+/// after a crash tells reconcile what to roll back or finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Creating,
+    Ready,
+    Destroying,
+}
+
+/// The last operation asked of a container, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastOperation {
+    pub kind: String,
+    pub started_at: u64,
+    /// None while it runs (or when a crash interrupted it).
+    pub finished_at: Option<u64>,
+    /// "ok", or the error kind and message.
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub name: String,
+    pub owner: Owner,
+    pub spec: ContainerSpec,
+    /// Seconds since the epoch.
+    pub created_at: u64,
+    pub phase: Phase,
+    /// The built NixOS system, when there is one.
+    pub system_path: Option<String>,
+    /// The system's derivation (`.drv`), for introspection.
+    pub drv_path: Option<String>,
+    pub last_operation: Option<LastOperation>,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Record {
+    pub fn new(name: &str, owner: Owner, spec: ContainerSpec) -> Self {
+        let now = now_secs();
+        Record {
+            version: RECORD_VERSION,
+            name: name.to_string(),
+            owner,
+            spec,
+            created_at: now,
+            phase: Phase::Creating,
+            system_path: None,
+            drv_path: None,
+            last_operation: Some(LastOperation {
+                kind: "create".into(),
+                started_at: now,
+                finished_at: None,
+                outcome: None,
+            }),
+        }
+    }
+
+    pub fn begin(&mut self, kind: &str) {
+        self.last_operation = Some(LastOperation {
+            kind: kind.to_string(),
+            started_at: now_secs(),
+            finished_at: None,
+            outcome: None,
+        });
+    }
+
+    pub fn finish(&mut self, outcome: &str) {
+        if let Some(op) = self.last_operation.as_mut() {
+            op.finished_at = Some(now_secs());
+            op.outcome = Some(outcome.to_string());
+        }
+    }
+}
+
+/// The records directory.
+#[derive(Debug, Clone)]
+pub struct RecordStore {
+    dir: PathBuf,
+}
+
+impl RecordStore {
+    pub fn open(state_dir: &Path) -> std::io::Result<Self> {
+        let dir = state_dir.join("containers");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    pub fn put(&self, record: &Record) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        atomic_file::write(&self.path(&record.name), &json, 0o600)
+    }
+
+    pub fn get(&self, name: &str) -> std::io::Result<Option<Record>> {
+        match std::fs::read(self.path(name)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        atomic_file::remove(&self.path(name))
+    }
+
+    /// Every readable record, by name; unreadable files are returned apart so
+    /// they are reported, never silently dropped or overwritten.
+    pub fn load_all(&self) -> (BTreeMap<String, Record>, Vec<(PathBuf, String)>) {
+        let mut ok = BTreeMap::new();
+        let mut bad = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (ok, bad);
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            if name.starts_with('.') {
+                // A temporary file of an interrupted write: the record itself is intact.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(r) if r.name == name => {
+                    ok.insert(r.name.clone(), r);
+                }
+                Ok(r) => bad.push((
+                    path,
+                    format!("file name does not match record name '{}'", r.name),
+                )),
+                Err(e) => bad.push((path, e)),
+            }
+        }
+        (ok, bad)
+    }
+}

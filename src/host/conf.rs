@@ -1,0 +1,168 @@
+//! NixOS container conf files (`/etc/nixos-containers/NAME.conf`), the contract
+//! between voxnix and `container@.service`. Same keys and quoting as the files
+//! NixOS writes, so the template cannot tell voxnix's from its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::atomic_file;
+
+/// What voxnix puts in a container's conf file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConf {
+    /// The NixOS system to boot (`SYSTEM_PATH`); None in the sandbox.
+    pub system_path: Option<String>,
+    pub private_network: bool,
+    pub host_bridge: Option<String>,
+    /// Flags appended to systemd-nspawn (bind mounts, credentials ...). Each
+    /// must be one shell word: NixOS word-splits the variable.
+    pub extra_nspawn_flags: Vec<String>,
+}
+
+/// A flag that would not survive NixOS's word splitting, or could inject more.
+pub fn flag_is_safe(flag: &str) -> bool {
+    !flag.is_empty()
+        && flag.chars().all(|c| {
+            c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '$' | '`' | ';' | '&' | '|')
+        })
+}
+
+impl ContainerConf {
+    /// Renders the file; `None` if a flag is unsafe.
+    pub fn render(&self) -> Option<String> {
+        let mut out = String::from("# Managed by voxnix: edits are overwritten.\n");
+        if let Some(p) = &self.system_path {
+            if !flag_is_safe(p) {
+                return None;
+            }
+            out.push_str(&format!("SYSTEM_PATH={p}\n"));
+        }
+        if self.private_network {
+            out.push_str("PRIVATE_NETWORK=1\n");
+        }
+        if let Some(b) = &self.host_bridge {
+            if !flag_is_safe(b) {
+                return None;
+            }
+            out.push_str(&format!("HOST_BRIDGE={b}\n"));
+        }
+        if !self.extra_nspawn_flags.is_empty() {
+            if !self.extra_nspawn_flags.iter().all(|f| flag_is_safe(f)) {
+                return None;
+            }
+            out.push_str(&format!(
+                "EXTRA_NSPAWN_FLAGS=\"{}\"\n",
+                self.extra_nspawn_flags.join(" ")
+            ));
+        }
+        Some(out)
+    }
+}
+
+/// Parses KEY=VALUE lines the way systemd's EnvironmentFile= does for the
+/// subset NixOS writes (optional double quotes, comments, blank lines).
+pub fn parse(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The directory of conf files, and operations on it.
+#[derive(Debug, Clone)]
+pub struct ConfDir {
+    dir: PathBuf,
+}
+
+impl ConfDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.conf"))
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.path(name).exists()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        atomic_file::write(&self.path(name), text.as_bytes(), 0o644)
+    }
+
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        atomic_file::remove(&self.path(name))
+    }
+
+    /// Names of every container with a conf file.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".conf")
+                    .map(str::to_string)
+            })
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_nixos_keys_and_parses_back() {
+        let conf = ContainerConf {
+            system_path: Some("/nix/store/abc-nixos-system".into()),
+            private_network: true,
+            host_bridge: Some("br-vox".into()),
+            extra_nspawn_flags: vec![
+                "--bind=/srv/ws:/workspace".into(),
+                "--load-credential=k:/run/k".into(),
+            ],
+        };
+        let text = conf.render().unwrap();
+        let kv = parse(&text);
+        assert_eq!(kv["SYSTEM_PATH"], "/nix/store/abc-nixos-system");
+        assert_eq!(kv["PRIVATE_NETWORK"], "1");
+        assert_eq!(kv["HOST_BRIDGE"], "br-vox");
+        assert_eq!(
+            kv["EXTRA_NSPAWN_FLAGS"],
+            "--bind=/srv/ws:/workspace --load-credential=k:/run/k"
+        );
+    }
+
+    #[test]
+    fn refuses_flags_that_break_word_splitting() {
+        for bad in ["--bind=/a b:/c", "--bind=$(x)", "x\"y", "", "a;b", "a\nb"] {
+            let conf = ContainerConf {
+                extra_nspawn_flags: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(conf.render().is_none(), "{bad:?} must be refused");
+        }
+    }
+}

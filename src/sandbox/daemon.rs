@@ -1,0 +1,56 @@
+//! Installing the voxnix daemon in an appliance, as NixOS's module would on a
+//! real host: a `Type=notify` unit with a watchdog, the D-Bus policy, and a
+//! configuration using the sandbox's host-image builder.
+
+use std::path::Path;
+
+use super::{ExtraFile, SandboxOptions};
+
+/// The D-Bus policy file shipped with voxnix.
+pub const DBUS_POLICY: &str = include_str!("../../data/dbus/org.voxnix.Voxnix1.conf");
+
+/// Modules the sandbox daemon accepts (the sandbox boots no NixOS closure, so
+/// these only exercise the spec and records).
+pub const SANDBOX_MODULES: &[&str] = &[
+    "code-server",
+    "dev",
+    "fish",
+    "git",
+    "ssh",
+    "tailscale",
+    "workspace",
+];
+
+/// The configuration the sandbox daemon runs with; `extra` is appended.
+pub fn sandbox_config(extra: &str) -> String {
+    let modules: Vec<String> = SANDBOX_MODULES.iter().map(|m| format!("\"{m}\"")).collect();
+    format!(
+        "# voxnix daemon configuration for the sandbox appliance\nbuilder = \"host-image\"\nmodules = [{}]\n{extra}\n",
+        modules.join(", ")
+    )
+}
+
+/// Adds the daemon (binary `voxnix`, config `config_toml`) to the appliance's
+/// boot: it is running, ready and owning its bus name when boot completes.
+pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
+    let unit = format!(
+        "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n",
+        voxnix.display()
+    );
+    opts.extra_files.push(ExtraFile {
+        path: "/etc/systemd/system/voxnix.service".into(),
+        contents: unit.into_bytes(),
+        mode: 0o644,
+    });
+    opts.extra_files.push(ExtraFile {
+        path: "/etc/voxnix/config.toml".into(),
+        contents: config_toml.as_bytes().to_vec(),
+        mode: 0o644,
+    });
+    opts.extra_files.push(ExtraFile {
+        path: "/etc/dbus-1/system.d/org.voxnix.Voxnix1.conf".into(),
+        contents: DBUS_POLICY.as_bytes().to_vec(),
+        mode: 0o644,
+    });
+    opts.enable_units.push("voxnix.service".into());
+}
