@@ -38,4 +38,14 @@ if ! grep -qw overlay /proc/filesystems; then
     modprobe overlay || true
 fi
 
+# Every booted container runs its own systemd, and all of them count against
+# root's inotify instances; Debian's default (128) runs out at about 20 containers.
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances)" -lt 8192 ]; then
+    say "Raising fs.inotify.max_user_instances to 8192 (many containers, each with its own systemd)"
+    sysctl -q -w fs.inotify.max_user_instances=8192
+fi
+if [ "$(cat /proc/sys/fs/inotify/max_user_watches)" -lt 524288 ]; then
+    sysctl -q -w fs.inotify.max_user_watches=524288
+fi
+
 command -v cargo >/dev/null || { echo "voxnix: cargo is missing; install the Rust toolchain (rustup) first" >&2; exit 3; }

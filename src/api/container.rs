@@ -88,6 +88,38 @@ impl Container {
         Ok(self.engine.destroy(&scope, &self.name).await?)
     }
 
+    /// The last `lines` (1-1000) log lines as a JSON array.
+    async fn logs(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        lines: u32,
+    ) -> Result<String, ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        to_json(&self.engine.logs(&scope, &self.name, lines).await?)
+    }
+
+    #[zbus(out_args("exit_code", "stdout", "stderr", "truncated"))]
+    async fn exec(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        argv: Vec<String>,
+        timeout_secs: u32,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>, bool), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        let r = self
+            .engine
+            .exec(&scope, &self.name, argv, timeout_secs)
+            .await?;
+        Ok((
+            r.exit_code,
+            r.stdout,
+            r.stderr,
+            r.stdout_truncated || r.stderr_truncated,
+        ))
+    }
+
     #[zbus(property)]
     async fn name(&self) -> String {
         self.name.clone()

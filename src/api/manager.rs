@@ -136,6 +136,43 @@ impl Manager {
         Ok(self.engine.destroy(&scope, name).await?)
     }
 
+    /// The last `lines` (1-1000) log lines of the container's own journal and
+    /// its unit's host-side lines, merged by time, as a JSON array.
+    async fn logs(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        lines: u32,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.logs(&scope, name, lines).await?)
+    }
+
+    /// Runs argv in the running container; returns the exit code (128+N when
+    /// killed by signal N), stdout and stderr (bounded), and whether output was
+    /// cut. The command is killed after timeout_secs.
+    #[zbus(out_args("exit_code", "stdout", "stderr", "truncated"))]
+    async fn exec(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        argv: Vec<String>,
+        timeout_secs: u32,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>, bool), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        let r = self.engine.exec(&scope, name, argv, timeout_secs).await?;
+        Ok((
+            r.exit_code,
+            r.stdout,
+            r.stderr,
+            r.stdout_truncated || r.stderr_truncated,
+        ))
+    }
+
     /// The modules a spec may name, as a JSON array of names.
     async fn modules(&self) -> Result<String, ApiError> {
         to_json(&self.engine.known_modules())

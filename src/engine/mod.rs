@@ -686,7 +686,84 @@ impl Engine {
         })
     }
 
-    // LOGS_EXEC_PLACEHOLDER
+    pub async fn logs(
+        &self,
+        scope: &Scope,
+        name: &str,
+        lines: u32,
+    ) -> Result<Vec<journal::LogLine>, EngineError> {
+        if lines == 0 || lines > 1000 {
+            return Err(EngineError::InvalidArgument(format!(
+                "lines: {lines} is out of range; ask for 1 to 1000 lines"
+            )));
+        }
+        self.visible(scope, name)?;
+        let machine = self.machined.info(name).await?;
+        let root = self.cfg.journal_root.clone();
+        let proc_root = self.cfg.proc_root.clone();
+        let unit = container_unit(name);
+        tokio::task::spawn_blocking(move || {
+            let container_root = machine
+                .as_ref()
+                .map(|m| proc_root.join(m.leader.to_string()).join("root"));
+            journal::container_logs(
+                &root,
+                machine.as_ref().map(|m| m.id_hex.as_str()),
+                container_root.as_deref(),
+                &unit,
+                lines as usize,
+            )
+        })
+        .await
+        .map_err(|e| EngineError::HostError(format!("log reader failed: {e}")))?
+        .map_err(|e| EngineError::HostError(format!("cannot read the journal: {e}")))
+    }
+
+    pub async fn exec(
+        &self,
+        scope: &Scope,
+        name: &str,
+        argv: Vec<String>,
+        timeout_secs: u32,
+    ) -> Result<exec::ExecResult, EngineError> {
+        self.visible(scope, name)?;
+        if argv.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "argv: give the command to run".into(),
+            ));
+        }
+        if timeout_secs == 0 || u64::from(timeout_secs) > self.cfg.exec_max_timeout_secs {
+            return Err(EngineError::InvalidArgument(format!(
+                "timeout: {timeout_secs} s is out of range; use 1 to {} seconds",
+                self.cfg.exec_max_timeout_secs
+            )));
+        }
+        let Some(machine) = self.machined.info(name).await? else {
+            return Err(EngineError::Busy(format!(
+                "'{name}' is not running; start it first"
+            )));
+        };
+        let req = exec::ExecRequest {
+            argv,
+            timeout: Duration::from_secs(u64::from(timeout_secs)),
+            max_output: usize::try_from(self.cfg.exec_max_output_bytes).unwrap_or(usize::MAX),
+        };
+        exec::exec_in_container(&self.cfg.proc_root, machine.leader, &req)
+            .await
+            .map_err(|e| match e {
+                exec::ExecError::Timeout(d) => EngineError::Timeout(format!(
+                    "the command did not finish within {} s and was killed",
+                    d.as_secs()
+                )),
+                exec::ExecError::InvalidArgument(m) => EngineError::InvalidArgument(m),
+                exec::ExecError::NotRunning(m) => EngineError::Busy(m),
+                exec::ExecError::CommandNotFound(m) => {
+                    EngineError::InvalidArgument(format!("argv: {m}"))
+                }
+                other => EngineError::HostError(other.to_string()),
+            })
+    }
+
     pub fn operation(&self, scope: &Scope, id: &str) -> Result<OperationSnapshot, EngineError> {
         match self.ops.get(id) {
             Some(s) if scope.allows(&s.owner) => Ok(s),

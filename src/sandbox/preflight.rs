@@ -84,5 +84,15 @@ pub fn check() -> Result<(), SandboxError> {
             "the kernel has no overlay file system (modprobe overlay)".into(),
         ));
     }
+    if let Some(n) = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        && n < 1024
+    {
+        tracing::warn!(
+            "fs.inotify.max_user_instances is {n}: about 20 containers will exhaust it \
+             (sysctl -w fs.inotify.max_user_instances=8192)"
+        );
+    }
     Ok(())
 }

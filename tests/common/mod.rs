@@ -2,6 +2,8 @@
 //! appliances (see docs/testing.md), so it needs root.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -78,7 +78,7 @@ fn fail(e: &zbus::Error) -> ExitCode {
         eprintln!("voxnix: cannot reach the voxnix daemon ({kind}): {msg}");
         return ExitCode::from(exit::UNREACHABLE);
     }
-    if kind == "AccessDenied" && msg.contains("policy") {
+    if kind == "AccessDenied" && msg.contains("Rejected send message") {
         eprintln!(
             "voxnix: AccessDenied: the bus refused the call; only root and members of the voxnix group may use voxnix"
         );
@@ -228,28 +228,37 @@ pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
     let outcome: Value = loop {
         tokio::select! {
             Some(sig) = progress.next() => {
-                if let Ok(a) = sig.args() {
-                    if a.id == op && show_progress {
-                        eprintln!("  [{}] {}", a.phase, a.message);
-                    }
+                if let Ok(a) = sig.args()
+                    && a.id == op
+                    && show_progress
+                {
+                    eprintln!("  [{}] {}", a.phase, a.message);
                 }
             }
             Some(sig) = finished.next() => {
-                if let Ok(a) = sig.args() {
-                    if a.id == op {
-                        break serde_json::json!({"ok": a.ok, "error_kind": a.error_kind, "error_message": a.error_message,
-                            "result": serde_json::from_str::<Value>(a.result).unwrap_or(Value::Null)});
-                    }
+                if let Ok(a) = sig.args()
+                    && a.id == op
+                {
+                    break serde_json::json!({"ok": a.ok, "error_kind": a.error_kind, "error_message": a.error_message,
+                        "result": serde_json::from_str::<Value>(a.result).unwrap_or(Value::Null)});
                 }
             }
             // A safety net if a signal was lost (e.g. the bus dropped it).
             _ = poll.tick() => {
-                if let Ok(text) = m.get_operation(&op, &g.owner).await {
-                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                        if v["done"] == Value::Bool(true) {
+                match m.get_operation(&op, &g.owner).await {
+                    Ok(text) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&text)
+                            && v["done"] == Value::Bool(true)
+                        {
                             break v;
                         }
                     }
+                    // A restarted daemon has reconciled (rolled back) the create.
+                    Err(e) if error_parts(&e).0 == "NotFound" => {
+                        break serde_json::json!({"ok": false, "error_kind": "HostError",
+                            "error_message": "the daemon restarted during the create and rolled it back; try again"});
+                    }
+                    Err(_) => {}
                 }
             }
         }

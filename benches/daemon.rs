@@ -1,0 +1,230 @@
+//! Daemon benchmark (prints numbers; not a test). Needs root: it boots one
+//! sandbox appliance with the daemon and measures, with 1, 10 and 50 running
+//! containers, the latency of listing containers three ways:
+//!   (a) voxnix's API (`Manager.List`),
+//!   (b) the floor: a bare zbus client doing ListMachines plus
+//!       GetMachineAddresses per machine,
+//!   (c) the earlier project's way: `machinectl list --output=json` plus one
+//!       `machinectl show` per container, as subprocesses;
+//! the start latency of voxnix (`Manager.Start`) against a bare StartUnit
+//! waited for through JobRemoved; and the daemon's RSS idle and with 50
+//! containers.
+//!
+//! Run: `cargo bench --bench daemon` (as root, after ./scripts/host-setup.sh).
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use voxnix::api::client::ManagerProxy;
+use voxnix::sandbox::{Sandbox, SandboxOptions, daemon};
+use zbus_systemd::{machine1, systemd1};
+
+const LIST_ROUNDS: usize = 30;
+const START_ROUNDS: usize = 5;
+
+fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let p = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
+    (p(0.5), p(0.95), ms(samples[0]))
+}
+
+async fn daemon_rss_kib(sb: &Sandbox, bus: &zbus::Connection) -> u64 {
+    let systemd = systemd1::ManagerProxy::new(bus).await.expect("systemd1");
+    let unit = systemd
+        .get_unit("voxnix.service".into())
+        .await
+        .expect("voxnix unit");
+    let svc = systemd1::ServiceProxy::builder(bus)
+        .path(unit)
+        .build()
+        .await
+        .expect("service");
+    let pid = svc.main_pid().await.expect("MainPID");
+    let status = std::fs::read_to_string(sb.root().join(format!("proc/{pid}/status")))
+        .expect("daemon status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn ensure_containers(m: &ManagerProxy<'_>, have: usize, want: usize) {
+    for chunk in (have..want).collect::<Vec<_>>().chunks(10) {
+        let specs: Vec<String> = chunk
+            .iter()
+            .map(|i| format!(r#"{{"name":"b{i}"}}"#))
+            .collect();
+        let ops = futures_util::future::join_all(specs.iter().map(|s| m.create(s, ""))).await;
+        for op in ops {
+            let op = op.expect("create accepted");
+            loop {
+                let v: serde_json::Value =
+                    serde_json::from_str(&m.get_operation(&op, "").await.expect("op"))
+                        .expect("json");
+                if v["done"] == true {
+                    assert_eq!(v["ok"], true, "create failed: {v}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn bare_list(machined: &machine1::ManagerProxy<'_>) -> usize {
+    let machines = machined.list_machines().await.expect("ListMachines");
+    let addrs = futures_util::future::join_all(
+        machines
+            .iter()
+            .filter(|m| m.1 == "container")
+            .map(|m| machined.get_machine_addresses(m.0.clone())),
+    )
+    .await;
+    addrs.len()
+}
+
+async fn machinectl_list(sb: &Sandbox) {
+    let out = sb
+        .exec([
+            "sh",
+            "-c",
+            "machinectl list --output=json >/dev/null && for m in $(machinectl list --no-legend | awk '{print $1}'); do machinectl show \"$m\" >/dev/null; done",
+        ])
+        .await
+        .expect("machinectl");
+    assert!(out.status.success());
+}
+
+async fn bare_start(systemd: &systemd1::ManagerProxy<'_>, unit: &str) -> Duration {
+    let mut removed = systemd.receive_job_removed().await.expect("JobRemoved");
+    let t = Instant::now();
+    let job = systemd
+        .start_unit(unit.into(), "replace".into())
+        .await
+        .expect("StartUnit");
+    while let Some(sig) = removed.next().await {
+        let a = sig.args().expect("args");
+        if a.job == job {
+            assert_eq!(a.result, "done");
+            break;
+        }
+    }
+    t.elapsed()
+}
+
+async fn bare_stop(systemd: &systemd1::ManagerProxy<'_>, unit: &str) {
+    let mut removed = systemd.receive_job_removed().await.expect("JobRemoved");
+    let job = systemd
+        .stop_unit(unit.into(), "replace".into())
+        .await
+        .expect("StopUnit");
+    while let Some(sig) = removed.next().await {
+        if sig.args().expect("args").job == job {
+            break;
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let mut opts = SandboxOptions::default();
+    daemon::install(
+        &mut opts,
+        std::path::Path::new(env!("CARGO_BIN_EXE_voxnix")),
+        &daemon::sandbox_config("max_containers_per_owner = 1000"),
+    );
+    let sb = Sandbox::boot_with(opts).await.expect("boot");
+    let bus = sb.system_bus().await.expect("bus");
+    let m = ManagerProxy::new(&bus).await.expect("manager");
+    let machined = machine1::ManagerProxy::new(&bus).await.expect("machine1");
+    let systemd = systemd1::ManagerProxy::new(&bus).await.expect("systemd1");
+    systemd.subscribe().await.expect("Subscribe");
+
+    let rss_idle = daemon_rss_kib(&sb, &bus).await;
+    println!(
+        "voxnix daemon benchmark (one sandbox appliance, {} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!();
+    println!("list latency, ms (median / p95 / min over {LIST_ROUNDS} rounds)");
+    println!("| running | voxnix API | bare zbus floor | machinectl subprocesses |");
+    println!("|--------:|-----------:|----------------:|------------------------:|");
+    let mut have = 0;
+    for n in [1usize, 10, 50] {
+        ensure_containers(&m, have, n).await;
+        have = n;
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let mut c = Vec::new();
+        for _ in 0..LIST_ROUNDS {
+            let t = Instant::now();
+            let text = m.list("").await.expect("List");
+            a.push(t.elapsed());
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .expect("json")
+                    .as_array()
+                    .map(Vec::len),
+                Some(n)
+            );
+            let t = Instant::now();
+            assert_eq!(bare_list(&machined).await, n);
+            b.push(t.elapsed());
+            let t = Instant::now();
+            machinectl_list(&sb).await;
+            c.push(t.elapsed());
+        }
+        let f = |s: (f64, f64, f64)| format!("{:.1} / {:.1} / {:.1}", s.0, s.1, s.2);
+        println!(
+            "| {n:>7} | {} | {} | {} |",
+            f(stats(a)),
+            f(stats(b)),
+            f(stats(c))
+        );
+    }
+    let rss_50 = daemon_rss_kib(&sb, &bus).await;
+
+    let mut voxnix_start = Vec::new();
+    let mut raw_start = Vec::new();
+    for _ in 0..START_ROUNDS {
+        m.stop("b0", "").await.expect("stop");
+        let t = Instant::now();
+        m.start("b0", "").await.expect("start");
+        voxnix_start.push(t.elapsed());
+        bare_stop(&systemd, "container@b0.service").await;
+        // Wait until machined has let go before timing the next start.
+        while machined.get_machine("b0".into()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        raw_start.push(bare_start(&systemd, "container@b0.service").await);
+    }
+    let (vs, vp, _) = stats(voxnix_start);
+    let (rs, rp, _) = stats(raw_start);
+    println!();
+    println!("start latency, ms (median / p95 over {START_ROUNDS} rounds, 50 containers running)");
+    println!(
+        "| voxnix Manager.Start (job + machined registration) | bare StartUnit + JobRemoved |"
+    );
+    println!("|---:|---:|");
+    println!("| {vs:.1} / {vp:.1} | {rs:.1} / {rp:.1} |");
+    println!();
+    println!(
+        "daemon RSS: idle {:.1} MiB, with 50 containers {:.1} MiB",
+        rss_idle as f64 / 1024.0,
+        rss_50 as f64 / 1024.0
+    );
+    drop(m);
+    sb.shutdown().expect("shutdown");
+}

@@ -1,0 +1,94 @@
+//! Who may do what, with real uids against the real bus policy and daemon.
+
+mod common;
+
+use common::daemon::Appliance;
+
+async fn as_user(app: &Appliance, user: &str, args: &str) -> (Option<i32>, String, String) {
+    let bin = common::voxnix_bin();
+    let cmd = format!(
+        "setpriv --reuid=$(id -u {user}) --regid=$(id -g {user}) --init-groups {} {args}",
+        bin.display()
+    );
+    let out = app.sandbox.exec(["sh", "-c", &cmd]).await.expect("setpriv");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn owners_are_isolated_and_strangers_refused() {
+    let app = Appliance::boot("frontend_owner_kinds = [\"telegram\"]").await;
+    // A front-end service user in the voxnix group, and a stranger.
+    let setup = app
+        .sh("groupadd -g 4990 voxnix && useradd -u 4990 -g voxnix -M vxbot && useradd -u 1500 -M stranger && systemctl reload dbus && systemctl restart voxnix && echo ok")
+        .await;
+    assert_eq!(setup.trim(), "ok");
+    app.wait_daemon_active().await;
+    // Root creates one container for each of two chats.
+    for (owner, name) in [("telegram:1", "one"), ("telegram:2", "two")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+
+    // The stranger is refused by the bus itself.
+    let (code, _, err) = as_user(&app, "stranger", "list").await;
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("AccessDenied"), "{err}");
+
+    // The front end acting for telegram:1 sees only its own.
+    let (code, out, err) = as_user(&app, "vxbot", "--as telegram:1 list --json").await;
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let names: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["one"]);
+
+    // Everything on telegram:2's container is NotFound, exactly like a missing one.
+    let (_, _, missing) = as_user(&app, "vxbot", "--as telegram:1 status nosuch").await;
+    for verb in [
+        "status two",
+        "start two",
+        "stop two",
+        "restart two",
+        "logs two",
+        "destroy --yes two",
+        "exec two -- true",
+    ] {
+        let (code, _, err) = as_user(&app, "vxbot", &format!("--as telegram:1 {verb}")).await;
+        assert_eq!(code, Some(4), "{verb}: {err}");
+        assert_eq!(
+            err.replace("two", "X"),
+            missing.replace("nosuch", "X"),
+            "{verb}: same message as a missing container"
+        );
+    }
+    assert!(
+        app.sh("machinectl list --no-legend").await.contains("two"),
+        "telegram:2's container still runs"
+    );
+
+    // It cannot act for an owner kind it is not allowed, nor without an owner.
+    let (code, _, err) = as_user(&app, "vxbot", "--as unix:0 list").await;
+    assert_eq!(code, Some(6), "{err}");
+    let (code, _, err) = as_user(&app, "vxbot", "list").await;
+    assert_eq!(code, Some(2), "{err}");
+    // Admin-only methods are refused to it.
+    let out = app
+        .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager HostHealth 2>&1")
+        .await;
+    assert!(out.contains("administrator"), "{out}");
+    // And the per-container objects are root's only.
+    let out = app
+        .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl get-property org.voxnix.Voxnix1 /org/voxnix/Voxnix1/container/two org.voxnix.Voxnix1.Container Owner 2>&1")
+        .await;
+    assert!(out.contains("Access denied"), "{out}");
+}

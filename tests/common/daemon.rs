@@ -1,0 +1,129 @@
+//! A sandbox appliance with the voxnix daemon running inside, and helpers to
+//! drive it through the real D-Bus API and the real CLI.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use voxnix::api::client::ManagerProxy;
+use voxnix::sandbox::{Sandbox, SandboxOptions, daemon};
+
+pub struct Appliance {
+    pub sandbox: Sandbox,
+}
+
+impl Appliance {
+    /// Boots an appliance whose voxnix daemon runs with the sandbox config
+    /// plus `extra_config` (TOML lines).
+    pub async fn boot(extra_config: &str) -> Self {
+        let mut opts = SandboxOptions::default();
+        daemon::install(
+            &mut opts,
+            &super::voxnix_bin(),
+            &daemon::sandbox_config(extra_config),
+        );
+        let sandbox = Sandbox::boot_with(opts)
+            .await
+            .expect("boot an appliance with the daemon");
+        Appliance { sandbox }
+    }
+
+    /// A client of the daemon's API, connected from the host as root.
+    pub async fn manager(&self) -> ManagerProxy<'static> {
+        let bus = self.sandbox.system_bus().await.expect("appliance bus");
+        ManagerProxy::new(&bus).await.expect("manager proxy")
+    }
+
+    /// Runs the voxnix CLI inside the appliance.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut argv = vec![super::voxnix_bin().to_string_lossy().into_owned()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.sandbox.exec(argv).await.expect("run the CLI")
+    }
+
+    pub async fn sh(&self, script: &str) -> String {
+        let out = self.sandbox.exec(["sh", "-c", script]).await.expect("sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits for an operation to end; returns its snapshot JSON.
+    pub async fn wait_op(&self, m: &ManagerProxy<'_>, op: &str, owner: &str) -> serde_json::Value {
+        for _ in 0..1200 {
+            if let Ok(text) = m.get_operation(op, owner).await {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("operation JSON");
+                if v["done"] == serde_json::Value::Bool(true) {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operation {op} did not finish in 120 s");
+    }
+
+    /// Creates through the API and waits; returns the final snapshot.
+    pub async fn create(&self, spec: &str, owner: &str) -> serde_json::Value {
+        let m = self.manager().await;
+        let op = m.create(spec, owner).await.expect("Create accepted");
+        self.wait_op(&m, &op, owner).await
+    }
+
+    /// Everything of `name` the daemon could leave on the host.
+    pub async fn traces_of(&self, name: &str) -> Vec<String> {
+        let root = self.sandbox.root();
+        let mut traces = Vec::new();
+        let conf = root.join(format!("etc/nixos-containers/{name}.conf"));
+        if conf.exists() {
+            traces.push(format!("conf {}", conf.display()));
+        }
+        let dropins = root.join(format!(
+            "etc/systemd/system.control/container@{name}.service.d"
+        ));
+        if dropins.exists() {
+            traces.push("unit drop-ins".into());
+        }
+        let record = root.join(format!("var/lib/voxnix/containers/{name}.json"));
+        if record.exists() {
+            traces.push("record".into());
+        }
+        let machines = self.sh("machinectl list --no-legend").await;
+        if machines.split_whitespace().any(|w| w == name) {
+            traces.push("machine".into());
+        }
+        let unit = self
+            .sh(&format!("systemctl is-active container@{name}.service"))
+            .await;
+        if unit.trim() == "active" || unit.trim() == "activating" {
+            traces.push(format!("unit {}", unit.trim()));
+        }
+        traces
+    }
+
+    /// Waits until the daemon is active again (after a crash, systemd restarts it).
+    pub async fn wait_daemon_active(&self) {
+        for _ in 0..300 {
+            let s = self.sh("systemctl is-active voxnix.service").await;
+            if s.trim() == "active" {
+                // And serving.
+                if self.manager().await.list("").await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the daemon did not come back: {}",
+            self.sh("journalctl -u voxnix --no-pager | tail -30").await
+        );
+    }
+
+    pub fn set_fault(&self, point: &str) {
+        std::fs::write(
+            self.sandbox.root().join("var/lib/voxnix/fault-injection"),
+            point,
+        )
+        .expect("fault trigger");
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        0
+    }
+}

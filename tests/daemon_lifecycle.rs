@@ -1,0 +1,314 @@
+//! The daemon against a real appliance: its D-Bus API, the CLI, crash
+//! recovery and concurrency.
+
+mod common;
+
+use common::daemon::Appliance;
+use serde_json::Value;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn cli_creates_lists_operates_and_destroys() {
+    let app = Appliance::boot("").await;
+    for name in ["web", "db"] {
+        let out = app.cli(&["create", name, "git"]).await;
+        assert!(out.status.success(), "create {name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("[starting]"),
+            "progress is shown: {}",
+            stderr(&out)
+        );
+    }
+    let out = app.cli(&["list", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("list --json is JSON");
+    let rows = list.as_array().expect("an array");
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(row["state"], "running", "{row}");
+        assert_eq!(row["owner"], "unix:0");
+        let addrs: Vec<&str> = row["addresses"]
+            .as_array()
+            .expect("addresses")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            addrs.iter().any(|a| a.starts_with("10.100.0.")),
+            "a DHCP address on br-vox: {addrs:?}"
+        );
+    }
+
+    let out = app.cli(&["exec", "web", "--", "cat", "/etc/os-release"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ID=debian"), "{}", stdout(&out));
+    let out = app.cli(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]).await;
+    assert_eq!(out.status.code(), Some(3), "exec passes the exit code through");
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    let out = app.cli(&["logs", "web", "-n", "30", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs: Value = serde_json::from_str(&stdout(&out)).expect("logs --json");
+    let lines = logs.as_array().expect("array");
+    assert!(!lines.is_empty() && lines.len() <= 30, "{} lines", lines.len());
+    assert!(lines.iter().any(|l| l["source"] == "container"), "the container's own journal is read: {logs}");
+    assert!(app.cli(&["logs", "web", "-n", "1001"]).await.status.code() == Some(2), "more than 1000 lines is refused");
+
+    let out = app.cli(&["stop", "web"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st: Value = serde_json::from_str(&stdout(&app.cli(&["status", "web", "--json"]).await))
+        .expect("status");
+    assert_eq!(st["state"], "stopped");
+    assert!(app.cli(&["start", "web"]).await.status.success());
+    assert!(app.cli(&["restart", "web"]).await.status.success());
+    let st: Value = serde_json::from_str(&stdout(&app.cli(&["status", "web", "--json"]).await))
+        .expect("status");
+    assert_eq!(st["state"], "running");
+    assert_eq!(
+        st["os_release"]["ID"], "debian",
+        "OS release read through machined: {st}"
+    );
+    assert!(st["leader"].as_u64().is_some());
+
+    // Destroy asks for confirmation; without a terminal it refuses unless --yes.
+    let out = app.cli(&["destroy", "web"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    for name in ["web", "db"] {
+        let out = app.cli(&["destroy", "--yes", name]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            app.traces_of(name).await.is_empty(),
+            "{name} left traces: {:?}",
+            app.traces_of(name).await
+        );
+    }
+    assert_eq!(stdout(&app.cli(&["list", "--json"]).await).trim(), "[]");
+}
+
+#[tokio::test]
+async fn errors_are_typed_and_leave_nothing() {
+    let app = Appliance::boot("").await;
+    let out = app.cli(&["create", "Bad_Name"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("InvalidArgument") && stderr(&out).contains("name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = app.cli(&["create", "ok1", "nosuchmod"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nosuchmod"), "{}", stderr(&out));
+    assert!(app.traces_of("ok1").await.is_empty());
+
+    let out = app.cli(&["status", "ghost"]).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+
+    assert!(app.cli(&["create", "twin"]).await.status.success());
+    let out = app.cli(&["create", "twin"]).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stderr(&out).contains("Conflict"), "{}", stderr(&out));
+    // Another owner asking for the same name gets the same Conflict, without
+    // learning whose it is.
+    let out = app.cli(&["--as", "telegram:9", "create", "twin"]).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        !stderr(&out).contains("unix:0"),
+        "the owner is not revealed: {}",
+        stderr(&out)
+    );
+    // ... and does not see it.
+    let out = app.cli(&["--as", "telegram:9", "status", "twin"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "another owner's container is NotFound"
+    );
+}
+
+#[tokio::test]
+async fn twenty_parallel_creates_and_one_name_raced() {
+    let app = Appliance::boot("max_containers_per_owner = 100").await;
+    let m = app.manager().await;
+    let ops = futures_util::future::join_all((0..20).map(|i| {
+        let m = m.clone();
+        async move { m.create(&format!(r#"{{"name":"p{i}"}}"#), "").await }
+    }))
+    .await;
+    let ops: Vec<String> = ops
+        .into_iter()
+        .map(|r| r.expect("each create is accepted"))
+        .collect();
+    for op in &ops {
+        let v = app.wait_op(&m, op, "").await;
+        assert_eq!(v["ok"], true, "create failed: {v}");
+    }
+    let list: Value = serde_json::from_str(&m.list("").await.expect("list")).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(20));
+    assert!(
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["state"] == "running"),
+        "{list}"
+    );
+
+    // Ten racing creates of one name: exactly one wins, the rest are Conflict.
+    let results = futures_util::future::join_all((0..10).map(|_| {
+        let m = m.clone();
+        async move { m.create(r#"{"name":"race"}"#, "").await }
+    }))
+    .await;
+    let mut won = 0;
+    let mut conflicts = 0;
+    for r in results {
+        match r {
+            Ok(op) => {
+                let v = app.wait_op(&m, &op, "").await;
+                if v["ok"] == true {
+                    won += 1;
+                } else {
+                    assert_eq!(v["error_kind"], "Conflict", "{v}");
+                    conflicts += 1;
+                }
+            }
+            Err(e) => {
+                let (kind, _) = voxnix::api::client::error_parts(&e);
+                assert_eq!(kind, "Conflict");
+                conflicts += 1;
+            }
+        }
+    }
+    assert_eq!((won, conflicts), (1, 9));
+}
+
+/// Kills the daemon (SIGKILL, from a fault-injection point) in the middle of a
+/// create or a destroy; after systemd restarts it, nothing is orphaned and no
+/// record is lost.
+#[tokio::test]
+async fn crash_in_create_or_destroy_is_reconciled() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    // A bystander that must survive every crash untouched.
+    assert_eq!(app.create(r#"{"name":"keep"}"#, "").await["ok"], true);
+
+    for point in [
+        "create:reserved",
+        "create:built",
+        "create:conf-written",
+        "create:properties-set",
+        "create:started",
+    ] {
+        app.set_fault(point);
+        let name = format!("c{}", point.len());
+        let _ = m.create(&format!(r#"{{"name":"{name}"}}"#), "").await;
+        app.wait_daemon_active().await;
+        let m2 = app.manager().await;
+        // The interrupted create was rolled back: nothing half-made is left.
+        for _ in 0..50 {
+            if app.traces_of(&name).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            app.traces_of(&name).await.is_empty(),
+            "after a crash at {point}: {:?}",
+            app.traces_of(&name).await
+        );
+        let list: Value = serde_json::from_str(&m2.list("").await.expect("list")).expect("json");
+        let names: Vec<&str> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["keep"], "after {point}");
+    }
+
+    for point in [
+        "destroy:marked",
+        "destroy:stopped",
+        "destroy:reverted",
+        "destroy:conf-removed",
+    ] {
+        let name = format!("d{}", point.len());
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), "").await["ok"],
+            true
+        );
+        app.set_fault(point);
+        let _ = app.manager().await.destroy(&name, "").await;
+        app.wait_daemon_active().await;
+        assert!(
+            app.traces_of(&name).await.is_empty(),
+            "after a crash at {point}: {:?}",
+            app.traces_of(&name).await
+        );
+    }
+    let list: Value =
+        serde_json::from_str(&app.manager().await.list("").await.expect("list")).expect("json");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "only the bystander remains: {list}"
+    );
+    assert_eq!(
+        list[0]["state"], "running",
+        "the bystander kept running: {list}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_is_introspectable_and_the_daemon_is_ready() {
+    let app = Appliance::boot("").await;
+    let out = app
+        .sh("busctl introspect org.voxnix.Voxnix1 /org/voxnix/Voxnix1")
+        .await;
+    for member in [
+        ".Create",
+        ".List",
+        ".Status",
+        ".Exec",
+        ".Logs",
+        ".OperationProgress",
+        ".OperationFinished",
+        ".ContainerStateChanged",
+    ] {
+        assert!(out.contains(member), "introspection shows {member}: {out}");
+    }
+    // Type=notify: systemd considers it started only after READY=1, with a status line.
+    let status = app
+        .sh("systemctl show voxnix.service -p StatusText -p ActiveState -p WatchdogUSec")
+        .await;
+    assert!(status.contains("ActiveState=active"), "{status}");
+    assert!(
+        status.contains("StatusText=serving org.voxnix.Voxnix1"),
+        "{status}"
+    );
+    assert!(status.contains("WatchdogUSec=30s"), "{status}");
+    // A container object appears with the container.
+    assert_eq!(app.create(r#"{"name":"obj-1"}"#, "").await["ok"], true);
+    let out = app
+        .sh("busctl introspect org.voxnix.Voxnix1 /org/voxnix/Voxnix1/container/obj_2d1")
+        .await;
+    assert!(
+        out.contains("org.voxnix.Voxnix1.Container") && out.contains(".State"),
+        "{out}"
+    );
+    let state = app.sh("busctl get-property org.voxnix.Voxnix1 /org/voxnix/Voxnix1/container/obj_2d1 org.voxnix.Voxnix1.Container State").await;
+    assert_eq!(state.trim(), "s \"running\"");
+    // A non-root user who is not in the front-end group is refused by the bus.
+    let out = app.sh("setpriv --reuid=65534 --regid=65534 --clear-groups busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager List s '' 2>&1").await;
+    assert!(
+        out.contains("Access denied") || out.contains("AccessDenied"),
+        "{out}"
+    );
+}

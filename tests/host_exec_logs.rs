@@ -1,0 +1,480 @@
+//! `voxnix::host::exec` and `voxnix::host::journal` against real containers in
+//! the sandbox appliance: commands run through the container's own systemd
+//! over its own bus, logs read from the journal files. Needs root.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use voxnix::host::exec::{ExecError, ExecRequest, exec_in_container};
+use voxnix::host::journal::{LogSource, container_logs};
+use voxnix::sandbox::Sandbox;
+use zbus_systemd::{machine1, systemd1};
+
+use common::eventually;
+
+/// A running container in `sandbox`.
+struct Container {
+    name: String,
+    /// machined's `Leader`, a PID in the appliance's PID namespace.
+    leader: u32,
+    /// machined's `Id`, as hex.
+    machine_id: String,
+    /// The appliance's `/proc`, where `leader` is valid.
+    proc_root: PathBuf,
+}
+
+async fn start_container(sandbox: &Sandbox, name: &str) -> Container {
+    std::fs::write(
+        sandbox
+            .root()
+            .join(format!("etc/nixos-containers/{name}.conf")),
+        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\n",
+    )
+    .expect("write conf");
+    let out = sandbox
+        .exec(["systemctl", "start", &format!("container@{name}.service")])
+        .await
+        .expect("systemctl start");
+    assert!(
+        out.status.success(),
+        "container@{name} failed to start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bus = sandbox.system_bus().await.expect("bus");
+    let machined = machine1::ManagerProxy::new(&bus).await.expect("machine1");
+    let path = machined
+        .get_machine(name.to_string())
+        .await
+        .expect("GetMachine");
+    let machine = machine1::MachineProxy::builder(&bus)
+        .path(path)
+        .build()
+        .await
+        .expect("Machine proxy");
+    let leader = machine.leader().await.expect("Leader");
+    let machine_id: String = machine
+        .id()
+        .await
+        .expect("Id")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let proc_root = sandbox.root().join("proc");
+    // Ready (Type=notify, --notify-ready=yes) means the container's systemd
+    // finished booting; still, wait for its bus socket to be sure.
+    let socket = voxnix::host::exec::container_bus_socket(&proc_root, leader);
+    eventually(Duration::from_secs(20), || async {
+        socket.exists().then_some(())
+    })
+    .await
+    .expect("the container's bus socket appears");
+    Container {
+        name: name.to_string(),
+        leader,
+        machine_id,
+        proc_root,
+    }
+}
+
+fn req(argv: &[&str]) -> ExecRequest {
+    ExecRequest {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        timeout: Duration::from_secs(30),
+        max_output: 1 << 20,
+    }
+}
+
+async fn exec(c: &Container, r: &ExecRequest) -> Result<voxnix::host::exec::ExecResult, ExecError> {
+    exec_in_container(&c.proc_root, c.leader, r).await
+}
+
+/// The `voxnix-exec-*` units the container's systemd still knows.
+async fn exec_units(c: &Container) -> Vec<String> {
+    let bus = voxnix::host::exec::container_bus(&c.proc_root, c.leader)
+        .await
+        .expect("container bus");
+    let mgr = systemd1::ManagerProxy::new(&bus).await.expect("systemd1");
+    mgr.list_units_by_patterns(vec![], vec!["voxnix-exec-*".into()])
+        .await
+        .expect("ListUnitsByPatterns")
+        .into_iter()
+        .map(|u| format!("{} {} {}", u.0, u.3, u.4))
+        .collect()
+}
+
+#[tokio::test]
+async fn exec_runs_commands_and_reports_status_and_output() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let c = start_container(&sandbox, "ex1").await;
+
+    // A name looked up inside the container, and timed.
+    let t = Instant::now();
+    let r = exec(&c, &req(&["cat", "/usr/lib/os-release"]))
+        .await
+        .expect("cat");
+    let first = t.elapsed();
+    assert_eq!(
+        r.exit_code,
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains("ID="), "os-release: {text}");
+    assert!(!r.stdout_truncated && !r.stderr_truncated);
+
+    // It runs in the container, not in the appliance: its own hostname.
+    let r = exec(&c, &req(&["/bin/cat", "/proc/sys/kernel/hostname"]))
+        .await
+        .expect("hostname");
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), c.name);
+
+    // Exit status and both streams.
+    let t = Instant::now();
+    let r = exec(&c, &req(&["sh", "-c", "echo out; echo err >&2; exit 3"]))
+        .await
+        .expect("sh");
+    let second = t.elapsed();
+    eprintln!("exec latency: first {first:?}, then {second:?}");
+    assert_eq!(r.exit_code, 3);
+    assert_eq!(r.stdout, b"out\n");
+    assert_eq!(r.stderr, b"err\n");
+
+    // Arguments reach the command verbatim: systemd expands no `$VAR`.
+    let r = exec(&c, &req(&["printf", "%s", "$HOME ${PATH} $$ \\ ' \""]))
+        .await
+        .expect("printf");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "$HOME ${PATH} $$ \\ ' \""
+    );
+
+    // Killed by a signal: 128 + signal.
+    let r = exec(&c, &req(&["sh", "-c", "kill -TERM $$"]))
+        .await
+        .expect("kill self");
+    assert_eq!(r.exit_code, 128 + 15, "{r:?}");
+
+    // Output beyond max_output is dropped and flagged; the command is not
+    // blocked by it (1 MiB through a 64 KiB pipe).
+    let mut big = req(&["sh", "-c", "head -c 1048576 /dev/zero; echo e >&2"]);
+    big.max_output = 1000;
+    let r = exec(&c, &big).await.expect("big output");
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.stdout.len(), 1000);
+    assert!(r.stdout_truncated);
+    assert_eq!(r.stderr, b"e\n");
+    assert!(!r.stderr_truncated);
+
+    // Exactly max_output bytes is not truncation.
+    let mut exact = req(&["printf", "12345"]);
+    exact.max_output = 5;
+    let r = exec(&c, &exact).await.expect("exact output");
+    assert_eq!(r.stdout, b"12345");
+    assert!(!r.stdout_truncated);
+
+    // Several at once.
+    let t = Instant::now();
+    let runs = futures_util::future::join_all((0..8).map(|i| {
+        let c = &c;
+        async move {
+            let n = i.to_string();
+            exec(c, &req(&["sh", "-c", "echo $0", &n])).await
+        }
+    }))
+    .await;
+    eprintln!("8 concurrent execs took {:?}", t.elapsed());
+    for (i, r) in runs.into_iter().enumerate() {
+        let r = r.expect("concurrent exec");
+        assert_eq!(r.stdout, format!("{i}\n").into_bytes());
+    }
+
+    // Bad requests.
+    let err = exec(&c, &req(&[])).await.expect_err("empty argv");
+    assert!(matches!(err, ExecError::InvalidArgument(_)), "{err}");
+    let err = exec(&c, &req(&["no-such-command-here"]))
+        .await
+        .expect_err("unknown command");
+    assert!(matches!(err, ExecError::CommandNotFound(_)), "{err}");
+    let err = exec(&c, &req(&["/no/such/binary"]))
+        .await
+        .expect_err("missing absolute path");
+    assert!(matches!(err, ExecError::CommandNotFound(_)), "{err}");
+    // Found, but execve fails (ENOEXEC): systemd's status 203.
+    let r = exec(
+        &c,
+        &req(&[
+            "sh",
+            "-c",
+            "printf '\\001\\002' > /tmp/bad && chmod 755 /tmp/bad",
+        ]),
+    )
+    .await
+    .expect("make /tmp/bad");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let err = exec(&c, &req(&["/tmp/bad"])).await.expect_err("ENOEXEC");
+    assert!(matches!(err, ExecError::SpawnFailed { .. }), "{err}");
+    let err = exec(&c, &req(&["/etc"])).await.expect_err("a directory");
+    assert!(matches!(err, ExecError::CommandNotFound(_)), "{err}");
+
+    // Nothing is left behind by all of that.
+    let units = eventually(Duration::from_secs(5), || async {
+        let u = exec_units(&c).await;
+        u.is_empty().then_some(())
+    })
+    .await;
+    assert!(units.is_some(), "left: {:?}", exec_units(&c).await);
+}
+
+#[tokio::test]
+async fn exec_timeout_kills_the_command() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let c = start_container(&sandbox, "ex2").await;
+    let mut r = req(&["sh", "-c", "sleep 60 & exec sleep 61"]);
+    r.timeout = Duration::from_secs(2);
+    let t = Instant::now();
+    let err = exec(&c, &r).await.expect_err("must time out");
+    let took = t.elapsed();
+    assert!(
+        matches!(err, ExecError::Timeout(d) if d == Duration::from_secs(2)),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "returned after {took:?}");
+
+    let r = exec(&c, &req(&["pgrep", "-x", "sleep"]))
+        .await
+        .expect("pgrep");
+    assert_eq!(
+        r.exit_code,
+        1,
+        "no sleep left in the container: {}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    let units = eventually(Duration::from_secs(5), || async {
+        exec_units(&c).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(units.is_some(), "left: {:?}", exec_units(&c).await);
+
+    // A caller that gives up (drops the future) does not leave it running
+    // either.
+    let mut r = req(&["sleep", "62"]);
+    r.timeout = Duration::from_secs(60);
+    let dropped = tokio::time::timeout(Duration::from_secs(1), exec(&c, &r)).await;
+    assert!(dropped.is_err(), "still running after 1 s");
+    let gone = eventually(Duration::from_secs(10), || async {
+        let r = exec(&c, &req(&["pgrep", "-x", "sleep"])).await.ok()?;
+        (r.exit_code == 1 && exec_units(&c).await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "left: {:?}", exec_units(&c).await);
+}
+
+#[tokio::test]
+async fn exec_into_a_missing_or_stopped_container_says_not_running() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let c = start_container(&sandbox, "ex3").await;
+    assert_eq!(exec(&c, &req(&["true"])).await.expect("true").exit_code, 0);
+
+    // A PID that does not exist.
+    let err = exec_in_container(&c.proc_root, 4_000_000, &req(&["/bin/true"]))
+        .await
+        .expect_err("no such leader");
+    assert!(matches!(err, ExecError::NotRunning(_)), "{err}");
+    let err = exec_in_container(&c.proc_root, 4_000_000, &req(&["true"]))
+        .await
+        .expect_err("no such leader");
+    assert!(matches!(err, ExecError::NotRunning(_)), "{err}");
+
+    // A PID of the appliance itself (its dbus-daemon): not a container, and
+    // nothing may run on the "host".
+    let out = sandbox
+        .exec([
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "dbus.service",
+        ])
+        .await
+        .expect("MainPID");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a PID");
+    assert!(pid > 1);
+    let err = exec_in_container(&c.proc_root, pid, &req(&["/bin/true"]))
+        .await
+        .expect_err("not a container");
+    assert!(matches!(err, ExecError::NotRunning(_)), "{err}");
+    let err = exec_in_container(&c.proc_root, 1, &req(&["/bin/true"]))
+        .await
+        .expect_err("PID 1");
+    assert!(matches!(err, ExecError::InvalidArgument(_)), "{err}");
+
+    // The container stops: its old leader is gone.
+    let out = sandbox
+        .exec(["systemctl", "stop", "container@ex3.service"])
+        .await
+        .expect("systemctl stop");
+    assert!(out.status.success());
+    let err = exec(&c, &req(&["/bin/true"]))
+        .await
+        .expect_err("stopped container");
+    assert!(matches!(err, ExecError::NotRunning(_)), "{err}");
+}
+
+#[tokio::test]
+async fn logs_merge_the_containers_journal_and_the_host_unit() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let c = start_container(&sandbox, "lg1").await;
+    let root = sandbox.root();
+    let container_root = voxnix::host::exec::container_root(&c.proc_root, c.leader);
+    let unit = "container@lg1.service";
+
+    // Mark the container's journal with a line of our own.
+    let r = exec(&c, &req(&["logger", "-t", "voxnix-test", "hello from lg1"]))
+        .await
+        .expect("logger");
+    assert_eq!(r.exit_code, 0);
+
+    let found = eventually(Duration::from_secs(10), || async {
+        let lines = container_logs(
+            &root,
+            Some(&c.machine_id),
+            Some(&container_root),
+            unit,
+            1000,
+        )
+        .ok()?;
+        lines
+            .iter()
+            .any(|l| l.source == LogSource::Container && l.message == "hello from lg1")
+            .then_some(lines)
+    })
+    .await;
+    let all = found.expect("the container's own journal is read");
+    assert!(all.len() <= 1000);
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].timestamp_usec <= w[1].timestamp_usec),
+        "merged by time"
+    );
+    assert!(
+        all.iter().any(|l| l.source == LogSource::Container
+            && (l.message.contains("Startup finished") || l.message.contains("Reached target"))),
+        "the container's systemd boot messages"
+    );
+    assert!(
+        all.iter().any(|l| l.source == LogSource::Host
+            && l.unit.as_deref() == Some(unit)
+            && l.message.contains("lg1")),
+        "host-side lines of the unit: {:?}",
+        all.iter()
+            .filter(|l| l.source == LogSource::Host)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        all.iter()
+            .filter(|l| l.source == LogSource::Host)
+            .all(|l| l.unit.as_deref() == Some(unit) || l.message.contains("lg1")),
+        "only the unit's lines from the host"
+    );
+    let line = all
+        .iter()
+        .find(|l| l.message == "hello from lg1")
+        .expect("our line");
+    assert_eq!(line.identifier.as_deref(), Some("voxnix-test"));
+
+    // n bounds the result and keeps the newest lines.
+    let t = Instant::now();
+    let last20 =
+        container_logs(&root, Some(&c.machine_id), Some(&container_root), unit, 20).expect("20");
+    eprintln!("container_logs(n = 20) took {:?}", t.elapsed());
+    assert_eq!(last20.len(), 20);
+    let newest = all.last().expect("some").timestamp_usec;
+    assert!(last20.last().expect("some").timestamp_usec >= newest);
+
+    // A machine id with no journal anywhere: only the host's lines.
+    let host_only = container_logs(
+        &root,
+        Some("0123456789abcdef0123456789abcdef"),
+        Some(&container_root),
+        unit,
+        1000,
+    )
+    .expect("host only");
+    assert!(!host_only.is_empty());
+    assert!(host_only.iter().all(|l| l.source == LogSource::Host));
+
+    // A unit nobody ran and no machine: nothing, and no error.
+    let none = container_logs(&root, None, None, "container@nobody.service", 10).expect("none");
+    assert!(none.is_empty(), "{none:?}");
+}
+
+#[tokio::test]
+async fn logs_of_a_stopped_container() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let c = start_container(&sandbox, "lg2").await;
+    let root = sandbox.root();
+    let container_root = voxnix::host::exec::container_root(&c.proc_root, c.leader);
+    let unit = "container@lg2.service";
+    // Keep a copy of its journal where a NixOS container's persistent journal
+    // lives, for the second half.
+    let kept = format!(
+        "/var/lib/nixos-containers/lg2/var/log/journal/{}",
+        c.machine_id
+    );
+    let out = sandbox
+        .exec([
+            "sh".to_string(),
+            "-c".to_string(),
+            format!(
+                "mkdir -p {kept} && cp /proc/{}/root/var/log/journal/{}/*.journal {kept}/",
+                c.leader, c.machine_id
+            ),
+        ])
+        .await
+        .expect("copy the journal");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sandbox
+        .exec(["systemctl", "stop", unit])
+        .await
+        .expect("systemctl stop");
+    assert!(out.status.success());
+
+    // Its volatile root, and with it its journal, is gone; the host still has
+    // the unit's lines, including the stop.
+    let lines =
+        container_logs(&root, Some(&c.machine_id), Some(&container_root), unit, 50).expect("logs");
+    assert!(!lines.is_empty());
+    assert!(lines.len() <= 50);
+    assert!(lines.iter().all(|l| l.source == LogSource::Host));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.message.contains("Stopped") || l.message.contains("Deactivated")),
+        "{lines:?}"
+    );
+
+    // NixOS's layout: /var/log/journal/<id> is an absolute symlink into the
+    // container's tree (nspawn --link-journal=try-guest). It is resolved
+    // inside the journal root, not against the caller's /.
+    let link = root.join(format!("var/log/journal/{}", c.machine_id));
+    std::os::unix::fs::symlink(&kept, &link).expect("symlink");
+    let lines = container_logs(&root, Some(&c.machine_id), None, unit, 1000).expect("logs");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.source == LogSource::Container && l.message.contains("Startup finished")),
+        "the linked journal is read"
+    );
+    assert!(lines.iter().any(|l| l.source == LogSource::Host));
+}
