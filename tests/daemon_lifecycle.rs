@@ -46,20 +46,45 @@ async fn cli_creates_lists_operates_and_destroys() {
         );
     }
 
-    let out = app.cli(&["exec", "web", "--", "cat", "/etc/os-release"]).await;
+    let out = app
+        .cli(&["exec", "web", "--", "cat", "/etc/os-release"])
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("ID=debian"), "{}", stdout(&out));
-    let out = app.cli(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]).await;
-    assert_eq!(out.status.code(), Some(3), "exec passes the exit code through");
+    let out = app
+        .cli(&[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exec passes the exit code through"
+    );
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(stderr(&out), "err\n");
     let out = app.cli(&["logs", "web", "-n", "30", "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let logs: Value = serde_json::from_str(&stdout(&out)).expect("logs --json");
     let lines = logs.as_array().expect("array");
-    assert!(!lines.is_empty() && lines.len() <= 30, "{} lines", lines.len());
-    assert!(lines.iter().any(|l| l["source"] == "container"), "the container's own journal is read: {logs}");
-    assert!(app.cli(&["logs", "web", "-n", "1001"]).await.status.code() == Some(2), "more than 1000 lines is refused");
+    assert!(
+        !lines.is_empty() && lines.len() <= 30,
+        "{} lines",
+        lines.len()
+    );
+    assert!(
+        lines.iter().any(|l| l["source"] == "container"),
+        "the container's own journal is read: {logs}"
+    );
+    assert!(
+        app.cli(&["logs", "web", "-n", "1001"]).await.status.code() == Some(2),
+        "more than 1000 lines is refused"
+    );
 
     let out = app.cli(&["stop", "web"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -311,4 +336,60 @@ async fn the_api_is_introspectable_and_the_daemon_is_ready() {
         out.contains("Access denied") || out.contains("AccessDenied"),
         "{out}"
     );
+}
+
+/// A container that dies without voxnix asking is noticed and announced with
+/// `expected = false`; a stop through voxnix is announced as expected.
+#[tokio::test]
+async fn unexpected_stops_are_announced() {
+    use futures_util::StreamExt;
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    let mut changes = m
+        .receive_container_state_changed()
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        app.create(r#"{"name":"victim"}"#, "telegram:5").await["ok"],
+        true
+    );
+
+    m.stop("victim", "").await.expect("stop");
+    let expected = next_change(&mut changes, "victim", "stopped").await;
+    assert!(expected, "a stop through voxnix is expected");
+
+    m.start("victim", "").await.expect("start");
+    // Kill it behind voxnix's back.
+    app.sh("machinectl terminate victim").await;
+    let expected = next_change(&mut changes, "victim", "stopped").await;
+    assert!(!expected, "a stop from outside is announced as unexpected");
+    let st: Value =
+        serde_json::from_str(&m.status("victim", "").await.expect("status")).expect("json");
+    assert_eq!(st["state"], "stopped");
+}
+
+async fn next_change(
+    changes: &mut voxnix::api::client::ContainerStateChangedStream,
+    name: &str,
+    state: &str,
+) -> bool {
+    use futures_util::StreamExt;
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(sig) = changes.next().await {
+            let a = sig.args().expect("args");
+            if a.name == name && a.state == state {
+                assert_eq!(
+                    a.owner, "telegram:5",
+                    "the owner rides along for front ends to route the alert"
+                );
+                return Some(a.expected);
+            }
+        }
+        None
+    })
+    .await;
+    found
+        .ok()
+        .flatten()
+        .expect("a ContainerStateChanged signal")
 }

@@ -76,7 +76,12 @@ pub fn error_parts(e: &zbus::Error) -> (String, String) {
         zbus::Error::FDO(fdo) => {
             let name = zbus::DBusError::name(fdo.as_ref()).to_string();
             let short = name.rsplit('.').next().unwrap_or(&name).to_string();
-            (short, zbus::DBusError::description(fdo.as_ref()).unwrap_or_default().to_string())
+            (
+                short,
+                zbus::DBusError::description(fdo.as_ref())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         }
         other => ("BusError".into(), other.to_string()),
     }

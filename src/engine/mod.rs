@@ -170,6 +170,8 @@ impl Engine {
         locks.entry(name.to_string()).or_default().clone()
     }
 
+    /// Notes that voxnix is about to stop a running machine: its next
+    /// MachineRemoved is voxnix's doing.
     fn expect_stop(&self, name: &str) {
         let mut m = self
             .expected_stops
@@ -179,12 +181,14 @@ impl Engine {
         m.insert(name.to_string(), Instant::now());
     }
 
-    pub(crate) fn stop_was_expected(&self, name: &str) -> bool {
-        let m = self
+    /// Consumes the expectation for one MachineRemoved of `name`, so a later
+    /// removal that nobody asked for is reported as unexpected.
+    pub(crate) fn take_expected_stop(&self, name: &str) -> bool {
+        let mut m = self
             .expected_stops
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        m.get(name)
+        m.remove(name)
             .is_some_and(|t| t.elapsed() < Duration::from_secs(120))
     }
 

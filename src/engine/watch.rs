@@ -50,7 +50,7 @@ impl Engine {
                     "stopped".to_string()
                 }
             };
-            let expected = appeared || self.stop_was_expected(&name);
+            let expected = appeared || self.take_expected_stop(&name);
             if !expected {
                 tracing::warn!(container = %name, owner = %record.owner, "container {state} without being asked");
             }

@@ -59,7 +59,8 @@ pub fn create(root: &Path) -> Result<(String, PathBuf), SandboxError> {
     fs::create_dir(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
     // Atomically: a concurrent reaper must never read a half-written owner.
-    crate::atomic_file::write(&dir.join("owner"), owner.as_bytes(), 0o644).map_err(io_err("writing owner"))?;
+    crate::atomic_file::write(&dir.join("owner"), owner.as_bytes(), 0o644)
+        .map_err(io_err("writing owner"))?;
     Ok((id, dir))
 }
 
