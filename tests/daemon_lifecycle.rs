@@ -342,7 +342,6 @@ async fn the_api_is_introspectable_and_the_daemon_is_ready() {
 /// `expected = false`; a stop through voxnix is announced as expected.
 #[tokio::test]
 async fn unexpected_stops_are_announced() {
-    use futures_util::StreamExt;
     let app = Appliance::boot("").await;
     let m = app.manager().await;
     let mut changes = m
