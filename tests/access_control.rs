@@ -5,10 +5,10 @@ mod common;
 use common::daemon::Appliance;
 
 async fn as_user(app: &Appliance, user: &str, args: &str) -> (Option<i32>, String, String) {
-    let bin = common::voxnix_bin();
+    let bin = voxnix::sandbox::daemon::ON_PATH;
     let cmd = format!(
         "setpriv --reuid=$(id -u {user}) --regid=$(id -g {user}) --init-groups {} {args}",
-        bin.display()
+        bin
     );
     let out = app.sandbox.exec(["sh", "-c", &cmd]).await.expect("setpriv");
     (

@@ -140,10 +140,30 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        e = connection_lost(&conn) => {
+            // Without its bus the daemon can serve nobody: fail, and let
+            // systemd's Restart=on-failure bring it back on a fresh connection.
+            notify(&[NotifyState::Status("lost the bus connection; exiting for a restart")]);
+            return Err(DaemonError::Bus(e));
+        }
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
     tracing::info!("stopping");
     Ok(())
+}
+
+/// Resolves when the bus connection stops answering (checked every 5 s).
+async fn connection_lost(conn: &zbus::Connection) -> zbus::Error {
+    let Ok(dbus) = zbus::fdo::DBusProxy::new(conn).await else {
+        return zbus::Error::Failure("cannot talk to the bus daemon".into());
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Err(e) = dbus.get_id().await {
+            tracing::error!("bus connection lost: {e}");
+            return e.into();
+        }
+    }
 }
 
 /// Turns engine events into D-Bus signals, and keeps the per-container

@@ -30,9 +30,16 @@ pub fn sandbox_config(extra: &str) -> String {
     )
 }
 
+/// Where the voxnix binary appears inside the appliance (bind-mounted from the
+/// host, read-only), and the wrapper on the appliance's PATH.
+pub const BINARY: &str = "/usr/local/lib/voxnix/voxnix";
+pub const ON_PATH: &str = "/usr/local/bin/voxnix";
+
 /// Adds the daemon (binary `voxnix`, config `config_toml`) to the appliance's
 /// boot: it is running, ready and owning its bus name when boot completes.
 pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
+    opts.bind_files.push((voxnix.to_path_buf(), BINARY.into()));
+    let voxnix = Path::new(BINARY);
     let unit = format!(
         "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n",
         voxnix.display()
@@ -52,5 +59,12 @@ pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
         contents: DBUS_POLICY.as_bytes().to_vec(),
         mode: 0o644,
     });
+    // `voxnix` on the appliance's PATH, for people trying it in `sandbox shell`.
+    opts.extra_files.push(ExtraFile {
+        path: ON_PATH.into(),
+        contents: format!("#!/bin/sh\nexec '{}' \"$@\"\n", voxnix.display()).into_bytes(),
+        mode: 0o755,
+    });
     opts.enable_units.push("voxnix.service".into());
+    opts.require_active.push("voxnix.service".into());
 }

@@ -87,6 +87,10 @@ pub struct SandboxOptions {
     pub extra_files: Vec<ExtraFile>,
     /// Units to enable (wanted by multi-user.target) before boot.
     pub enable_units: Vec<String>,
+    /// Host files to bind-mount read-only into the appliance: (host path, path inside).
+    pub bind_files: Vec<(PathBuf, String)>,
+    /// Units that must be active before the appliance counts as booted.
+    pub require_active: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -97,6 +101,8 @@ impl Default for SandboxOptions {
             keep_logs: None,
             extra_files: Vec::new(),
             enable_units: Vec::new(),
+            bind_files: Vec::new(),
+            require_active: Vec::new(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl Sandbox {
         sandbox.cgroup = cgroup::create(&id)?;
         statedir::record_cgroup(&state_dir, &sandbox.cgroup)?;
         seed::write(&state_dir.join("seed"), &opts)?;
+        seed::write_binds(&state_dir.join("binds"), &opts)?;
         let init = state_dir.join("init.sh");
         std::fs::write(&init, include_str!("assets/init.sh")).map_err(io_err("writing init.sh"))?;
         std::fs::create_dir_all(state_dir.join("mnt")).map_err(io_err("creating mnt"))?;
@@ -189,6 +196,9 @@ impl Sandbox {
         sandbox.init_pid = sandbox.wait_for_init(launcher_pid).await?;
         statedir::record_init(&state_dir, sandbox.init_pid)?;
         sandbox.wait_running(opts.boot_timeout).await?;
+        sandbox
+            .wait_active(&opts.require_active, opts.boot_timeout)
+            .await?;
         tracing::info!(id = %sandbox.id, pid = sandbox.init_pid, "sandbox appliance running");
         Ok(sandbox)
     }
@@ -259,6 +269,67 @@ impl Sandbox {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until every unit in `units` is active. A unit that keeps failing
+    /// (e.g. restarting in a loop) is an error with its journal.
+    async fn wait_active(
+        &mut self,
+        units: &[String],
+        timeout: Duration,
+    ) -> Result<(), SandboxError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        let bus = self.system_bus().await.map_err(|e| SandboxError::Io {
+            context: "connecting to the appliance's bus".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let systemd = zbus_systemd::systemd1::ManagerProxy::new(&bus)
+            .await
+            .map_err(|e| SandboxError::Io {
+                context: "systemd proxy".into(),
+                source: std::io::Error::other(e),
+            })?;
+        for unit in units {
+            loop {
+                let state = match systemd.load_unit(unit.clone()).await {
+                    Ok(path) => {
+                        let proxy = zbus_systemd::systemd1::UnitProxy::builder(&bus)
+                            .path(path)
+                            .cache_properties(zbus::proxy::CacheProperties::No)
+                            .build()
+                            .await;
+                        match proxy {
+                            Ok(u) => u.active_state().await.unwrap_or_default(),
+                            Err(_) => String::new(),
+                        }
+                    }
+                    Err(_) => String::new(),
+                };
+                if state == "active" {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(SandboxError::BootTimeout {
+                        timeout,
+                        state: format!("{unit} is {state}"),
+                        failed: self.failed_units().await,
+                        journal: self.exec_sync(&[
+                            "journalctl",
+                            "--no-pager",
+                            "-n",
+                            "40",
+                            "-u",
+                            unit,
+                        ]),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
     }
 
     /// The sandbox's identifier (unique among running sandboxes).

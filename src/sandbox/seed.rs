@@ -100,3 +100,27 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     }
     Ok(())
 }
+
+/// Writes the list of host files init.sh bind-mounts (SOURCE<TAB>TARGET lines).
+pub fn write_binds(path: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
+    let mut text = String::new();
+    for (src, dst) in &opts.bind_files {
+        let src = src.to_str().ok_or_else(|| SandboxError::Io {
+            context: format!("bind source {} is not UTF-8", src.display()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        if [src, dst.as_str()]
+            .iter()
+            .any(|p| p.contains(['\t', '\n']) || !p.starts_with('/'))
+        {
+            return Err(SandboxError::Io {
+                context: format!(
+                    "bind {src} -> {dst}: paths must be absolute, without tabs or newlines"
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
+        text.push_str(&format!("{src}\t{dst}\n"));
+    }
+    fs::write(path, text).map_err(io_err("writing binds"))
+}

@@ -35,7 +35,7 @@ impl Appliance {
 
     /// Runs the voxnix CLI inside the appliance.
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut argv = vec![super::voxnix_bin().to_string_lossy().into_owned()];
+        let mut argv = vec![daemon::ON_PATH.to_string()];
         argv.extend(args.iter().map(|a| a.to_string()));
         self.sandbox.exec(argv).await.expect("run the CLI")
     }

@@ -23,6 +23,20 @@ root="$state/mnt/root"
 # The files that make the overlay an appliance (units, machine id, ...).
 cp -a "$state/seed/." "$root/"
 
+# Host files made visible inside, read-only (e.g. the voxnix binary, wherever
+# it was built: even under /tmp, which the appliance covers with its own tmpfs).
+# One "SOURCE<TAB>TARGET" per line.
+if [ -f "$state/binds" ]; then
+    tab=$(printf '\t')
+    while IFS="$tab" read -r src dst; do
+        [ -n "$src" ] || continue
+        mkdir -p "$root$(dirname "$dst")"
+        : > "$root$dst"
+        mount --bind "$src" "$root$dst"
+        mount -o remount,bind,ro "$root$dst"
+    done < "$state/binds"
+fi
+
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 # Give systemd its own cgroup2 hierarchy, rooted (through the cgroup namespace)

@@ -1,0 +1,128 @@
+//! Faults the daemon must survive: kill -9 at the fault points of start and
+//! stop, a start job that fails or times out, machined going away and coming
+//! back. Each ends with a clear error to the caller and a daemon that serves.
+
+mod common;
+
+use common::daemon::Appliance;
+use serde_json::Value;
+
+async fn names(app: &Appliance) -> Vec<String> {
+    let list: Value =
+        serde_json::from_str(&app.manager().await.list("").await.expect("list")).expect("json");
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn state(app: &Appliance, name: &str) -> String {
+    let st: Value =
+        serde_json::from_str(&app.manager().await.status(name, "").await.expect("status"))
+            .expect("json");
+    st["state"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn kill_9_during_start_and_stop_loses_nothing() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"sv"}"#, "").await["ok"], true);
+    for point in ["stop:begun", "stop:stopped", "start:begun", "start:started"] {
+        let m = app.manager().await;
+        // Put the container in the state the operation starts from.
+        if point.starts_with("stop") {
+            let _ = m.start("sv", "").await;
+        } else {
+            let _ = m.stop("sv", "").await;
+        }
+        app.set_fault(point);
+        let r = if point.starts_with("stop") {
+            m.stop("sv", "").await
+        } else {
+            m.start("sv", "").await
+        };
+        assert!(r.is_err(), "the caller sees the daemon die at {point}");
+        app.wait_daemon_active().await;
+        assert_eq!(
+            names(&app).await,
+            vec!["sv"],
+            "the record survives a crash at {point}"
+        );
+        let st: Value =
+            serde_json::from_str(&app.manager().await.status("sv", "").await.expect("status"))
+                .expect("json");
+        assert_eq!(
+            st["last_operation"]["outcome"], "interrupted by a daemon restart",
+            "{point}: {st}"
+        );
+        // The container is operable again right away.
+        let m = app.manager().await;
+        m.stop("sv", "").await.expect("stop after recovery");
+        assert_eq!(state(&app, "sv").await, "stopped");
+        m.start("sv", "").await.expect("start after recovery");
+        assert_eq!(state(&app, "sv").await, "running");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_or_hanging_start_job_is_a_clear_error_and_rolled_back() {
+    let app = Appliance::boot("start_timeout_secs = 3").await;
+    // An administrator's drop-in that breaks the start of one container, and
+    // one that makes another hang.
+    app.sh(
+        "mkdir -p /etc/systemd/system/container@jobfail.service.d /etc/systemd/system/container@jobhang.service.d && \
+         printf '[Service]\\nExecStartPre=/bin/false\\n' > /etc/systemd/system/container@jobfail.service.d/x.conf && \
+         printf '[Service]\\nExecStartPre=/bin/sleep 60\\n' > /etc/systemd/system/container@jobhang.service.d/x.conf && \
+         systemctl daemon-reload",
+    )
+    .await;
+    let v = app.create(r#"{"name":"jobfail"}"#, "").await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error_kind"], "HostError", "{v}");
+    assert!(
+        v["error_message"].as_str().unwrap_or("").contains("failed"),
+        "{v}"
+    );
+    assert!(
+        app.traces_of("jobfail").await.is_empty(),
+        "{:?}",
+        app.traces_of("jobfail").await
+    );
+
+    let v = app.create(r#"{"name":"jobhang"}"#, "").await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error_kind"], "Timeout", "{v}");
+    assert!(
+        app.traces_of("jobhang").await.is_empty(),
+        "{:?}",
+        app.traces_of("jobhang").await
+    );
+    assert!(
+        app.sh("pgrep -x sleep || true").await.trim().is_empty(),
+        "the hanging start was stopped"
+    );
+
+    // The daemon keeps serving.
+    assert_eq!(app.create(r#"{"name":"fine"}"#, "").await["ok"], true);
+    assert_eq!(names(&app).await, vec!["fine"]);
+}
+
+#[tokio::test]
+async fn machined_going_away_and_coming_back() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"m1"}"#, "").await["ok"], true);
+    app.sh("systemctl kill -s KILL systemd-machined; sleep 0.2")
+        .await;
+    // machined is bus-activated: the next call brings it back, and it finds
+    // its running machines again.
+    assert_eq!(state(&app, "m1").await, "running");
+    assert_eq!(app.create(r#"{"name":"m2"}"#, "").await["ok"], true);
+    app.sh("systemctl stop systemd-machined").await;
+    let m = app.manager().await;
+    m.stop("m2", "")
+        .await
+        .expect("stop with machined restarted by activation");
+    assert_eq!(state(&app, "m2").await, "stopped");
+    assert_eq!(names(&app).await, vec!["m1", "m2"]);
+}
