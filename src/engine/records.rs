@@ -142,18 +142,18 @@ impl RecordStore {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if name.starts_with('.') {
-                // A temporary file of an interrupted write: the record itself is intact.
+            if file.starts_with('.') && file.contains(".tmp-") {
+                // The temporary file of a write a crash interrupted: the record
+                // itself is intact (old or new), this is garbage.
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()))
@@ -169,5 +169,42 @@ impl RecordStore {
             }
         }
         (ok, bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> ContainerSpec {
+        crate::engine::spec::parse_spec(&format!(r#"{{"name":"{name}"}}"#), &[]).unwrap()
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_reported_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut r = Record::new("a1", Owner::parse("telegram:1").unwrap(), spec("a1"));
+        store.put(&r).unwrap();
+        r.phase = Phase::Ready;
+        r.finish("ok");
+        store.put(&r).unwrap();
+        assert_eq!(store.get("a1").unwrap(), Some(r.clone()));
+        // A torn temporary file from a crash, and a corrupt record.
+        std::fs::write(dir.path().join("containers/.a1.json.tmp-42"), b"{").unwrap();
+        std::fs::write(dir.path().join("containers/b2.json"), b"not json").unwrap();
+        let (ok, bad) = store.load_all();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(bad.len(), 1, "the corrupt record is reported");
+        assert!(
+            dir.path().join("containers/b2.json").exists(),
+            "and left alone"
+        );
+        assert!(
+            !dir.path().join("containers/.a1.json.tmp-42").exists(),
+            "temporary garbage is removed"
+        );
+        store.remove("a1").unwrap();
+        assert_eq!(store.get("a1").unwrap(), None);
     }
 }
