@@ -1,0 +1,239 @@
+# The voxnix daemon's configuration as the NixOS module renders it.
+#
+# Builtins only (no nixpkgs), so the test suite can evaluate it with Debian's
+# Nix and compare it with the daemon's own loader (tests/nixos_module.rs):
+#
+#   nix-instantiate --eval --strict --json nix/default-settings.nix -A settings
+#
+# Result:
+#   options       : the daemon's configuration keys (src/config.rs), each a
+#                   setting { type, default, description }; a table is an
+#                   attribute set of settings.  nix/module.nix turns every one
+#                   into a typed option services.voxnix.settings.<key>.
+#   defaults      : key -> the daemon's own default
+#   typedDefaults : the defaults of services.voxnix's typed options
+#   overlay       : { cfg, paths } -> the keys the typed options set
+#   render        : { cfg, paths } -> the whole configuration file
+#   settings      : render with every option at its default, i.e. what
+#                   `services.voxnix.enable = true;` writes to
+#                   /etc/voxnix/config.toml (nix/example-config.toml)
+#   mapping       : typed option -> the configuration keys it sets
+#   computed      : keys the module computes -> what they are
+#   credentials   : typed options that become systemd credentials instead
+#   units, credentialIds : names of the module's units and credentials
+#
+# A setting's `type` is one of the names nix/module.nix's `settingTypes` maps
+# to an option type ("absolute path", "positive integer", "toml value" ...).
+# A key whose default is "unset" (an Option that is None) cannot be rendered
+# to TOML: leave it out here (it stays settable, `settings` is free-form).
+#
+# Tables the daemon does not have yet ([nix], [storage], [telegram], [llm],
+# [credentials]) are rendered only once `options` declares them: until then
+# the configuration still loads with the daemon of the same tree, and the
+# typed options that feed them only produce a warning.  Adding a table to
+# src/config.rs means adding it here (the test suite says so).
+{ library ? import ./library.nix { } }:
+
+let
+  setting = type: default: description: {
+    _voxnixSetting = true;
+    inherit type default description;
+  };
+
+  isSetting = v: builtins.isAttrs v && v ? _voxnixSetting;
+
+  # Mirrors voxnix::config::Config::default(), key for key.
+  options = {
+    state_dir = setting "absolute path" "/var/lib/voxnix"
+      "Where the daemon keeps its records of containers and operations.";
+    conf_dir = setting "absolute path" "/etc/nixos-containers"
+      "NixOS's container configuration directory (`container@NAME.service` reads `NAME.conf` there).";
+    bridge = setting "interface name" "br-vox"
+      "The bridge containers join (`HOST_BRIDGE`). Set `services.voxnix.network.bridge` instead: the module creates that bridge.";
+    builder = setting "builder" "nix"
+      "How containers' systems are built: `nix` (the only one on a real host; `host-image` exists for the sandbox appliance only).";
+    modules = setting "module names" [ ]
+      "Module names the daemon accepts until it reads the Nix module library. The module sets it to the library's modules plus `extraModules`.";
+    start_timeout_secs = setting "positive integer" 120
+      "Seconds to wait for a container's start job.";
+    stop_timeout_secs = setting "positive integer" 60
+      "Seconds to wait for a container's stop job.";
+    address_wait_secs = setting "unsigned integer" 20
+      "Seconds a create waits for the container's first IPv4 address.";
+    proc_root = setting "absolute path" "/proc"
+      "Where the host's `/proc` is (containers' buses are reached through it).";
+    journal_root = setting "absolute path" "/"
+      "Root under which the journal directories are.";
+    exec_max_timeout_secs = setting "unsigned integer" 300
+      "The longest an exec may run, in seconds.";
+    exec_max_output_bytes = setting "unsigned integer" 1048576
+      "Bytes of stdout and of stderr an exec returns at most.";
+    frontend_group = setting "group name" "voxnix"
+      "The group whose members (the front ends' service users) may call the API for owners they name. Must stay `voxnix`: the D-Bus policy names that group.";
+    frontend_owner_kinds = setting "strings" [ "telegram" ]
+      "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
+    max_containers_per_owner = setting "u32" 10
+      "Containers one owner may have at once.";
+  };
+
+  defaultsOf = opts:
+    builtins.mapAttrs (_: v: if isSetting v then v.default else defaultsOf v) opts;
+
+  defaults = defaultsOf options;
+
+  # Recursive merge, right wins; lists and other values are replaced.
+  update = a: b:
+    a // builtins.mapAttrs
+      (n: v:
+        if builtins.isAttrs v && a ? ${n} && builtins.isAttrs a.${n} && !isSetting v
+        then update a.${n} v
+        else v)
+      b;
+
+  units = {
+    daemon = "voxnix";
+    telegram = "voxnix-telegram";
+    dhcp = "voxnix-dnsmasq";
+    zfsParent = "voxnix-zfs-parent";
+  };
+
+  # The systemd credentials (LoadCredential= ids) the bot reads from
+  # $CREDENTIALS_DIRECTORY when [telegram] token_file and [llm] api_key_file
+  # are not set (src/frontends/chat/config.rs).
+  credentialIds = {
+    telegramToken = "telegram-token";
+    llmApiKey = "llm-api-key";
+  };
+
+  # The defaults of the typed options of services.voxnix (nix/module.nix uses
+  # these as its option defaults, so there is one source for both).
+  typedDefaults = {
+    network = {
+      bridge = "br-vox";
+      address = "10.100.0.1/24";
+      dhcpRange = null;
+      externalInterface = null;
+      nat = true;
+    };
+    storage = {
+      backend = "dir";
+      root = "/var/lib/voxnix/storage";
+      userQuota = "10G";
+      zfs = {
+        pool = "tank";
+        parent = "voxnix";
+        importPool = true;
+      };
+    };
+    telegram = {
+      enable = false;
+      tokenFile = null;
+      allowedChatIds = [ ];
+      adminChatIds = [ ];
+    };
+    llm = {
+      baseUrl = null;
+      model = null;
+      apiKeyFile = null;
+    };
+    tailscale.authKeyFile = null;
+    extraModules = { };
+  };
+
+  # Paths the module computes from packages; these stand in for them when the
+  # configuration is rendered without nixpkgs (tests, the example file).
+  examplePaths = {
+    nixpkgs = "/nix/store/00000000000000000000000000000000-nixpkgs";
+    library = "/nix/store/00000000000000000000000000000000-voxnix-library";
+    nixBin = "/nix/store/00000000000000000000000000000000-nix/bin";
+    zfsBin = "/nix/store/00000000000000000000000000000000-zfs/bin/zfs";
+  };
+
+  # Typed option -> the configuration key(s) it sets (`.` separates tables).
+  mapping = {
+    "network.bridge" = [ "bridge" ];
+    "extraModules" = [ "modules" ];
+    "nixpkgs" = [ "nix.nixpkgs" ];
+    "storage.backend" = [ "storage.backend" ];
+    "storage.root" = [ "storage.dir_root" "storage.mount_root" ];
+    "storage.userQuota" = [ "storage.user_quota" ];
+    "storage.zfs.pool" = [ "storage.zfs_pool" ];
+    "storage.zfs.parent" = [ "storage.zfs_parent" ];
+    "telegram.allowedChatIds" = [ "telegram.allowed_chat_ids" ];
+    "telegram.adminChatIds" = [ "telegram.admin_chat_ids" ];
+    "llm.baseUrl" = [ "llm.base_url" ];
+    "llm.model" = [ "llm.model" ];
+    "tailscale.authKeyFile" = [ "credentials.tailscale-auth-key" ];
+  };
+
+  # Keys the module computes (no typed option of their own).
+  computed = {
+    "nix.library_dir" = "the module library: nix/ and modules/ of this source, plus extraModules";
+    "nix.nix_bin_dir" = "the bin directory of nix.package";
+    "storage.zfs_bin" = "boot.zfs.package's zfs (zfs backend only)";
+  };
+
+  # Typed options that reach a service, not the configuration file.
+  credentials = {
+    "telegram.tokenFile" = "LoadCredential ${credentialIds.telegramToken} of ${units.telegram}.service";
+    "llm.apiKeyFile" = "LoadCredential ${credentialIds.llmApiKey} of ${units.telegram}.service";
+  };
+
+  # Tables the typed options feed that the daemon may not have yet.
+  pendingTables = builtins.filter (t: !(options ? ${t}))
+    [ "nix" "storage" "telegram" "llm" "credentials" ];
+
+  table = name: value: if options ? ${name} then { ${name} = value; } else { };
+
+  dropNulls = attrs:
+    builtins.removeAttrs attrs (builtins.filter (n: attrs.${n} == null) (builtins.attrNames attrs));
+
+  # The keys services.voxnix's typed options set.  `cfg` is shaped like
+  # config.services.voxnix (only the typed options are read); `paths` has
+  # nixpkgs, library, nixBin and zfsBin.
+  overlay = { cfg, paths }:
+    let
+      tg = cfg.telegram;
+      llm = cfg.llm;
+      st = cfg.storage;
+    in
+    {
+      bridge = cfg.network.bridge;
+      modules = builtins.sort builtins.lessThan
+        (library.names ++ builtins.attrNames cfg.extraModules);
+    }
+    // table "nix" {
+      nixpkgs = toString paths.nixpkgs;
+      library_dir = toString paths.library;
+      nix_bin_dir = toString paths.nixBin;
+    }
+    // table "storage" ({
+      backend = st.backend;
+      dir_root = st.root;
+      mount_root = st.root;
+      user_quota = st.userQuota;
+      zfs_pool = st.zfs.pool;
+      zfs_parent = st.zfs.parent;
+    } // (if st.backend == "zfs" then { zfs_bin = toString paths.zfsBin; } else { }))
+    # The secrets are not keys: the bot reads them as credentials.
+    // (if tg.enable then
+      table "telegram" {
+        allowed_chat_ids = tg.allowedChatIds;
+        admin_chat_ids = tg.adminChatIds;
+      }
+    else { })
+    // (if llm.baseUrl != null then
+      table "llm" (dropNulls { base_url = llm.baseUrl; model = llm.model; })
+    else { })
+    // (if cfg.tailscale.authKeyFile != null then
+      table "credentials" { tailscale-auth-key = toString cfg.tailscale.authKeyFile; }
+    else { });
+
+  render = { cfg ? typedDefaults, paths ? examplePaths }:
+    update defaults (overlay { cfg = update typedDefaults cfg; inherit paths; });
+in
+{
+  inherit options defaults typedDefaults examplePaths mapping computed credentials
+    pendingTables overlay render units credentialIds isSetting;
+  settings = render { };
+}

@@ -1,0 +1,697 @@
+# services.voxnix: the voxnix daemon and everything a NixOS host needs around
+# it (the D-Bus policy, the container bridge with DHCP, DNS and NAT, storage,
+# the Telegram front end).  Every option is documented in docs/nixos.md.
+#
+# The daemon's configuration (/etc/voxnix/config.toml) is rendered from
+# `settings` with pkgs.formats.toml.  Every key the daemon has is a typed
+# option under `settings` (generated from nix/default-settings.nix, which the
+# test suite compares with src/config.rs); the typed options above it
+# (network.bridge, storage.*, telegram.*, ...) feed their keys with
+# mkDefault, so `settings` always has the last word.
+{ config, lib, pkgs, ... }:
+
+let
+  inherit (lib)
+    mkOption mkEnableOption mkIf mkMerge mkDefault types literalExpression
+    optional concatMapStrings concatStringsSep attrNames
+    escapeShellArg escapeShellArgs;
+
+  cfg = config.services.voxnix;
+
+  library = import ./library.nix { };
+  defaultSettings = import ./default-settings.nix { inherit library; };
+  td = defaultSettings.typedDefaults;
+  units = defaultSettings.units;
+
+  format = pkgs.formats.toml { };
+  configFile = format.generate "voxnix-config.toml" cfg.settings;
+
+  # ---- settings: one typed option per daemon key ---------------------------
+
+  settingTypes = {
+    "absolute path" = types.strMatching "/.*";
+    "interface name" = types.strMatching "[A-Za-z0-9_.-]{1,15}";
+    "builder" = types.enum [ "nix" "host-image" ];
+    "module names" = types.listOf (types.strMatching "[a-z0-9-]+");
+    "positive integer" = types.ints.positive;
+    "unsigned integer" = types.ints.unsigned;
+    "u32" = types.ints.u32;
+    "group name" = types.str;
+    "strings" = types.listOf types.str;
+    "string" = types.str;
+    "boolean" = types.bool;
+    "map of absolute paths" = types.attrsOf (types.strMatching "/.*");
+    # Any TOML value (lists of pairs, floats ...), when nothing narrower fits.
+    "toml value" = format.type.nestedTypes.elemType;
+  };
+
+  settingType = t:
+    settingTypes.${t} or (throw "voxnix: nix/default-settings.nix uses an unknown setting type '${t}'");
+
+  mkSettingOptions = prefix: decls:
+    lib.mapAttrs
+      (name: decl:
+        let key = concatStringsSep "." (prefix ++ [ name ]); in
+        if defaultSettings.isSetting decl then
+          mkOption {
+            type = settingType decl.type;
+            default = decl.default;
+            description = "${decl.description} (daemon key `${key}`)";
+          }
+        else
+          mkOption {
+            type = types.submodule {
+              freeformType = format.type;
+              options = mkSettingOptions (prefix ++ [ name ]) decl;
+            };
+            default = { };
+            description = "The daemon's `[${key}]` table.";
+          })
+      decls;
+
+  # ---- network --------------------------------------------------------------
+
+  bridge = cfg.network.bridge;
+  addressParts = builtins.match "([0-9]+)\\.([0-9]+)\\.([0-9]+)\\.([0-9]+)/([0-9]+)" cfg.network.address;
+  octet = i: builtins.elemAt addressParts i;
+  hostAddress = concatStringsSep "." (map octet [ 0 1 2 3 ]);
+  prefixLength = lib.toInt (octet 4);
+  dhcpRange =
+    if cfg.network.dhcpRange != null then cfg.network.dhcpRange
+    else if prefixLength == 24 then
+      let net = concatStringsSep "." (map octet [ 0 1 2 ]); in "${net}.100,${net}.200,12h"
+    else null;
+
+  # ---- storage --------------------------------------------------------------
+
+  zfs = cfg.storage.backend == "zfs";
+  zfsPackage = config.boot.zfs.package;
+  zfsParent = "${cfg.storage.zfs.pool}/${cfg.storage.zfs.parent}";
+
+  # ---- the module library the daemon builds containers from -----------------
+
+  # nix/ without the host-side files (this module, the package, the tests).
+  nixSources = builtins.path {
+    name = "voxnix-nix";
+    path = ./.;
+    filter = path: type:
+      type == "regular"
+      && lib.hasSuffix ".nix" path
+      && !(builtins.elem (baseNameOf path) [ "module.nix" "package.nix" "devshell.nix" "default-settings.nix" ]);
+  };
+
+  # nix/ and modules/ of this source, plus one file per extra module that
+  # imports the given file (so its relative imports keep working).
+  librarySource = pkgs.runCommandLocal "voxnix-library" { } (''
+    mkdir -p $out/nix $out/modules
+    cp ${nixSources}/*.nix $out/nix/
+    cp ${../modules}/*.nix $out/modules/
+  '' + concatMapStrings
+    (name: ''
+      cp ${pkgs.writeText "voxnix-module-${name}.nix" "import \"${cfg.extraModules.${name}}\"\n"} $out/modules/${name}.nix
+    '')
+    (attrNames cfg.extraModules));
+
+  extraNames = attrNames cfg.extraModules;
+  badExtraNames = builtins.filter (n: builtins.match "[a-z][a-z0-9-]*" n == null) extraNames;
+  clashingExtraNames = builtins.filter (n: builtins.elem n library.names) extraNames;
+
+  # ---- what the typed options put into the configuration --------------------
+
+  rendered = defaultSettings.overlay {
+    inherit cfg;
+    paths = {
+      nixpkgs = "${cfg.nixpkgs}";
+      library = "${librarySource}";
+      nixBin = "${config.nix.package}/bin";
+      zfsBin = "${zfsPackage}/bin/zfs";
+    };
+  };
+
+  pending = table: builtins.elem table defaultSettings.pendingTables;
+  pendingWarning = table: what:
+    "services.voxnix: ${what} is not passed to the daemon: this voxnix has no [${table}] configuration table yet.";
+
+  # ---- secrets --------------------------------------------------------------
+
+  secretFile = description: mkOption {
+    type = types.nullOr (types.strMatching "/.*");
+    default = null;
+    example = "/run/agenix/voxnix-secret";
+    description = ''
+      ${description} An absolute path as a string (e.g. `config.age.secrets.NAME.path`),
+      read when the service starts; it is never copied into the Nix store (a Nix path
+      value is refused for that reason).
+    '';
+  };
+
+  # ---- the daemon's service --------------------------------------------------
+
+  # The Nix builder's profiles and GC roots ([nix] profiles_dir and
+  # gcroots_dir, with the builder's defaults while the table is not rendered).
+  nixSettings = cfg.settings.nix or { };
+  profilesDir = nixSettings.profiles_dir or "/nix/var/nix/profiles/per-container";
+  gcrootsDir = nixSettings.gcroots_dir or "/nix/var/nix/gcroots/voxnix";
+
+  daemonWritablePaths = lib.unique [
+    cfg.settings.state_dir
+    cfg.settings.conf_dir
+    "/var/lib/nixos-containers"
+    "-/etc/systemd/system.control"
+    profilesDir
+    "/nix/var/nix/gcroots/per-container"
+    gcrootsDir
+    cfg.storage.root
+  ];
+
+  # See docs/nixos.md, "How the daemon is confined", for why each is needed.
+  daemonCapabilities = [
+    "CAP_CHOWN"
+    "CAP_DAC_OVERRIDE"
+    "CAP_DAC_READ_SEARCH"
+    "CAP_FOWNER"
+    "CAP_FSETID"
+    "CAP_LINUX_IMMUTABLE"
+    "CAP_SYS_PTRACE"
+  ] ++ optional zfs "CAP_SYS_ADMIN";
+
+  # Hardening that needs no mount namespace of its own.
+  daemonConfinement = {
+    NoNewPrivileges = true;
+    CapabilityBoundingSet = daemonCapabilities;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "~@clock"
+      "~@cpu-emulation"
+      "~@debug"
+      "~@module"
+      "~@obsolete"
+      "~@raw-io"
+      "~@reboot"
+      "~@swap"
+    ] ++ optional (!zfs) "~@mount";
+    SystemCallErrorNumber = "EPERM";
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" ];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    DevicePolicy = "closed";
+    DeviceAllow = optional zfs "/dev/zfs rw";
+  };
+
+  # Hardening that gives the daemon a mount namespace: only when the daemon
+  # mounts nothing itself (the dir backend).  ZFS datasets mounted inside a
+  # unit's own namespace would never reach the host, where systemd-nspawn
+  # (container@NAME.service) bind-mounts them.
+  daemonNamespace = {
+    ProtectSystem = "strict";
+    ReadWritePaths = daemonWritablePaths;
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectHostname = true;
+  };
+
+  # The bot finds them in $CREDENTIALS_DIRECTORY under these ids.
+  telegramCredentials =
+    optional (cfg.telegram.tokenFile != null)
+      "${defaultSettings.credentialIds.telegramToken}:${cfg.telegram.tokenFile}"
+    ++ optional (cfg.llm.apiKeyFile != null)
+      "${defaultSettings.credentialIds.llmApiKey}:${cfg.llm.apiKeyFile}";
+in
+{
+  options.services.voxnix = {
+    enable = mkEnableOption "voxnix, personal NixOS containers managed by a D-Bus daemon";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The voxnix package (the daemon, the CLI and the front ends).";
+    };
+
+    nixpkgs = mkOption {
+      type = types.path;
+      default = pkgs.path;
+      defaultText = literalExpression "pkgs.path";
+      description = ''
+        The nixpkgs containers are built from (the daemon's `nix.nixpkgs`). The default is
+        the host's own nixpkgs, so containers share its store paths.
+      '';
+    };
+
+    settings = mkOption {
+      type = types.submodule {
+        freeformType = format.type;
+        options = mkSettingOptions [ ] defaultSettings.options;
+      };
+      default = { };
+      example = literalExpression ''
+        {
+          max_containers_per_owner = 3;
+          start_timeout_secs = 300;
+        }
+      '';
+      description = ''
+        The daemon's configuration, written to /etc/voxnix/config.toml. Every key the
+        daemon has is an option here with the daemon's default; the typed options of
+        services.voxnix set theirs with mkDefault, so a value here wins.
+      '';
+    };
+
+    extraModules = mkOption {
+      type = types.attrsOf types.path;
+      default = td.extraModules;
+      example = literalExpression "{ my-tools = ./voxnix/my-tools.nix; }";
+      description = ''
+        Your own container modules, name -> file, added to the library (same format as the
+        files in modules/: description, settings, credentials, module). Names must not clash
+        with the library's.
+      '';
+    };
+
+    network = {
+      bridge = mkOption {
+        type = types.strMatching "[A-Za-z0-9_.-]{1,15}";
+        default = td.network.bridge;
+        description = "The bridge containers join; the module creates it (daemon key `bridge`).";
+      };
+
+      address = mkOption {
+        type = types.strMatching "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,2}";
+        default = td.network.address;
+        description = "The host's address on the bridge, with its prefix length: the containers' gateway and DNS server.";
+      };
+
+      dhcpRange = mkOption {
+        type = types.nullOr types.str;
+        default = td.network.dhcpRange;
+        example = "10.100.0.50,10.100.0.250,12h";
+        description = ''
+          The addresses containers get, in dnsmasq's `dhcp-range` syntax (first,last[,lease time]).
+          null: .100 to .200 of network.address's /24 (set it for other prefix lengths).
+        '';
+      };
+
+      externalInterface = mkOption {
+        type = types.nullOr types.str;
+        default = td.network.externalInterface;
+        example = "eth0";
+        description = "The interface containers' traffic leaves by (NAT); null masquerades on every interface.";
+      };
+
+      nat = mkOption {
+        type = types.bool;
+        default = td.network.nat;
+        description = "Give containers outside access through NAT from the bridge (also turns on IPv4 forwarding).";
+      };
+    };
+
+    storage = {
+      backend = mkOption {
+        type = types.enum [ "zfs" "dir" ];
+        default = td.storage.backend;
+        description = ''
+          Where containers' workspaces live: `dir` (plain directories under storage.root) or
+          `zfs` (one dataset per workspace under storage.zfs.pool/storage.zfs.parent, mounted
+          under storage.root). Daemon key `storage.backend`.
+        '';
+      };
+
+      root = mkOption {
+        type = types.strMatching "/.*";
+        default = td.storage.root;
+        description = "The host directory workspaces are under (the parent dataset's mountpoint with zfs). Daemon keys `storage.dir_root` and `storage.mount_root`.";
+      };
+
+      userQuota = mkOption {
+        type = types.strMatching "none|[0-9]+(\\.[0-9]+)?[KMGTPkmgtp]";
+        default = td.storage.userQuota;
+        example = "50G";
+        description = "Disk space one owner may use over all their workspaces (`none`: no limit). Daemon key `storage.user_quota`.";
+      };
+
+      zfs = {
+        pool = mkOption {
+          type = types.str;
+          default = td.storage.zfs.pool;
+          description = "The ZFS pool (daemon key `storage.zfs_pool`).";
+        };
+
+        parent = mkOption {
+          type = types.strMatching "[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*";
+          default = td.storage.zfs.parent;
+          description = "The parent dataset, relative to the pool; the module creates it (daemon key `storage.zfs_parent`).";
+        };
+
+        importPool = mkOption {
+          type = types.bool;
+          default = td.storage.zfs.importPool;
+          description = "Import the pool at boot (boot.zfs.extraPools) when it is not already imported for a file system.";
+        };
+      };
+    };
+
+    telegram = {
+      enable = mkEnableOption "the Telegram bot (`voxnix telegram`), an unprivileged front end";
+
+      tokenFile = secretFile "The file holding the bot token from @BotFather, passed to the bot as the systemd credential `telegram-token`.";
+
+      allowedChatIds = mkOption {
+        type = types.listOf types.int;
+        default = td.telegram.allowedChatIds;
+        example = [ 123456789 ];
+        description = "Telegram chat ids that may use the bot; anyone else gets one refusal (daemon key `telegram.allowed_chat_ids`).";
+      };
+
+      adminChatIds = mkOption {
+        type = types.listOf types.int;
+        default = td.telegram.adminChatIds;
+        example = [ 123456789 ];
+        description = "Chat ids with the admin tools (host health); they may use the bot too (daemon key `telegram.admin_chat_ids`).";
+      };
+    };
+
+    llm = {
+      baseUrl = mkOption {
+        type = types.nullOr types.str;
+        default = td.llm.baseUrl;
+        example = "http://127.0.0.1:11434/v1";
+        description = "Base URL of an OpenAI-compatible API; null: no LLM, the bot answers slash commands only (daemon key `llm.base_url`).";
+      };
+
+      model = mkOption {
+        type = types.nullOr types.str;
+        default = td.llm.model;
+        example = "qwen3:8b";
+        description = "The model name to ask for (daemon key `llm.model`).";
+      };
+
+      apiKeyFile = secretFile "The file holding the API key, if the endpoint needs one, passed to the bot as the systemd credential `llm-api-key`.";
+    };
+
+    tailscale = {
+      authKeyFile = secretFile "A Tailscale auth key for containers with the tailscale module; the daemon hands it to them as the systemd credential `tailscale-auth-key` (daemon key `credentials.tailscale-auth-key`).";
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        {
+          assertion = cfg.settings.frontend_group == "voxnix";
+          message = "services.voxnix.settings.frontend_group must stay \"voxnix\": the D-Bus policy (org.voxnix.Voxnix1.conf) names that group.";
+        }
+        {
+          assertion = cfg.settings.bridge == bridge;
+          message = "services.voxnix: set the bridge with services.voxnix.network.bridge (the module creates that one), not settings.bridge.";
+        }
+        {
+          assertion = cfg.settings.builder == "nix";
+          message = "services.voxnix.settings.builder must be \"nix\" on a real host (host-image exists for the sandbox appliance only).";
+        }
+        {
+          assertion = dhcpRange != null;
+          message = "services.voxnix.network.dhcpRange: set it when network.address is not a /24.";
+        }
+        {
+          assertion = badExtraNames == [ ];
+          message = "services.voxnix.extraModules: invalid module name(s) ${concatStringsSep ", " badExtraNames} (use lower case letters, digits and '-', starting with a letter).";
+        }
+        {
+          assertion = clashingExtraNames == [ ];
+          message = "services.voxnix.extraModules: ${concatStringsSep ", " clashingExtraNames} already in the library; pick other names.";
+        }
+        {
+          assertion = !cfg.telegram.enable || cfg.telegram.tokenFile != null;
+          message = "services.voxnix.telegram.tokenFile must be set when the Telegram bot is enabled.";
+        }
+        {
+          assertion = cfg.llm.baseUrl == null || cfg.llm.model != null;
+          message = "services.voxnix.llm.model must be set when llm.baseUrl is.";
+        }
+        {
+          assertion = config.nix.enable;
+          message = "services.voxnix builds containers through the Nix daemon: nix.enable must be true.";
+        }
+      ];
+
+      warnings =
+        optional (pending "storage" && zfs) (pendingWarning "storage" "storage.backend = \"zfs\"")
+        ++ optional (pending "telegram" && cfg.telegram.enable) (pendingWarning "telegram" "telegram.*")
+        ++ optional (pending "llm" && cfg.llm.baseUrl != null) (pendingWarning "llm" "llm.*")
+        ++ optional (pending "credentials" && cfg.tailscale.authKeyFile != null)
+          (pendingWarning "credentials" "tailscale.authKeyFile")
+        ++ optional (cfg.telegram.enable && cfg.telegram.allowedChatIds == [ ] && cfg.telegram.adminChatIds == [ ])
+          "services.voxnix.telegram: allowedChatIds and adminChatIds are empty, so the bot refuses everyone.";
+
+      services.voxnix.settings = lib.mapAttrsRecursive (_: mkDefault) rendered;
+
+      environment.etc."voxnix/config.toml".source = configFile;
+      environment.systemPackages = [ cfg.package ];
+
+      # container@.service, nixos-container and machined's integration.
+      boot.enableContainers = true;
+
+      # Only root owns org.voxnix.Voxnix1; the front-end group may call the
+      # Manager interface (share/dbus-1/system.d of the package).
+      services.dbus.packages = [ cfg.package ];
+      users.groups.voxnix = { };
+
+      systemd.tmpfiles.rules = [
+        "d ${cfg.settings.conf_dir} 0755 root root -"
+        "d ${cfg.settings.state_dir} 0700 root root -"
+        "d /var/lib/nixos-containers 0700 root root -"
+        "d /etc/systemd/system.control 0755 root root -"
+        "d ${profilesDir} 0755 root root -"
+        "d /nix/var/nix/gcroots/per-container 0755 root root -"
+        "d ${gcrootsDir} 0755 root root -"
+      ] ++ optional (!zfs) "d ${cfg.storage.root} 0700 root root -";
+
+      systemd.services.${units.daemon} = {
+        description = "voxnix daemon: NixOS containers over D-Bus";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "systemd-machined.service" "${units.dhcp}.service" ];
+        after = [
+          "dbus.service"
+          "systemd-machined.service"
+          "network.target"
+          "nix-daemon.socket"
+          "${units.dhcp}.service"
+        ] ++ optional zfs "${units.zfsParent}.service";
+        requires = optional zfs "${units.zfsParent}.service";
+        restartTriggers = [ configFile ];
+        path = [ config.nix.package ] ++ optional zfs zfsPackage;
+        environment = {
+          # Evaluate and build through nix-daemon: builds run sandboxed as
+          # build users, and the daemon needs no write access to the store.
+          NIX_REMOTE = "daemon";
+          HOME = "/var/cache/voxnix";
+          XDG_CACHE_HOME = "/var/cache/voxnix";
+          VOXNIX_LOG = "info";
+        };
+        serviceConfig = {
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = "${lib.getExe cfg.package} daemon --config /etc/voxnix/config.toml";
+          Restart = "on-failure";
+          RestartSec = 2;
+          WatchdogSec = 30;
+          StateDirectory = "voxnix";
+          StateDirectoryMode = "0700";
+          CacheDirectory = "voxnix";
+          CacheDirectoryMode = "0700";
+        } // daemonConfinement // lib.optionalAttrs (!zfs) daemonNamespace;
+      };
+    }
+
+    # ---- the bridge, DHCP and DNS on it, NAT out ----------------------------
+    {
+      networking.bridges.${bridge}.interfaces = [ ];
+      networking.interfaces.${bridge} = {
+        useDHCP = false;
+        ipv4.addresses = [{ address = hostAddress; prefixLength = prefixLength; }];
+      };
+      networking.networkmanager.unmanaged = mkIf config.networking.networkmanager.enable [ bridge ];
+
+      # Containers may ask the host for addresses and names, nothing else.
+      networking.firewall.interfaces.${bridge} = {
+        allowedUDPPorts = [ 53 67 ];
+        allowedTCPPorts = [ 53 ];
+      };
+
+      networking.nat = mkIf cfg.network.nat {
+        enable = true;
+        internalInterfaces = [ bridge ];
+        externalInterface = mkIf (cfg.network.externalInterface != null) cfg.network.externalInterface;
+      };
+
+      users.users.${units.dhcp} = {
+        isSystemUser = true;
+        group = units.dhcp;
+        description = "voxnix DHCP and DNS for containers";
+      };
+      users.groups.${units.dhcp} = { };
+
+      systemd.tmpfiles.rules = [ "d /var/lib/${units.dhcp} 0750 ${units.dhcp} ${units.dhcp} -" ];
+
+      # A dnsmasq of its own, bound to the bridge only: it works with scripted
+      # networking and systemd-networkd alike and leaves services.dnsmasq free.
+      systemd.services.${units.dhcp} = {
+        description = "voxnix: DHCP and DNS for containers on ${bridge}";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "network.target" ];
+        before = [ "${units.daemon}.service" ];
+        serviceConfig = {
+          ExecStart = escapeShellArgs [
+            "${pkgs.dnsmasq}/bin/dnsmasq"
+            "--keep-in-foreground"
+            "--conf-file=/dev/null"
+            "--pid-file="
+            "--log-facility=-"
+            "--user=${units.dhcp}"
+            "--group=${units.dhcp}"
+            "--interface=${bridge}"
+            "--except-interface=lo"
+            # Binds to the bridge's addresses whenever they appear.
+            "--bind-dynamic"
+            "--dhcp-range=${if dhcpRange == null then "" else dhcpRange}"
+            "--dhcp-authoritative"
+            "--dhcp-leasefile=/var/lib/${units.dhcp}/leases"
+          ];
+          Restart = "on-failure";
+          RestartSec = 2;
+          ProtectSystem = "strict";
+          ReadWritePaths = [ "/var/lib/${units.dhcp}" ];
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          NoNewPrivileges = true;
+          CapabilityBoundingSet = [
+            "CAP_NET_BIND_SERVICE"
+            "CAP_NET_RAW"
+            "CAP_NET_ADMIN"
+            "CAP_SETUID"
+            "CAP_SETGID"
+            "CAP_CHOWN"
+            "CAP_DAC_OVERRIDE"
+          ];
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" "AF_PACKET" ];
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          SystemCallArchitectures = "native";
+        };
+      };
+    }
+
+    # ---- ZFS: the pool and the parent dataset --------------------------------
+    (mkIf zfs {
+      boot.supportedFilesystems = [ "zfs" ];
+      boot.zfs.extraPools = mkIf cfg.storage.zfs.importPool [ cfg.storage.zfs.pool ];
+
+      systemd.services.${units.zfsParent} = {
+        description = "voxnix: the parent dataset ${zfsParent}";
+        wants = [ "zfs-import.target" ];
+        after = [ "zfs-import.target" "zfs-mount.service" ];
+        before = [ "${units.daemon}.service" ];
+        path = [ zfsPackage ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        script = ''
+          set -eu
+          parent=${escapeShellArg zfsParent}
+          root=${escapeShellArg cfg.storage.root}
+          if ! zfs list -H -o name "$parent" >/dev/null 2>&1; then
+            zfs create -p -o mountpoint="$root" "$parent"
+          elif [ "$(zfs get -H -o value mountpoint "$parent")" != "$root" ]; then
+            zfs set mountpoint="$root" "$parent"
+          fi
+          if [ "$(zfs get -H -o value mounted "$parent")" != yes ]; then
+            zfs mount "$parent"
+          fi
+          chmod 0700 "$root"
+        '';
+      };
+    })
+
+    # ---- the Telegram front end ----------------------------------------------
+    (mkIf cfg.telegram.enable {
+      users.users.${units.telegram} = {
+        isSystemUser = true;
+        group = units.telegram;
+        # The front-end group: the bus lets it call the Manager interface and
+        # the daemon lets it act for telegram:<chat id> owners.
+        extraGroups = [ "voxnix" ];
+        home = "/var/lib/${units.telegram}";
+        description = "voxnix Telegram bot";
+      };
+      users.groups.${units.telegram} = { };
+
+      systemd.services.${units.telegram} = {
+        description = "voxnix Telegram bot";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" "${units.daemon}.service" ];
+        after = [ "network-online.target" "${units.daemon}.service" ];
+        restartTriggers = [ configFile ];
+        environment.VOXNIX_LOG = "info";
+        serviceConfig = {
+          ExecStart = "${lib.getExe cfg.package} telegram";
+          User = units.telegram;
+          Group = units.telegram;
+          SupplementaryGroups = [ "voxnix" ];
+          # Copies readable by this unit only, under $CREDENTIALS_DIRECTORY;
+          # the files themselves can stay root-only (agenix, sops-nix).
+          LoadCredential = telegramCredentials;
+          Restart = "on-failure";
+          RestartSec = 10;
+          StateDirectory = units.telegram;
+          StateDirectoryMode = "0700";
+          WorkingDirectory = "/var/lib/${units.telegram}";
+          UMask = "0077";
+
+          NoNewPrivileges = true;
+          CapabilityBoundingSet = "";
+          AmbientCapabilities = "";
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          PrivateIPC = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          ProtectProc = "invisible";
+          ProcSubset = "pid";
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          RemoveIPC = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          SystemCallArchitectures = "native";
+          SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+          SystemCallErrorNumber = "EPERM";
+          DevicePolicy = "closed";
+        };
+      };
+    })
+  ]);
+}
