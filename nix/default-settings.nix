@@ -74,6 +74,26 @@ let
       "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
+    storage = {
+      backend = setting "storage backend" "dir"
+        "Where workspaces live: `zfs` (datasets with quotas) or `dir` (plain directories; quotas accounted at create time).";
+      dir_root = setting "absolute path" "/var/lib/voxnix/storage"
+        "dir backend: where the owners' directories are.";
+      zfs_pool = setting "string" "tank"
+        "zfs backend: the pool.";
+      zfs_parent = setting "string" "voxnix"
+        "zfs backend: the dataset under the pool that holds everything (`tank/voxnix/users/...`).";
+      mount_root = setting "absolute path" "/var/lib/voxnix/workspaces"
+        "zfs backend: where `<zfs_pool>/<zfs_parent>` is mounted.";
+      user_quota = setting "string" "10G"
+        "Each owner's limit for everything they have, as a size (`10G`) or `none`.";
+      keep_snapshots = setting "u32" 10
+        "Retention: snapshots kept per container, newest first (0: no limit).";
+      keep_days = setting "u32" 7
+        "Retention: days a snapshot, and a destroyed container's workspace, is kept (0: no limit).";
+      zfs_bin = setting "string" "zfs"
+        "The `zfs` program.";
+    };
   };
 
   defaultsOf = opts:

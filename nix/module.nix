@@ -32,6 +32,7 @@ let
     "absolute path" = types.strMatching "/.*";
     "interface name" = types.strMatching "[A-Za-z0-9_.-]{1,15}";
     "builder" = types.enum [ "nix" "host-image" ];
+    "storage backend" = types.enum [ "dir" "zfs" ];
     "module names" = types.listOf (types.strMatching "[a-z0-9-]+");
     "positive integer" = types.ints.positive;
     "unsigned integer" = types.ints.unsigned;

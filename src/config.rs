@@ -21,7 +21,7 @@ pub enum BuilderKind {
     HostImage,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where records of containers and operations live.
@@ -54,6 +54,8 @@ pub struct Config {
     pub frontend_owner_kinds: Vec<String>,
     /// Containers one owner may have at once.
     pub max_containers_per_owner: u32,
+    /// Persistent workspaces (`[storage]`, see docs/storage.md).
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             frontend_group: "voxnix".into(),
             frontend_owner_kinds: vec!["telegram".into()],
             max_containers_per_owner: 10,
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl Config {
         if self.start_timeout_secs == 0 || self.stop_timeout_secs == 0 {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
         }
+        self.storage.validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -12,3 +12,4 @@ pub mod engine;
 pub mod frontends;
 pub mod host;
 pub mod sandbox;
+pub mod storage;

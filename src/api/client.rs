@@ -24,6 +24,13 @@ pub trait Manager {
         argv: &[&str],
         timeout_secs: u32,
     ) -> zbus::Result<(i32, Vec<u8>, Vec<u8>, bool)>;
+    fn storage_usage(&self, owner: &str) -> zbus::Result<String>;
+    fn snapshot(&self, name: &str, owner: &str) -> zbus::Result<String>;
+    fn snapshots(&self, name: &str, owner: &str) -> zbus::Result<String>;
+    fn restore_snapshot(&self, name: &str, owner: &str, id: &str) -> zbus::Result<()>;
+    fn kept(&self, owner: &str) -> zbus::Result<String>;
+    fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
+    fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn modules(&self) -> zbus::Result<String>;
     fn host_health(&self) -> zbus::Result<String>;
 

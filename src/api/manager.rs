@@ -173,6 +173,94 @@ impl Manager {
         ))
     }
 
+    /// Storage used by the owner, in total and per container, as JSON:
+    /// {owner, usage: {used, available, quota}, human, containers: [{name, usage, human}]}.
+    async fn storage_usage(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.storage_usage(&scope, &acting).await?)
+    }
+
+    /// Snapshots the container's workspace now; returns the snapshot as JSON
+    /// {id, created, reason, used}.
+    async fn snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.snapshot(&scope, name).await?)
+    }
+
+    /// The container's workspace snapshots, oldest first, as a JSON array.
+    async fn snapshots(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.snapshots(&scope, name).await?)
+    }
+
+    /// Restores a snapshot of the workspace (the container is stopped for it
+    /// and started again if it ran; the state before is saved as a snapshot).
+    async fn restore_snapshot(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.restore_snapshot(&scope, name, id).await?)
+    }
+
+    /// Workspaces kept from destroyed containers of the acting owner, as a
+    /// JSON array of {owner, container, id, snapshot, expires}.
+    async fn kept(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.kept(&acting).await?)
+    }
+
+    /// Deletes the kept workspace of a destroyed container, for good.
+    async fn purge(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<u32, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.purge(&acting, name).await?)
+    }
+
+    /// Puts the kept workspace of an earlier container of this name into the
+    /// (re-created) container.
+    async fn restore_kept(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.restore_kept(&scope, name).await?)
+    }
+
     /// The modules a spec may name, as a JSON array of names.
     async fn modules(&self) -> Result<String, ApiError> {
         to_json(&self.engine.known_modules())

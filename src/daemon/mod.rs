@@ -96,6 +96,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     tokio::spawn(forward_events(engine.clone(), conn.clone(), access));
     tokio::spawn(engine.clone().watch());
+    // Snapshot retention (count and age), hourly.
+    let retention = engine.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match retention.apply_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention removed {n} old snapshots and kept workspaces"),
+                Err(e) => tracing::warn!("snapshot retention: {e}"),
+            }
+        }
+    });
 
     match conn
         .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)

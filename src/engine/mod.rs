@@ -28,6 +28,7 @@ use crate::host::conf::{ConfDir, ContainerConf};
 use crate::host::machined::Machined;
 use crate::host::systemd::{JobKind, Systemd};
 use crate::host::{container_unit, exec, journal};
+use crate::storage::{Kept, Snapshot, Storage};
 
 pub use builder::Builder;
 pub use error::EngineError;
@@ -99,6 +100,7 @@ pub struct Engine {
     pub(crate) machined: Machined,
     pub(crate) confs: ConfDir,
     pub(crate) records: RecordStore,
+    pub(crate) storage: Storage,
     builder: Builder,
     known_modules: Vec<String>,
     names: tokio::sync::Mutex<()>,
@@ -142,6 +144,7 @@ impl Engine {
             machined: Machined::new(bus).await?,
             confs: ConfDir::new(cfg.conf_dir.clone()),
             records,
+            storage: Storage::new(cfg.storage.clone()),
             builder,
             known_modules,
             names: tokio::sync::Mutex::new(()),
@@ -320,6 +323,62 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::HostError(format!("the record of '{name}' vanished during create"))
             })?;
+        let mut fresh_workspace = false;
+        if record.spec.workspace {
+            self.ops
+                .progress(op, "storage", "preparing the persistent /workspace");
+            let path = self.storage.workspace_path(&record.owner, name)?;
+            fresh_workspace = !path.exists();
+            if let Err(e) = self.storage.ensure_workspace(&record.owner, name).await {
+                if fresh_workspace {
+                    self.drop_fresh_workspace(&record.owner, name).await;
+                }
+                return Err(e.into());
+            }
+            let kept = self.storage.kept(&record.owner).await?;
+            if let Some(k) = kept.into_iter().find(|k| k.container == name) {
+                self.ops.progress(
+                    op,
+                    "storage",
+                    &format!(
+                        "the workspace of an earlier '{name}' is kept ({}); restore it with \
+                         `voxnix storage restore-kept {name}`",
+                        k.id
+                    ),
+                );
+            }
+        }
+        let result = self.create_system(op, name, &mut record).await;
+        if result.is_err() && fresh_workspace {
+            self.drop_fresh_workspace(&record.owner, name).await;
+        }
+        result
+    }
+
+    /// Removes a workspace this create made, unless the owner has kept data of
+    /// an earlier container of the same name (never touched by a failed create).
+    async fn drop_fresh_workspace(&self, owner: &Owner, name: &str) {
+        let kept = self
+            .storage
+            .kept(owner)
+            .await
+            .map(|k| k.iter().any(|k| k.container == name));
+        if matches!(kept, Ok(false))
+            && let Err(e) = self.storage.purge(owner, name).await
+        {
+            tracing::warn!(
+                container = name,
+                "removing the workspace of a failed create: {e}"
+            );
+        }
+    }
+
+    async fn create_system(
+        self: &Arc<Self>,
+        op: &str,
+        name: &str,
+        record: &mut Record,
+    ) -> Result<CreateResult, EngineError> {
         self.ops
             .progress(op, "building", &format!("building the system of {name}"));
         let progress = {
@@ -333,9 +392,7 @@ impl Engine {
             .await?;
         record.system_path = built.system_path.clone();
         record.drv_path = built.drv_path.clone();
-        self.records
-            .put(&record)
-            .map_err(io("writing the record"))?;
+        self.records.put(record).map_err(io("writing the record"))?;
         fault::point("create:built");
 
         self.ops.progress(
@@ -343,7 +400,7 @@ impl Engine {
             "configuring",
             "writing the container's conf and unit settings",
         );
-        self.install(&record).await?;
+        self.install(record).await?;
         fault::point("create:properties-set");
 
         self.ops.progress(
@@ -356,9 +413,7 @@ impl Engine {
 
         record.phase = Phase::Ready;
         record.finish("ok");
-        self.records
-            .put(&record)
-            .map_err(io("writing the record"))?;
+        self.records.put(record).map_err(io("writing the record"))?;
         self.emit(Event::ContainerAdded {
             name: name.to_string(),
         });
@@ -371,7 +426,7 @@ impl Engine {
         let addresses = self
             .wait_for_ipv4(name, self.timeout(self.cfg.address_wait_secs))
             .await;
-        let state = self.state_of(&record).await;
+        let state = self.state_of(record).await;
         self.ops
             .progress(op, "ready", &format!("{name} is {state}"));
         Ok(CreateResult {
@@ -385,11 +440,16 @@ impl Engine {
     /// Writes the conf file and the unit's persistent properties (devices and
     /// resource limits), then reloads systemd.
     async fn install(&self, record: &Record) -> Result<(), EngineError> {
+        let mut flags = Vec::new();
+        if record.spec.workspace {
+            let path = self.storage.workspace_path(&record.owner, &record.name)?;
+            flags.push(format!("--bind={}:/workspace", path.display()));
+        }
         let conf = ContainerConf {
             system_path: record.system_path.clone(),
             private_network: true,
             host_bridge: Some(self.cfg.bridge.clone()),
-            extra_nspawn_flags: Vec::new(),
+            extra_nspawn_flags: flags,
         };
         let text = conf.render().ok_or_else(|| {
             EngineError::InvalidArgument("a path in the container's conf is not safe".into())
@@ -565,6 +625,13 @@ impl Engine {
     /// The rest of a destroy, also used by reconcile to finish an interrupted one.
     pub(crate) async fn finish_destroy(&self, record: &Record) -> Result<(), EngineError> {
         self.remove_from_host(&record.name).await?;
+        if record.spec.workspace {
+            // Nothing is lost by surprise: the workspace is kept (with its
+            // snapshots) for the retention period unless purged explicitly.
+            self.storage
+                .retire_workspace(&record.owner, &record.name)
+                .await?;
+        }
         self.records
             .remove(&record.name)
             .map_err(io("removing the record"))?;
@@ -785,6 +852,115 @@ impl Engine {
     /// Names of every container with a record.
     pub fn names(&self) -> Vec<String> {
         self.records.load_all().0.into_keys().collect()
+    }
+
+    // ----- storage -----------------------------------------------------------
+
+    /// Usage of the acting owner's storage, in total and per container.
+    pub async fn storage_usage(
+        &self,
+        scope: &Scope,
+        owner: &Owner,
+    ) -> Result<serde_json::Value, EngineError> {
+        let total = self.storage.owner_usage(owner).await?;
+        let mut containers = Vec::new();
+        for (name, r) in self.records.load_all().0 {
+            if &r.owner == owner && scope.allows(&r.owner) && r.spec.workspace {
+                let u = self.storage.container_usage(owner, &name).await.ok();
+                containers.push(
+                    serde_json::json!({ "name": name, "usage": u, "human": u.map(|u| u.human()) }),
+                );
+            }
+        }
+        Ok(
+            serde_json::json!({ "owner": owner.as_str(), "usage": total, "human": total.human(), "containers": containers }),
+        )
+    }
+
+    fn with_workspace(&self, scope: &Scope, name: &str) -> Result<Record, EngineError> {
+        let r = self.visible(scope, name)?;
+        if !r.spec.workspace {
+            return Err(EngineError::InvalidArgument(format!(
+                "'{name}' was created without a workspace"
+            )));
+        }
+        Ok(r)
+    }
+
+    pub async fn snapshot(&self, scope: &Scope, name: &str) -> Result<Snapshot, EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let r = self.with_workspace(scope, name)?;
+        Ok(self.storage.snapshot(&r.owner, name, "manual").await?)
+    }
+
+    pub async fn snapshots(&self, scope: &Scope, name: &str) -> Result<Vec<Snapshot>, EngineError> {
+        let r = self.with_workspace(scope, name)?;
+        Ok(self.storage.snapshots(&r.owner, name).await?)
+    }
+
+    /// Brings a snapshot back; the container is stopped for it and started
+    /// again if it was running. The state before is saved as a snapshot.
+    pub async fn restore_snapshot(
+        &self,
+        scope: &Scope,
+        name: &str,
+        id: &str,
+    ) -> Result<(), EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let r = self.with_workspace(scope, name)?;
+        self.ensure_ready(&r)?;
+        let was_running = self.machined.info(name).await?.is_some();
+        if was_running {
+            self.stop_unit(name).await?;
+        }
+        let restored = self.storage.restore(&r.owner, name, id).await;
+        if was_running {
+            self.start_unit(name).await?;
+        }
+        Ok(restored?)
+    }
+
+    /// What destroyed containers of `owner` left (kept workspaces).
+    pub async fn kept(&self, owner: &Owner) -> Result<Vec<Kept>, EngineError> {
+        Ok(self.storage.kept(owner).await?)
+    }
+
+    /// Removes the kept workspace of a destroyed container, explicitly.
+    pub async fn purge(&self, owner: &Owner, name: &str) -> Result<u32, EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let n = self.storage.purge_kept(owner, name).await?;
+        if n == 0 {
+            return Err(EngineError::NotFound(format!(
+                "nothing is kept of a container named '{name}'"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Puts the kept workspace of an earlier container of this name back into
+    /// the (re-created) container; its current workspace is kept in turn.
+    pub async fn restore_kept(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let r = self.with_workspace(scope, name)?;
+        self.ensure_ready(&r)?;
+        let was_running = self.machined.info(name).await?.is_some();
+        if was_running {
+            self.stop_unit(name).await?;
+        }
+        let restored = self.storage.restore_kept(&r.owner, name).await;
+        if was_running {
+            self.start_unit(name).await?;
+        }
+        Ok(restored?)
+    }
+
+    /// Applies snapshot retention (count and age); the daemon calls it hourly.
+    pub async fn apply_retention(&self) -> Result<u32, EngineError> {
+        Ok(self.storage.apply_retention(records::now_secs()).await?)
     }
 }
 

@@ -72,7 +72,7 @@ pub fn exit_code_for(kind: &str) -> u8 {
     }
 }
 
-fn fail(e: &zbus::Error) -> ExitCode {
+pub fn fail(e: &zbus::Error) -> ExitCode {
     let (kind, msg) = error_parts(e);
     if kind == "BusError" || kind == "ServiceUnknown" || kind == "NameHasNoOwner" {
         eprintln!("voxnix: cannot reach the voxnix daemon ({kind}): {msg}");
@@ -101,6 +101,21 @@ pub async fn connect(g: &Global) -> Result<ManagerProxy<'static>, ExitCode> {
         }
     };
     ManagerProxy::new(&conn).await.map_err(|e| fail(&e))
+}
+
+/// Prints `text` as is with --json, else gives its parsed JSON to `human`.
+pub fn print_json_or(g: &Global, text: &str, human: impl FnOnce(&Value)) -> ExitCode {
+    if g.json {
+        println!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    match parse_json(text) {
+        Ok(v) => {
+            human(&v);
+            ExitCode::SUCCESS
+        }
+        Err(c) => c,
+    }
 }
 
 fn parse_json(text: &str) -> Result<Value, ExitCode> {
@@ -315,7 +330,7 @@ pub async fn simple(g: &Global, verb: Verb, name: &str) -> ExitCode {
     }
 }
 
-pub async fn destroy(g: &Global, name: &str, yes: bool) -> ExitCode {
+pub async fn destroy(g: &Global, name: &str, yes: bool, purge: bool) -> ExitCode {
     if !yes {
         if !std::io::stdin().is_terminal() {
             eprintln!("voxnix: refusing to destroy '{name}' without confirmation; pass --yes");
@@ -335,15 +350,48 @@ pub async fn destroy(g: &Global, name: &str, yes: bool) -> ExitCode {
         Ok(m) => m,
         Err(c) => return c,
     };
-    match m.destroy(name, &g.owner).await {
-        Ok(()) => {
-            if !g.json {
-                println!("{name} destroyed");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
+    if let Err(e) = m.destroy(name, &g.owner).await {
+        return fail(&e);
     }
+    if purge {
+        return match m.purge(name, &g.owner).await {
+            Ok(_) => {
+                if !g.json {
+                    println!("{name} destroyed, its workspace deleted");
+                }
+                ExitCode::SUCCESS
+            }
+            // Created without a workspace: nothing to purge.
+            Err(e) if error_parts(&e).0 == "NotFound" => {
+                if !g.json {
+                    println!("{name} destroyed");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
+    if !g.json {
+        println!("{name} destroyed");
+        let kept = m
+            .kept(&g.owner)
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(k) = kept.as_ref().and_then(|v| {
+            v.as_array()?
+                .iter()
+                .rev()
+                .find(|k| k["container"] == name)
+                .cloned()
+        }) {
+            println!(
+                "its workspace is kept as {} (`voxnix storage kept`); `voxnix storage purge {name}` deletes it",
+                k["id"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn human_bytes(b: u64) -> String {

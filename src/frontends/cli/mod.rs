@@ -3,6 +3,7 @@
 
 mod containers;
 mod sandbox;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,12 +34,16 @@ pub enum Command {
     Stop { name: String },
     /// Stop and start a container.
     Restart { name: String },
-    /// Destroy a container (asks first unless --yes).
+    /// Destroy a container (asks first unless --yes). Its workspace is kept
+    /// for the retention period unless --purge.
     Destroy {
         name: String,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Also delete its workspace and snapshots now, for good.
+        #[arg(long)]
+        purge: bool,
     },
     /// Show a container in detail.
     Status { name: String },
@@ -60,6 +65,15 @@ pub enum Command {
     },
     /// List the modules a container can be built from.
     Modules,
+    /// Persistent workspaces: usage, what destroyed containers left.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
+    /// Snapshot a container's workspace now.
+    Snapshot { name: String },
+    /// List a container's workspace snapshots.
+    Snapshots { name: String },
+    /// Restore a container's workspace from a snapshot (stops and restarts it).
+    Restore { name: String, id: String },
     /// Run the voxnix daemon (as root, normally from systemd).
     Daemon {
         /// The configuration file.
@@ -126,7 +140,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Start { name } => containers::simple(g, containers::Verb::Start, &name).await,
         Command::Stop { name } => containers::simple(g, containers::Verb::Stop, &name).await,
         Command::Restart { name } => containers::simple(g, containers::Verb::Restart, &name).await,
-        Command::Destroy { name, yes } => containers::destroy(g, &name, yes).await,
+        Command::Destroy { name, yes, purge } => containers::destroy(g, &name, yes, purge).await,
         Command::Status { name } => containers::status(g, &name).await,
         Command::Logs { name, lines } => containers::logs(g, &name, lines).await,
         Command::Exec {
@@ -135,6 +149,10 @@ async fn run(cli: Cli) -> ExitCode {
             command,
         } => containers::exec(g, &name, timeout, &command).await,
         Command::Modules => containers::modules(g).await,
+        Command::Storage(cmd) => storage::storage(g, cmd).await,
+        Command::Snapshot { name } => storage::snapshot(g, &name).await,
+        Command::Snapshots { name } => storage::snapshots(g, &name).await,
+        Command::Restore { name, id } => storage::restore(g, &name, &id).await,
         Command::Daemon { config, sandbox } => {
             let opts = crate::daemon::DaemonOptions {
                 config,

@@ -1,0 +1,147 @@
+//! `voxnix storage ...`, `voxnix snapshot`, `voxnix snapshots`, `voxnix restore`:
+//! the persistent workspaces, through the daemon's API.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::containers::{Global, connect, fail, print_json_or};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StorageCommand {
+    /// Storage used, in total and per container.
+    Usage,
+    /// Workspaces kept from destroyed containers.
+    Kept,
+    /// Delete the kept workspace of a destroyed container, for good.
+    Purge { name: String },
+    /// Put the kept workspace of an earlier container of this name into the container.
+    RestoreKept { name: String },
+}
+
+fn date(secs: u64) -> String {
+    if secs == u64::MAX {
+        return "until purged".into();
+    }
+    // Days since the epoch → a civil date (UTC), enough for people to read.
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match cmd {
+        StorageCommand::Usage => match m.storage_usage(&g.owner).await {
+            Ok(text) => print_json_or(g, &text, |v| {
+                println!(
+                    "{}: {}",
+                    v["owner"].as_str().unwrap_or("-"),
+                    v["human"].as_str().unwrap_or("-")
+                );
+                for c in v["containers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<12} {}",
+                        c["name"].as_str().unwrap_or("-"),
+                        c["human"].as_str().unwrap_or("-")
+                    );
+                }
+            }),
+            Err(e) => fail(&e),
+        },
+        StorageCommand::Kept => match m.kept(&g.owner).await {
+            Ok(text) => print_json_or(g, &text, |v| {
+                let rows = v.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!("Nothing is kept.");
+                }
+                for k in rows {
+                    let expires = k["expires"].as_u64().unwrap_or(0);
+                    let until = if expires == u64::MAX {
+                        "until purged".to_string()
+                    } else {
+                        format!("until {}", date(expires))
+                    };
+                    println!(
+                        "{:<12} {}  kept {until}",
+                        k["container"].as_str().unwrap_or("-"),
+                        k["id"].as_str().unwrap_or("-")
+                    );
+                }
+            }),
+            Err(e) => fail(&e),
+        },
+        StorageCommand::Purge { name } => match m.purge(&name, &g.owner).await {
+            Ok(_) => {
+                println!("kept workspace of {name} deleted");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        StorageCommand::RestoreKept { name } => match m.restore_kept(&name, &g.owner).await {
+            Ok(()) => {
+                println!("{name}: kept workspace restored");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+pub async fn snapshot(g: &Global, name: &str) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match m.snapshot(name, &g.owner).await {
+        Ok(text) => print_json_or(g, &text, |v| {
+            println!("snapshot {} of {name}", v["id"].as_str().unwrap_or("-"))
+        }),
+        Err(e) => fail(&e),
+    }
+}
+
+pub async fn snapshots(g: &Global, name: &str) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match m.snapshots(name, &g.owner).await {
+        Ok(text) => print_json_or(g, &text, |v: &Value| {
+            for s in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    s["id"].as_str().unwrap_or("-"),
+                    s["reason"].as_str().unwrap_or("-")
+                );
+            }
+        }),
+        Err(e) => fail(&e),
+    }
+}
+
+pub async fn restore(g: &Global, name: &str, id: &str) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match m.restore_snapshot(name, &g.owner, id).await {
+        Ok(()) => {
+            println!("{name}: workspace restored from {id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}

@@ -1,0 +1,185 @@
+//! Persistent workspaces end to end in a sandbox with the dir backend:
+//! nothing is lost by accident.
+
+mod common;
+
+use common::daemon::Appliance;
+use serde_json::Value;
+
+async fn exec(app: &Appliance, name: &str, script: &str) -> (i32, String) {
+    let (code, out, _, _) = app
+        .manager()
+        .await
+        .exec(name, "", &["sh", "-c", script], 30)
+        .await
+        .expect("exec");
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn workspace_survives_and_snapshots_restore_and_destroy_keeps_it() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    let v = app.create(r#"{"name":"ws"}"#, "telegram:7").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let (code, _) = exec(&app, "ws", "echo v1 > /workspace/notes.txt").await;
+    assert_eq!(code, 0);
+
+    // Survives stop/start.
+    m.stop("ws", "").await.expect("stop");
+    m.start("ws", "").await.expect("start");
+    assert_eq!(exec(&app, "ws", "cat /workspace/notes.txt").await.1, "v1\n");
+
+    // Snapshot, change, restore.
+    let snap: Value =
+        serde_json::from_str(&m.snapshot("ws", "").await.expect("snapshot")).expect("json");
+    let id = snap["id"].as_str().expect("id").to_string();
+    exec(&app, "ws", "echo v2 > /workspace/notes.txt").await;
+    assert_eq!(exec(&app, "ws", "cat /workspace/notes.txt").await.1, "v2\n");
+    m.restore_snapshot("ws", "", &id).await.expect("restore");
+    assert_eq!(
+        exec(&app, "ws", "cat /workspace/notes.txt").await.1,
+        "v1\n",
+        "old content back"
+    );
+    let snaps: Value =
+        serde_json::from_str(&m.snapshots("ws", "").await.expect("snapshots")).expect("json");
+    assert!(
+        snaps.as_array().map(Vec::len).unwrap_or(0) >= 2,
+        "the state before the restore is a snapshot too: {snaps}"
+    );
+
+    // Usage is measured.
+    exec(&app, "ws", "head -c 65536 /dev/urandom > /workspace/blob").await;
+    let usage: Value =
+        serde_json::from_str(&m.storage_usage("telegram:7").await.expect("usage")).expect("json");
+    assert!(
+        usage["usage"]["used"].as_u64().unwrap_or(0) >= 65536,
+        "{usage}"
+    );
+
+    // Destroy keeps a final snapshot.
+    m.destroy("ws", "").await.expect("destroy");
+    let kept: Value =
+        serde_json::from_str(&m.kept("telegram:7").await.expect("kept")).expect("json");
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+    assert_eq!(kept[0]["container"], "ws");
+    // Another owner sees nothing of it.
+    let other: Value =
+        serde_json::from_str(&m.kept("telegram:8").await.expect("kept")).expect("json");
+    assert_eq!(other.as_array().map(Vec::len), Some(0));
+
+    // Recreate: the create offers the kept workspace; restoring brings the file back.
+    let m2 = app.manager().await;
+    let mut progress =
+        futures_util::StreamExt::boxed(m2.receive_operation_progress().await.expect("progress"));
+    let v = app.create(r#"{"name":"ws"}"#, "telegram:7").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let mut offered = false;
+    while let Ok(Some(sig)) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        futures_util::StreamExt::next(&mut progress),
+    )
+    .await
+    {
+        if sig
+            .args()
+            .map(|a| a.message.contains("restore-kept"))
+            .unwrap_or(false)
+        {
+            offered = true;
+        }
+    }
+    assert!(offered, "the create offered to restore the kept workspace");
+    assert_eq!(
+        exec(
+            &app,
+            "ws",
+            "cat /workspace/notes.txt 2>/dev/null || echo none"
+        )
+        .await
+        .1,
+        "none\n",
+        "a fresh workspace"
+    );
+    m.restore_kept("ws", "telegram:7")
+        .await
+        .expect("restore kept");
+    assert_eq!(
+        exec(&app, "ws", "cat /workspace/notes.txt").await.1,
+        "v1\n",
+        "file back"
+    );
+
+    // Destroy again and purge: gone for good.
+    m.destroy("ws", "").await.expect("destroy");
+    let kept: Value =
+        serde_json::from_str(&m.kept("telegram:7").await.expect("kept")).expect("json");
+    assert!(!kept.as_array().map(Vec::is_empty).unwrap_or(true));
+    while m.purge("ws", "telegram:7").await.is_ok() {}
+    let kept: Value =
+        serde_json::from_str(&m.kept("telegram:7").await.expect("kept")).expect("json");
+    assert_eq!(kept.as_array().map(Vec::len), Some(0), "purged: {kept}");
+    let root = app.sandbox.root().join("var/lib/voxnix/storage");
+    let left = app
+        .sh(&format!(
+            "find {} -name notes.txt | wc -l",
+            "/var/lib/voxnix/storage"
+        ))
+        .await;
+    assert_eq!(
+        left.trim(),
+        "0",
+        "no copy of the file remains under {}",
+        root.display()
+    );
+}
+
+#[tokio::test]
+async fn no_workspace_opt_out_and_quota() {
+    let app = Appliance::boot("[storage]\nuser_quota = \"1M\"").await;
+    let m = app.manager().await;
+    assert_eq!(
+        app.create(r#"{"name":"bare","workspace":false}"#, "").await["ok"],
+        true
+    );
+    let (code, out, _, _) = m
+        .exec(
+            "bare",
+            "",
+            &["sh", "-c", "test -e /workspace && echo yes || echo no"],
+            10,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).trim().to_string()),
+        (0, "no".to_string())
+    );
+    // Fill the owner's 1M quota, then a new workspace is refused with numbers.
+    assert_eq!(
+        app.create(r#"{"name":"full"}"#, "telegram:3").await["ok"],
+        true
+    );
+    let (code, _, _, _) = m
+        .exec(
+            "full",
+            "",
+            &["sh", "-c", "head -c 2000000 /dev/zero > /workspace/big"],
+            30,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        code, 0,
+        "the dir backend accounts at create time only (docs/storage.md)"
+    );
+    let v = app.create(r#"{"name":"more"}"#, "telegram:3").await;
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error_kind"], "QuotaExceeded", "{v}");
+    assert!(
+        v["error_message"].as_str().unwrap_or("").contains("1.0"),
+        "the limit is in the message: {v}"
+    );
+    assert!(app.traces_of("more").await.is_empty());
+}
