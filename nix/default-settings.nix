@@ -74,6 +74,24 @@ let
       "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
+    nix = {
+      nix_bin_dir = setting "absolute path" "/run/current-system/sw/bin"
+        "Directory holding nix-instantiate, nix-store and nix-env (the module sets it).";
+      library_dir = setting "absolute path" "/usr/share/voxnix"
+        "The voxnix tree holding nix/ and modules/ (the module sets it, with extraModules).";
+      entry = setting "string" "nix/buildContainer.nix"
+        "The expression evaluated for a container, relative to library_dir.";
+      profiles_dir = setting "absolute path" "/nix/var/nix/profiles/per-container"
+        "Per-container profiles (GC roots of the systems), as NixOS's imperative containers use.";
+      gcroots_dir = setting "absolute path" "/nix/var/nix/gcroots/voxnix"
+        "GC roots of containers' derivations.";
+      build_timeout_secs = setting "positive integer" 3600
+        "The longest a whole build may take.";
+      eval_timeout_secs = setting "positive integer" 120
+        "The longest a read-only evaluation (the module catalog) may take.";
+      extra_options = setting "toml value" [ ]
+        "`--option NAME VALUE` pairs for every Nix command, e.g. `[[\"sandbox\", \"false\"]]`.";
+    };
     storage = {
       backend = setting "storage backend" "dir"
         "Where workspaces live: `zfs` (datasets with quotas) or `dir` (plain directories; quotas accounted at create time).";

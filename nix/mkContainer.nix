@@ -82,5 +82,9 @@ in
     system.stateVersion = specLib.stateVersion checked;
 
     environment.etc."voxnix/spec.json".text = specLib.specJSON checked;
+
+    # The module list as an attribute of the toplevel derivation, so that
+    # `voxnix status` reads it from the system's .drv (src/nix/drv.rs).
+    system.systemBuilderArgs.voxnixModules = builtins.toJSON names;
   };
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub max_containers_per_owner: u32,
     /// Persistent workspaces (`[storage]`, see docs/storage.md).
     pub storage: crate::storage::StorageConfig,
+    /// The Nix builder (`[nix]`: binaries, the module library, nixpkgs).
+    pub nix: crate::nix::NixConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             frontend_owner_kinds: vec!["telegram".into()],
             max_containers_per_owner: 10,
             storage: crate::storage::StorageConfig::default(),
+            nix: crate::nix::NixConfig::default(),
         }
     }
 }

@@ -11,5 +11,6 @@ pub mod daemon;
 pub mod engine;
 pub mod frontends;
 pub mod host;
+pub mod nix;
 pub mod sandbox;
 pub mod storage;

@@ -16,6 +16,7 @@ pub trait Manager {
     fn stop(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn restart(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn destroy(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn update(&self, name: &str, owner: &str, modules: &[&str]) -> zbus::Result<String>;
     fn logs(&self, name: &str, owner: &str, lines: u32) -> zbus::Result<String>;
     fn exec(
         &self,

@@ -124,6 +124,21 @@ impl Manager {
         Ok(self.engine.restart(&scope, name).await?)
     }
 
+    /// Rebuilds a container with a new module list and switches it in place,
+    /// keeping its workspace (snapshotted first); returns an operation id
+    /// like Create.
+    async fn update(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        modules: Vec<String>,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.update(&scope, name, modules).await?)
+    }
+
     /// Stops a container and removes it: conf, unit settings, build, record.
     async fn destroy(
         &self,
@@ -261,9 +276,10 @@ impl Manager {
         Ok(self.engine.restore_kept(&scope, name).await?)
     }
 
-    /// The modules a spec may name, as a JSON array of names.
+    /// The module library, as a JSON array of {name, description, settings,
+    /// credentials} (just {name} when the library cannot be read).
     async fn modules(&self) -> Result<String, ApiError> {
-        to_json(&self.engine.known_modules())
+        to_json(&self.engine.modules())
     }
 
     /// Admin only: what reconcile finds now (unmanaged conf files and machines,

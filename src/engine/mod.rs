@@ -83,6 +83,9 @@ pub struct ContainerStatus {
     pub system_path: Option<String>,
     pub workspace: bool,
     pub last_operation: Option<records::LastOperation>,
+    /// The system's derivation and what it says (modules, main packages).
+    pub drv_path: Option<String>,
+    pub system: Option<crate::nix::SystemInfo>,
 }
 
 /// What create reports when done.
@@ -103,6 +106,7 @@ pub struct Engine {
     pub(crate) storage: Storage,
     builder: Builder,
     known_modules: Vec<String>,
+    catalog: Vec<crate::nix::ModuleInfo>,
     names: tokio::sync::Mutex<()>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Containers voxnix is stopping on purpose, and since when.
@@ -123,20 +127,37 @@ impl Engine {
         bus: &zbus::Connection,
         sandbox: bool,
     ) -> Result<Arc<Self>, EngineError> {
+        let nix = crate::nix::NixBuilder::new(cfg.nix.clone());
         let builder = match cfg.builder {
             BuilderKind::HostImage if !sandbox => {
                 return Err(EngineError::InvalidArgument(
                     "builder = \"host-image\" boots the host's /usr instead of NixOS and is only allowed with `voxnix daemon --sandbox`".into(),
                 ));
             }
-            BuilderKind::HostImage => Builder::HostImage,
-            BuilderKind::Nix => Builder::Nix,
+            BuilderKind::HostImage => Builder::HostImage(nix),
+            BuilderKind::Nix => Builder::Nix(nix),
         };
         let records =
             RecordStore::open(&cfg.state_dir).map_err(io("opening the state directory"))?;
         fault::init(&cfg.state_dir);
         let (events, _) = broadcast::channel(1024);
-        let mut known_modules = cfg.modules.clone();
+        // The module library is the source of truth: adding a file to
+        // modules/ adds a module. The configured list is the fallback when
+        // the library cannot be read (and the log says so).
+        let catalog = match builder.nix().catalog(&crate::nix::cancel_pair().1).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the module library ({e}); using the configured module list"
+                );
+                Vec::new()
+            }
+        };
+        let mut known_modules: Vec<String> = if catalog.is_empty() {
+            cfg.modules.clone()
+        } else {
+            catalog.iter().map(|m| m.name.clone()).collect()
+        };
         known_modules.sort();
         known_modules.dedup();
         Ok(Arc::new(Engine {
@@ -147,6 +168,7 @@ impl Engine {
             storage: Storage::new(cfg.storage.clone()),
             builder,
             known_modules,
+            catalog,
             names: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             expected_stops: Mutex::new(HashMap::new()),
@@ -166,6 +188,21 @@ impl Engine {
 
     pub fn known_modules(&self) -> &[String] {
         &self.known_modules
+    }
+
+    /// The module library (name, description, settings); just names when
+    /// the library could not be read.
+    pub fn modules(&self) -> serde_json::Value {
+        if self.catalog.is_empty() {
+            serde_json::Value::Array(
+                self.known_modules
+                    .iter()
+                    .map(|n| serde_json::json!({ "name": n }))
+                    .collect(),
+            )
+        } else {
+            serde_json::to_value(&self.catalog).unwrap_or_default()
+        }
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -754,6 +791,17 @@ impl Engine {
             system_path: record.system_path.clone(),
             workspace: record.spec.workspace,
             last_operation: record.last_operation.clone(),
+            system: match &record.drv_path {
+                Some(p) => {
+                    let p = std::path::PathBuf::from(p);
+                    tokio::task::spawn_blocking(move || crate::nix::drv::system_info(&p).ok())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => None,
+            },
+            drv_path: record.drv_path.clone(),
         })
     }
 
@@ -852,6 +900,155 @@ impl Engine {
     /// Names of every container with a record.
     pub fn names(&self) -> Vec<String> {
         self.records.load_all().0.into_keys().collect()
+    }
+
+    // ----- update ------------------------------------------------------------
+
+    /// Rebuilds a container with a new module list and switches it in place
+    /// (NixOS containers switch with switch-to-configuration on reload),
+    /// keeping its workspace (snapshotted first). Returns the operation id.
+    pub async fn update(
+        self: &Arc<Self>,
+        scope: &Scope,
+        name: &str,
+        modules: Vec<String>,
+    ) -> Result<String, EngineError> {
+        let record = self.visible(scope, name)?;
+        self.ensure_ready(&record)?;
+        let mut spec_json = serde_json::to_value(&record.spec)
+            .map_err(|e| EngineError::HostError(format!("cannot encode the spec: {e}")))?;
+        // Back to the client form of the spec, with the new modules.
+        let mut client = serde_json::Map::new();
+        client.insert("name".into(), spec_json["name"].take());
+        client.insert("modules".into(), serde_json::json!(modules));
+        client.insert("workspace".into(), spec_json["workspace"].take());
+        if let Some(settings) = spec_json.get_mut("settings").map(serde_json::Value::take) {
+            client.insert("settings".into(), settings);
+        }
+        let r = &record.spec.resources;
+        if let Some(m) = r.memory_max {
+            client.insert("memory_max".into(), m.into());
+        }
+        if let Some(w) = r.cpu_weight {
+            client.insert("cpu_weight".into(), w.into());
+        }
+        if let Some(q) = r.cpu_quota_percent {
+            client.insert("cpu_quota".into(), format!("{q}%").into());
+        }
+        if let Some(t) = r.tasks_max {
+            client.insert("tasks_max".into(), t.into());
+        }
+        let new_spec = spec::parse_spec(
+            &serde_json::Value::Object(client).to_string(),
+            &self.known_modules,
+        )
+        .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let op = self.ops.begin("update", name, &record.owner);
+        let engine = self.clone();
+        let (op_id, name) = (op.clone(), name.to_string());
+        tokio::spawn(async move {
+            let result = engine.run_update(&op_id, &name, new_spec).await;
+            engine.ops.finish(
+                &op_id,
+                result.map(|s| serde_json::json!({ "name": name, "state": s })),
+            );
+        });
+        Ok(op)
+    }
+
+    async fn run_update(
+        self: &Arc<Self>,
+        op: &str,
+        name: &str,
+        new_spec: ContainerSpec,
+    ) -> Result<String, EngineError> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self
+            .records
+            .get(name)
+            .map_err(io("reading the record"))?
+            .ok_or_else(|| EngineError::not_found(name))?;
+        let previous = record.clone();
+        record.begin("update");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        if record.spec.workspace {
+            self.ops.progress(
+                op,
+                "storage",
+                "snapshotting the workspace before the update",
+            );
+            self.storage
+                .snapshot(&record.owner, name, "pre-update")
+                .await?;
+        }
+        let progress = {
+            let engine = self.clone();
+            let op = op.to_string();
+            move |line: &str| engine.ops.progress(&op, "building", line)
+        };
+        let result = async {
+            let built = self
+                .builder
+                .build(&new_spec, &record.owner, &progress)
+                .await?;
+            record.spec = new_spec;
+            record.system_path = built.system_path;
+            record.drv_path = built.drv_path;
+            self.ops.progress(
+                op,
+                "configuring",
+                "writing the container's conf and unit settings",
+            );
+            self.install(&record).await?;
+            if self.machined.info(name).await?.is_some() {
+                self.ops.progress(
+                    op,
+                    "switching",
+                    "switching the running container to the new system",
+                );
+                self.systemd
+                    .run_job(
+                        JobKind::Reload,
+                        &container_unit(name),
+                        self.timeout(self.cfg.start_timeout_secs),
+                    )
+                    .await?;
+            }
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                record.finish("ok");
+                self.records
+                    .put(&record)
+                    .map_err(io("writing the record"))?;
+                Ok(self.state_of(&record).await)
+            }
+            Err(e) => {
+                // Back to what ran before: the previous generation and conf.
+                self.ops.progress(
+                    op,
+                    "rolling-back",
+                    &format!("update failed ({}); going back", e.kind()),
+                );
+                let mut restored = previous;
+                restored.finish(&format!("update failed: {}: {}", e.kind(), e.message()));
+                if let Err(rb) = self.install(&restored).await {
+                    tracing::error!(
+                        container = name,
+                        "restoring the conf after a failed update: {rb}"
+                    );
+                }
+                self.records
+                    .put(&restored)
+                    .map_err(io("writing the record"))?;
+                Err(e)
+            }
+        }
     }
 
     // ----- storage -----------------------------------------------------------

@@ -16,6 +16,8 @@ pub enum JobKind {
     Start,
     Stop,
     Restart,
+    /// `ReloadUnit`: for a NixOS container, switch-to-configuration inside.
+    Reload,
 }
 
 impl JobKind {
@@ -24,6 +26,7 @@ impl JobKind {
             JobKind::Start => "StartUnit",
             JobKind::Stop => "StopUnit",
             JobKind::Restart => "RestartUnit",
+            JobKind::Reload => "ReloadUnit",
         }
     }
 }
@@ -91,6 +94,7 @@ impl Systemd {
             JobKind::Start => self.manager.start_unit(u, mode).await,
             JobKind::Stop => self.manager.stop_unit(u, mode).await,
             JobKind::Restart => self.manager.restart_unit(u, mode).await,
+            JobKind::Reload => self.manager.reload_unit(u, mode).await,
         }
         .map_err(HostError::bus(kind.call()))?;
         let wait = async {

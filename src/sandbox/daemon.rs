@@ -21,11 +21,31 @@ pub const SANDBOX_MODULES: &[&str] = &[
     "workspace",
 ];
 
-/// The configuration the sandbox daemon runs with; `extra` is appended.
+/// Where the module library (the repo's `nix/` and `modules/`) appears inside
+/// the appliance.
+pub const LIBRARY: &str = "/usr/local/share/voxnix";
+
+/// The voxnix tree whose `nix/` and `modules/` the sandbox daemon builds
+/// from: `$VOXNIX_LIBRARY_DIR`, else the source tree this binary was built
+/// from (the sandbox is a development and trial tool).
+pub fn library_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("VOXNIX_LIBRARY_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.join("nix/library.nix").exists().then_some(dir)
+}
+
+/// The configuration the sandbox daemon runs with; `extra` is appended (it
+/// may add keys and tables, but not repeat `[nix]`).
 pub fn sandbox_config(extra: &str) -> String {
     let modules: Vec<String> = SANDBOX_MODULES.iter().map(|m| format!("\"{m}\"")).collect();
+    // The [nix] table comes last so that `extra`'s top-level keys stay top-level.
     format!(
-        "# voxnix daemon configuration for the sandbox appliance\nbuilder = \"host-image\"\nmodules = [{}]\n{extra}\n",
+        "# voxnix daemon configuration for the sandbox appliance\nbuilder = \"host-image\"\n# Used only if the module library cannot be read.\nmodules = [{}]\n{extra}\n\n\
+         [nix]\n# Debian's Nix builds a real derivation per container (nix/sandbox/system.nix);\n\
+         # the container boots the appliance's /usr. /nix is the appliance's overlay.\n\
+         nix_bin_dir = \"/usr/bin\"\nlibrary_dir = \"{LIBRARY}\"\nentry = \"nix/sandbox/system.nix\"\n\
+         extra_options = [[\"sandbox\", \"false\"], [\"build-users-group\", \"\"], [\"substituters\", \"\"]]\n",
         modules.join(", ")
     )
 }
@@ -39,6 +59,9 @@ pub const ON_PATH: &str = "/usr/local/bin/voxnix";
 /// boot: it is running, ready and owning its bus name when boot completes.
 pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
     opts.bind_files.push((voxnix.to_path_buf(), BINARY.into()));
+    if let Some(lib) = library_dir() {
+        opts.bind_files.push((lib, LIBRARY.into()));
+    }
     let voxnix = Path::new(BINARY);
     let unit = format!(
         "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n",

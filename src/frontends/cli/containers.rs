@@ -230,7 +230,7 @@ pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
         m.receive_operation_progress(),
         m.receive_operation_finished()
     );
-    let (Ok(mut progress), Ok(mut finished)) = (progress, finished) else {
+    let (Ok(progress), Ok(finished)) = (progress, finished) else {
         eprintln!("voxnix: cannot subscribe to the daemon's signals");
         return ExitCode::from(exit::UNREACHABLE);
     };
@@ -238,46 +238,7 @@ pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
         Ok(op) => op,
         Err(e) => return fail(&e),
     };
-    let show_progress = !g.json;
-    let mut poll = tokio::time::interval(Duration::from_secs(2));
-    let outcome: Value = loop {
-        tokio::select! {
-            Some(sig) = progress.next() => {
-                if let Ok(a) = sig.args()
-                    && a.id == op
-                    && show_progress
-                {
-                    eprintln!("  [{}] {}", a.phase, a.message);
-                }
-            }
-            Some(sig) = finished.next() => {
-                if let Ok(a) = sig.args()
-                    && a.id == op
-                {
-                    break serde_json::json!({"ok": a.ok, "error_kind": a.error_kind, "error_message": a.error_message,
-                        "result": serde_json::from_str::<Value>(a.result).unwrap_or(Value::Null)});
-                }
-            }
-            // A safety net if a signal was lost (e.g. the bus dropped it).
-            _ = poll.tick() => {
-                match m.get_operation(&op, &g.owner).await {
-                    Ok(text) => {
-                        if let Ok(v) = serde_json::from_str::<Value>(&text)
-                            && v["done"] == Value::Bool(true)
-                        {
-                            break v;
-                        }
-                    }
-                    // A restarted daemon has reconciled (rolled back) the create.
-                    Err(e) if error_parts(&e).0 == "NotFound" => {
-                        break serde_json::json!({"ok": false, "error_kind": "HostError",
-                            "error_message": "the daemon restarted during the create and rolled it back; try again"});
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-    };
+    let outcome = wait_operation(&m, g, &op, progress, finished).await;
     if outcome["ok"] != Value::Bool(true) {
         let kind = outcome["error_kind"]
             .as_str()
@@ -299,6 +260,94 @@ pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
             s(result, "state"),
             s(result, "addresses")
         );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Follows an operation (create, update) until it ends: progress lines on
+/// stderr, the end from its signal, with GetOperation as a safety net.
+async fn wait_operation(
+    m: &ManagerProxy<'_>,
+    g: &Global,
+    op: &str,
+    mut progress: crate::api::client::OperationProgressStream,
+    mut finished: crate::api::client::OperationFinishedStream,
+) -> Value {
+    let show_progress = !g.json;
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            Some(sig) = progress.next() => {
+                if let Ok(a) = sig.args()
+                    && a.id == op
+                    && show_progress
+                {
+                    eprintln!("  [{}] {}", a.phase, a.message);
+                }
+            }
+            Some(sig) = finished.next() => {
+                if let Ok(a) = sig.args()
+                    && a.id == op
+                {
+                    return serde_json::json!({"ok": a.ok, "error_kind": a.error_kind, "error_message": a.error_message,
+                        "result": serde_json::from_str::<Value>(a.result).unwrap_or(Value::Null)});
+                }
+            }
+            _ = poll.tick() => {
+                match m.get_operation(op, &g.owner).await {
+                    Ok(text) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&text)
+                            && v["done"] == Value::Bool(true)
+                        {
+                            return v;
+                        }
+                    }
+                    // A restarted daemon has reconciled (rolled back) the operation.
+                    Err(e) if error_parts(&e).0 == "NotFound" => {
+                        return serde_json::json!({"ok": false, "error_kind": "HostError",
+                            "error_message": "the daemon restarted during the operation and rolled it back; try again"});
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+pub async fn update(g: &Global, name: &str, modules: &[String]) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    let (progress, finished) = tokio::join!(
+        m.receive_operation_progress(),
+        m.receive_operation_finished()
+    );
+    let (Ok(progress), Ok(finished)) = (progress, finished) else {
+        eprintln!("voxnix: cannot subscribe to the daemon's signals");
+        return ExitCode::from(exit::UNREACHABLE);
+    };
+    let mods: Vec<&str> = modules.iter().map(String::as_str).collect();
+    let op = match m.update(name, &g.owner, &mods).await {
+        Ok(op) => op,
+        Err(e) => return fail(&e),
+    };
+    let outcome = wait_operation(&m, g, &op, progress, finished).await;
+    if outcome["ok"] != Value::Bool(true) {
+        let kind = outcome["error_kind"]
+            .as_str()
+            .unwrap_or("HostError")
+            .to_string();
+        eprintln!(
+            "voxnix: {kind}: {}",
+            outcome["error_message"].as_str().unwrap_or("")
+        );
+        return ExitCode::from(exit_code_for(&kind));
+    }
+    if g.json {
+        println!("{}", outcome["result"]);
+    } else {
+        println!("{name} updated ({})", s(&outcome["result"], "state"));
     }
     ExitCode::SUCCESS
 }

@@ -28,6 +28,13 @@ pub enum Command {
     List,
     /// Create and start a container from modules of the library.
     Create(containers::CreateArgs),
+    /// Rebuild a container with a new module list and switch it in place
+    /// (its workspace is kept, and snapshotted first).
+    Update {
+        name: String,
+        /// The complete new module list.
+        modules: Vec<String>,
+    },
     /// Start a stopped container.
     Start { name: String },
     /// Stop a running container.
@@ -137,6 +144,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::List => containers::list(g).await,
         Command::Create(a) => containers::create(g, a).await,
+        Command::Update { name, modules } => containers::update(g, &name, &modules).await,
         Command::Start { name } => containers::simple(g, containers::Verb::Start, &name).await,
         Command::Stop { name } => containers::simple(g, containers::Verb::Stop, &name).await,
         Command::Restart { name } => containers::simple(g, containers::Verb::Restart, &name).await,

@@ -31,7 +31,7 @@ if [ -f "$state/binds" ]; then
     while IFS="$tab" read -r src dst; do
         [ -n "$src" ] || continue
         mkdir -p "$root$(dirname "$dst")"
-        : > "$root$dst"
+        if [ -d "$src" ]; then mkdir -p "$root$dst"; else : > "$root$dst"; fi
         mount --bind "$src" "$root$dst"
         mount -o remount,bind,ro "$root$dst"
     done < "$state/binds"

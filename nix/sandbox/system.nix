@@ -1,0 +1,98 @@
+# Stand-in for nix/buildContainer.nix in the sandbox, where nixpkgs is not
+# reachable: builtins only, yet a REAL derivation, so that a sandbox
+# container has a .drv that `voxnix status` reads its modules and packages
+# from.  The container itself boots the appliance's /usr.
+#
+#   nix-instantiate nix/sandbox/system.nix --argstr specFile spec.json
+#
+# The spec is checked by nix/spec.nix exactly as for a real build (an
+# unknown module is an evaluation error naming it).  The result mirrors the
+# shape of a NixOS toplevel:
+#
+#   nixos-system-<name>-<stateVersion>      env: voxnixModules (JSON list)
+#   ├── system-path                          env: pkgs (JSON, like buildEnv)
+#   │   ├── <package>-<version>  ...         the "installed" packages
+#   │   └── perl-5.40.0                      a builder tool, not installed
+#   └── voxnix-module-<module>-1.0  ...      one per selected module
+#       └── <package>-<version>  ...         that module's packages
+#
+# Every build is a `/bin/sh -c 'echo ... > $out'` (the toplevel also uses
+# /bin/mkdir), so a whole system builds in well under a second.
+{ specFile
+, system ? builtins.currentSystem
+, ...
+}:
+
+let
+  specLib = import ../spec.nix { };
+
+  spec = builtins.fromJSON (builtins.readFile specFile);
+
+  # Throws "voxnix: ..." for an invalid spec, before anything else.
+  modules = specLib.moduleNames spec;
+  name = spec.name;
+  stateVersion = specLib.stateVersion spec;
+
+  # What each module would install on a real host (name-version).
+  packagesOf = {
+    code-server = [ "code-server-4.99.3" "nodejs-20.19.2" "jq-1.7.1" ];
+    dev = [ "gcc-14.2.1" "gnumake-4.4.1" "python3-3.12.10" "ripgrep-14.1.1" "jq-1.7.1" ];
+    fish = [ "fish-3.6.0" ];
+    git = [ "git-2.39.5" "less-668" ];
+    ssh = [ "openssh-9.9p2" ];
+    tailscale = [ "tailscale-1.82.5" "iptables-1.8.11" ];
+    workspace = [ ];
+  };
+
+  # What every NixOS system has.
+  basePackages = [ "bash-5.2p37" "coreutils-9.7" "systemd-257.5" ];
+
+  leaf = pname: builtins.derivation {
+    name = pname;
+    inherit system;
+    builder = "/bin/sh";
+    args = [ "-c" "echo ${pname} > $out" ];
+  };
+
+  moduleDrv = m: builtins.derivation {
+    name = "voxnix-module-${m}-1.0";
+    inherit system;
+    builder = "/bin/sh";
+    packages = map leaf (packagesOf.${m} or [ ]);
+    args = [ "-c" "echo $packages > $out" ];
+  };
+
+  installed = builtins.sort builtins.lessThan
+    (basePackages ++ builtins.concatLists (map (m: packagesOf.${m} or [ ]) modules));
+
+  # Deduplicated: the same package may come from two modules.
+  unique = builtins.attrNames (builtins.listToAttrs (map (p: { name = p; value = true; }) installed));
+
+  systemPath = builtins.derivation {
+    name = "system-path";
+    inherit system;
+    builder = "/bin/sh";
+    # Like nixpkgs' buildEnv: the installed outputs as JSON.
+    pkgs = builtins.toJSON (map (p: { paths = [ (leaf p) ]; priority = 5; }) unique);
+    perl = leaf "perl-5.40.0";
+    args = [ "-c" "echo $pkgs > $out" ];
+  };
+in
+builtins.derivation {
+  name = "nixos-system-${name}-${stateVersion}";
+  inherit system;
+  builder = "/bin/sh";
+  voxnixModules = builtins.toJSON modules;
+  voxnixSettings = builtins.toJSON (specLib.settings spec);
+  modulesDrvs = map moduleDrv modules;
+  inherit systemPath;
+  args = [
+    "-c"
+    ''
+      /bin/mkdir $out
+      echo "$voxnixModules" > $out/voxnix-modules
+      echo "$systemPath" > $out/sw
+      echo ${stateVersion} > $out/nixos-version
+    ''
+  ];
+}

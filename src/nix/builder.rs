@@ -1,0 +1,895 @@
+//! The Nix builder: spec JSON → `.drv` → system path → per-container profile.
+//!
+//! 1. The build JSON is written to a temporary file.
+//! 2. `nix-instantiate <entry> --argstr specFile F [--argstr nixpkgs P]
+//!    --add-root <gcroots_dir>/<name>.drv` evaluates it; the root keeps the
+//!    derivation for `voxnix status` (see [`super::drv::system_info`]).
+//! 3. `nix-store --realise <drv>` builds it. Nix's stderr is turned into
+//!    progress lines ("building 3 of 17: hello-2.12").
+//! 4. `nix-env -p <profiles_dir>/<name>/system --set <out>` installs it the
+//!    way NixOS's imperative containers are installed: the profile is the GC
+//!    root and keeps earlier generations, and its path is what the conf's
+//!    `SYSTEM_PATH` names.
+//!
+//! The whole pipeline runs under one deadline (`build_timeout`); timeouts and
+//! cancellation stop the running Nix command's whole process tree.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::NixError;
+use super::catalog::ModuleInfo;
+use super::drv::SystemInfo;
+use super::output::{self, LOG_TAIL_LINES, ProgressParser};
+use super::process::{self, CancelToken, CommandOutput, NixCommand, RunError};
+
+/// The `[nix]` table of the daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NixConfig {
+    /// Directory holding `nix-instantiate`, `nix-store` and `nix-env`.
+    pub nix_bin_dir: PathBuf,
+    /// The voxnix tree that holds `nix/` and `modules/`.
+    pub library_dir: PathBuf,
+    /// The expression evaluated for a container, relative to `library_dir`
+    /// unless absolute: `nix/buildContainer.nix` on a real host, the
+    /// builtins-only `nix/sandbox/system.nix` in the sandbox.
+    pub entry: PathBuf,
+    /// nixpkgs, passed to the entry as `nixpkgs` (a string argument). None
+    /// passes nothing (the entry must not need it).
+    pub nixpkgs: Option<PathBuf>,
+    /// Per-container profiles: `<profiles_dir>/<name>/system`.
+    pub profiles_dir: PathBuf,
+    /// Where the GC roots of containers' derivations go (`<name>.drv`).
+    pub gcroots_dir: PathBuf,
+    /// The longest a whole build (evaluate, realise, install) may take.
+    #[serde(rename = "build_timeout_secs", with = "secs")]
+    pub build_timeout: Duration,
+    /// The longest a read-only evaluation (the catalog) may take.
+    #[serde(rename = "eval_timeout_secs", with = "secs")]
+    pub eval_timeout: Duration,
+    /// `--option NAME VALUE` pairs passed to every Nix command, e.g.
+    /// `[["sandbox", "false"]]`.
+    pub extra_options: Vec<(String, String)>,
+}
+
+impl Default for NixConfig {
+    fn default() -> Self {
+        Self {
+            nix_bin_dir: PathBuf::from("/run/current-system/sw/bin"),
+            library_dir: PathBuf::from("/usr/share/voxnix"),
+            entry: PathBuf::from("nix/buildContainer.nix"),
+            nixpkgs: None,
+            profiles_dir: PathBuf::from("/nix/var/nix/profiles/per-container"),
+            gcroots_dir: PathBuf::from("/nix/var/nix/gcroots/voxnix"),
+            build_timeout: Duration::from_secs(3600),
+            eval_timeout: Duration::from_secs(120),
+            extra_options: Vec::new(),
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = u64::deserialize(d)?;
+        if secs == 0 {
+            return Err(serde::de::Error::custom("must be at least 1 second"));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+impl NixConfig {
+    /// The entry expression's path.
+    pub fn entry_path(&self) -> PathBuf {
+        if self.entry.is_absolute() {
+            self.entry.clone()
+        } else {
+            self.library_dir.join(&self.entry)
+        }
+    }
+
+    /// A command for one of the Nix tools in `nix_bin_dir`.
+    pub fn command(&self, tool: &str) -> Result<NixCommand, NixError> {
+        let program = self.nix_bin_dir.join(tool);
+        if !program.is_file() {
+            return Err(NixError::NotInstalled {
+                what: format!("{tool} (looked in {})", self.nix_bin_dir.display()),
+            });
+        }
+        Ok(NixCommand::new(program))
+    }
+
+    /// `--option NAME VALUE` for each of `extra_options`.
+    pub fn option_args(&self) -> Vec<OsString> {
+        self.extra_options
+            .iter()
+            .flat_map(|(k, v)| ["--option".into(), k.into(), v.into()])
+            .collect()
+    }
+
+    /// `<profiles_dir>/<name>/system`.
+    pub fn profile_path(&self, name: &str) -> Result<PathBuf, NixError> {
+        check_name(name)?;
+        Ok(self.profiles_dir.join(name).join("system"))
+    }
+}
+
+/// What a build produced and installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Built {
+    /// The system's derivation (kept by a GC root in `gcroots_dir`).
+    pub drv_path: PathBuf,
+    /// The system path for the conf's `SYSTEM_PATH`.
+    pub system_path: PathBuf,
+    /// The profile that now points at `system_path`.
+    pub profile: PathBuf,
+    /// What the profile pointed at before (None: it did not exist).
+    pub previous_system_path: Option<PathBuf>,
+}
+
+impl Built {
+    /// False when the profile already pointed at this system (nothing new
+    /// to switch to).
+    pub fn changed(&self) -> bool {
+        self.previous_system_path.as_deref() != Some(self.system_path.as_path())
+    }
+}
+
+/// Container names used in paths: 1–64 of `[A-Za-z0-9_-]`, not starting
+/// with `-`.
+pub fn check_name(name: &str) -> Result<(), NixError> {
+    let bad = |reason: &str| {
+        Err(NixError::InvalidName {
+            name: name.into(),
+            reason: reason.into(),
+        })
+    };
+    if name.is_empty() || name.len() > 64 {
+        return bad("must be 1 to 64 characters");
+    }
+    if name.starts_with('-') {
+        return bad("must not start with '-'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return bad("only letters, digits, '-' and '_' are allowed");
+    }
+    Ok(())
+}
+
+/// A Nix command that did not succeed.
+pub(crate) enum Failure {
+    Error(NixError),
+    Exit {
+        command: String,
+        status: ExitStatus,
+        stderr: Vec<String>,
+    },
+}
+
+impl Failure {
+    /// A failed evaluation: the useful part of Nix's message.
+    pub(crate) fn into_eval(self) -> NixError {
+        match self {
+            Failure::Error(e) => e,
+            Failure::Exit { stderr, status, .. } => {
+                let mut message = output::error_message(&stderr);
+                if message.is_empty() {
+                    message = format!("nix-instantiate exited with {status}");
+                }
+                NixError::Eval { message }
+            }
+        }
+    }
+
+    /// Any other failed command.
+    pub(crate) fn into_command(self) -> NixError {
+        match self {
+            Failure::Error(e) => e,
+            Failure::Exit {
+                command,
+                status,
+                stderr,
+            } => {
+                let mut message = output::error_message(&stderr);
+                if message.is_empty() {
+                    message = format!("exited with {status}");
+                }
+                NixError::Command { command, message }
+            }
+        }
+    }
+}
+
+/// Runs a command; a non-zero exit is a [`Failure::Exit`].
+pub(crate) async fn run_checked(
+    cmd: &NixCommand,
+    timeout: Duration,
+    cancel: &CancelToken,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<CommandOutput, Failure> {
+    match process::run(cmd, timeout, cancel, on_line).await {
+        Ok(out) if out.status.success() => Ok(out),
+        Ok(out) => Err(Failure::Exit {
+            command: cmd.display_name(),
+            status: out.status,
+            stderr: out.stderr_tail,
+        }),
+        Err(RunError::Spawn { program, source })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(Failure::Error(NixError::NotInstalled {
+                what: program.display().to_string(),
+            }))
+        }
+        Err(RunError::Spawn { program, source }) => Err(Failure::Error(NixError::io(
+            format!("cannot run {}", program.display()),
+            source,
+        ))),
+        Err(RunError::Io { program, source }) => Err(Failure::Error(NixError::io(
+            format!("reading the output of {program}"),
+            source,
+        ))),
+        Err(RunError::Timeout { program, after, .. }) => Err(Failure::Error(NixError::Timeout {
+            what: program,
+            after,
+        })),
+        Err(RunError::Cancelled { .. }) => Err(Failure::Error(NixError::Cancelled)),
+    }
+}
+
+/// The time left until `deadline`, or the build's timeout error.
+fn remaining(deadline: Instant, name: &str, total: Duration) -> Result<Duration, NixError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(NixError::Timeout {
+            what: format!("building the system of {name}"),
+            after: total,
+        });
+    }
+    Ok(left)
+}
+
+/// The first stdout line of a Nix command that printed a path, resolved
+/// when it is a GC root symlink (`--add-root` prints the root, not the
+/// store path).
+fn printed_path(out: &CommandOutput, command: &str) -> Result<PathBuf, NixError> {
+    let text = out.stdout_text();
+    let Some(line) = text.lines().map(str::trim).find(|l| l.starts_with('/')) else {
+        return Err(NixError::Output {
+            command: command.into(),
+            message: format!("no path printed (stdout: {:?})", output::cap(text.trim())),
+        });
+    };
+    let printed = PathBuf::from(line);
+    match std::fs::read_link(&printed) {
+        Ok(target) if target.is_absolute() => Ok(target),
+        _ => Ok(printed),
+    }
+}
+
+/// Follows a profile's links to the store path it points at.
+fn resolve_profile(profile: &Path) -> Result<Option<PathBuf>, NixError> {
+    let mut p = profile.to_path_buf();
+    for _ in 0..16 {
+        match std::fs::read_link(&p) {
+            Ok(target) => {
+                p = if target.is_absolute() {
+                    target
+                } else {
+                    p.parent().unwrap_or(Path::new("/")).join(target)
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not a link (any more): this is the store path.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Ok((p != profile).then_some(p));
+            }
+            Err(e) => {
+                return Err(NixError::io(
+                    format!("reading the profile {}", profile.display()),
+                    e,
+                ));
+            }
+        }
+        if p.starts_with("/nix/store") {
+            return Ok(Some(p));
+        }
+    }
+    Err(NixError::io(
+        format!("reading the profile {}", profile.display()),
+        std::io::Error::other("too many levels of links"),
+    ))
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), NixError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NixError::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+/// Builds containers' systems with Nix.
+#[derive(Debug, Clone)]
+pub struct NixBuilder {
+    cfg: NixConfig,
+}
+
+impl NixBuilder {
+    pub fn new(cfg: NixConfig) -> Self {
+        Self { cfg }
+    }
+
+    pub fn config(&self) -> &NixConfig {
+        &self.cfg
+    }
+
+    /// Checks that the Nix tools, the library and the entry expression are
+    /// there (for start-up and health reports).
+    pub fn check(&self) -> Result<(), NixError> {
+        for tool in ["nix-instantiate", "nix-store", "nix-env"] {
+            self.cfg.command(tool)?;
+        }
+        let entry = self.cfg.entry_path();
+        if !entry.is_file() {
+            return Err(NixError::NotInstalled {
+                what: format!(
+                    "the build entry {} (set library_dir or entry in the [nix] configuration)",
+                    entry.display()
+                ),
+            });
+        }
+        let library = self.cfg.library_dir.join("nix/library.nix");
+        if !library.is_file() {
+            return Err(NixError::NotInstalled {
+                what: format!(
+                    "voxnix's Nix library {} (set library_dir in the [nix] configuration)",
+                    library.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `<profiles_dir>/<name>/system`.
+    pub fn profile_path(&self, name: &str) -> Result<PathBuf, NixError> {
+        self.cfg.profile_path(name)
+    }
+
+    /// The store path `name`'s profile points at, if it has one.
+    pub fn current_system(&self, name: &str) -> Result<Option<PathBuf>, NixError> {
+        resolve_profile(&self.profile_path(name)?)
+    }
+
+    /// The GC root that keeps `name`'s current derivation.
+    pub fn drv_root(&self, name: &str) -> Result<PathBuf, NixError> {
+        check_name(name)?;
+        Ok(self.cfg.gcroots_dir.join(format!("{name}.drv")))
+    }
+
+    /// The derivation of `name`'s last successful evaluation, if its root is
+    /// there.
+    pub fn current_drv(&self, name: &str) -> Result<Option<PathBuf>, NixError> {
+        let root = self.drv_root(name)?;
+        match std::fs::read_link(&root) {
+            Ok(target) => Ok(Some(target)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(NixError::io(format!("reading {}", root.display()), e)),
+        }
+    }
+
+    /// Create: evaluates, builds and installs `name`'s system from `spec`
+    /// (the engine's build JSON, `ContainerSpec::to_build_json`).
+    pub async fn build(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Built, NixError> {
+        let started = Instant::now();
+        let deadline = started + self.cfg.build_timeout;
+        let result = self
+            .build_until(name, spec, deadline, progress, cancel)
+            .await;
+        match &result {
+            Ok(b) => tracing::info!(
+                name,
+                drv = %b.drv_path.display(),
+                system = %b.system_path.display(),
+                changed = b.changed(),
+                secs = started.elapsed().as_secs_f64(),
+                "nix build finished"
+            ),
+            Err(e) => {
+                tracing::warn!(name, error = %e, secs = started.elapsed().as_secs_f64(), "nix build failed")
+            }
+        }
+        result.map_err(|e| self.build_timeout_error(name, e))
+    }
+
+    /// Update: like [`build`](Self::build) for a container that has a
+    /// profile already. The profile gets a new generation (the previous one
+    /// is kept, see [`rollback`](Self::rollback)); when the system did not
+    /// change, nothing is added and [`Built::changed`] is false. Switching
+    /// the running container is the caller's part.
+    pub async fn update(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Built, NixError> {
+        let profile = self.profile_path(name)?;
+        if self.current_system(name)?.is_none() {
+            return Err(NixError::NoProfile {
+                name: name.into(),
+                profile,
+            });
+        }
+        self.build(name, spec, progress, cancel).await
+    }
+
+    fn build_timeout_error(&self, name: &str, e: NixError) -> NixError {
+        match e {
+            NixError::Timeout { .. } => NixError::Timeout {
+                what: format!("building the system of {name}"),
+                after: self.cfg.build_timeout,
+            },
+            e => e,
+        }
+    }
+
+    async fn build_until(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        deadline: Instant,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Built, NixError> {
+        let drv = self
+            .instantiate_until(name, spec, deadline, progress, cancel)
+            .await?;
+        let system = self
+            .realise_until(name, &drv, deadline, progress, cancel)
+            .await?;
+        let previous = self
+            .install_until(name, &system, deadline, progress, cancel)
+            .await;
+        // The build's own root was only needed until the profile held it.
+        let _ = remove_if_exists(&self.building_root(name)?);
+        let previous = previous?;
+        Ok(Built {
+            drv_path: drv,
+            system_path: system,
+            profile: self.profile_path(name)?,
+            previous_system_path: previous,
+        })
+    }
+
+    fn building_root(&self, name: &str) -> Result<PathBuf, NixError> {
+        check_name(name)?;
+        Ok(self.cfg.gcroots_dir.join(format!("{name}.building")))
+    }
+
+    fn ensure_dir(dir: &Path) -> Result<(), NixError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NixError::io(format!("creating {}", dir.display()), e))
+    }
+
+    /// Evaluates `spec` to the system's `.drv` (and roots it), without
+    /// building anything.
+    pub async fn instantiate(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, NixError> {
+        let deadline = Instant::now() + self.cfg.build_timeout;
+        self.instantiate_until(name, spec, deadline, &|_| {}, cancel)
+            .await
+            .map_err(|e| self.build_timeout_error(name, e))
+    }
+
+    async fn instantiate_until(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+        deadline: Instant,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, NixError> {
+        check_name(name)?;
+        if let Some(spec_name) = spec.get("name").and_then(|v| v.as_str())
+            && spec_name != name
+        {
+            return Err(NixError::InvalidName {
+                name: name.into(),
+                reason: format!("the spec is for {spec_name:?}"),
+            });
+        }
+        let entry = self.cfg.entry_path();
+        if !entry.is_file() {
+            return Err(NixError::NotInstalled {
+                what: format!(
+                    "the build entry {} (set library_dir or entry in the [nix] configuration)",
+                    entry.display()
+                ),
+            });
+        }
+        let cmd = self.cfg.command("nix-instantiate")?;
+        Self::ensure_dir(&self.cfg.gcroots_dir)?;
+
+        let mut spec_file = tempfile::Builder::new()
+            .prefix("voxnix-spec-")
+            .suffix(".json")
+            .tempfile()
+            .map_err(|e| NixError::io("creating the spec file", e))?;
+        let bytes = serde_json::to_vec(spec)
+            .map_err(|e| NixError::io("writing the spec file", std::io::Error::other(e)))?;
+        std::io::Write::write_all(&mut spec_file, &bytes)
+            .and_then(|()| std::io::Write::flush(&mut spec_file))
+            .map_err(|e| NixError::io("writing the spec file", e))?;
+
+        let mut cmd = cmd
+            .arg(entry.as_os_str())
+            .arg("--argstr")
+            .arg("specFile")
+            .arg(spec_file.path().as_os_str());
+        if let Some(nixpkgs) = &self.cfg.nixpkgs {
+            cmd = cmd.arg("--argstr").arg("nixpkgs").arg(nixpkgs.as_os_str());
+        }
+        let cmd = cmd
+            .arg("--add-root")
+            .arg(self.drv_root(name)?.as_os_str())
+            .args(self.cfg.option_args());
+
+        progress(&format!("evaluating the configuration of {name}"));
+        let timeout = remaining(deadline, name, self.cfg.build_timeout)?;
+        let out = run_checked(&cmd, timeout, cancel, &mut |line| {
+            tracing::trace!(target: "voxnix::nix::eval", "{line}");
+        })
+        .await
+        .map_err(|f| {
+            let e = f.into_eval();
+            match e {
+                NixError::Eval { message }
+                    if self.cfg.nixpkgs.is_none()
+                        && message.contains("without a value ('nixpkgs')") =>
+                {
+                    NixError::Eval {
+                        message: format!("{message}\n(set nixpkgs in the [nix] configuration)"),
+                    }
+                }
+                e => e,
+            }
+        })?;
+        let drv = printed_path(&out, "nix-instantiate")?;
+        if !drv.to_string_lossy().ends_with(".drv") {
+            return Err(NixError::Output {
+                command: "nix-instantiate".into(),
+                message: format!(
+                    "{} is not a derivation (does {} evaluate to one?)",
+                    drv.display(),
+                    entry.display()
+                ),
+            });
+        }
+        progress(&format!(
+            "evaluated in {:.1}s: {}",
+            out.elapsed.as_secs_f64(),
+            output::store_path_name(&drv.to_string_lossy())
+        ));
+        Ok(drv)
+    }
+
+    /// Builds `drv` (a system derivation of `name`), streaming progress;
+    /// returns its output path.
+    pub async fn realise(
+        &self,
+        name: &str,
+        drv: &Path,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, NixError> {
+        let deadline = Instant::now() + self.cfg.build_timeout;
+        self.realise_until(name, drv, deadline, progress, cancel)
+            .await
+            .map_err(|e| self.build_timeout_error(name, e))
+    }
+
+    async fn realise_until(
+        &self,
+        name: &str,
+        drv: &Path,
+        deadline: Instant,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<PathBuf, NixError> {
+        let cmd = self
+            .cfg
+            .command("nix-store")?
+            .arg("--realise")
+            .arg(drv.as_os_str())
+            .arg("--add-root")
+            .arg(self.building_root(name)?.as_os_str())
+            .args(self.cfg.option_args());
+        Self::ensure_dir(&self.cfg.gcroots_dir)?;
+        let timeout = remaining(deadline, name, self.cfg.build_timeout)?;
+        let mut parser = ProgressParser::new();
+        let mut announced = false;
+        let result = run_checked(&cmd, timeout, cancel, &mut |line| match parser.feed(line) {
+            Some(friendly) => {
+                announced = true;
+                progress(&friendly);
+            }
+            None => tracing::trace!(target: "voxnix::nix::build", "{line}"),
+        })
+        .await;
+        match result {
+            Ok(out) => {
+                if !announced {
+                    progress("nothing to build: the system is in the store already");
+                }
+                printed_path(&out, "nix-store --realise")
+            }
+            Err(Failure::Exit { stderr, status, .. }) => {
+                let failed =
+                    output::failed_drv(&stderr).unwrap_or_else(|| drv.display().to_string());
+                let message = stderr
+                    .iter()
+                    .map(|l| l.trim())
+                    .find(|l| l.starts_with("error:") && l.contains(failed.as_str()))
+                    .map(|l| {
+                        l.trim_start_matches("error:")
+                            .trim()
+                            .trim_end_matches(';')
+                            .to_string()
+                    })
+                    .unwrap_or_else(|| {
+                        let m = output::error_message(&stderr);
+                        if m.is_empty() {
+                            format!("nix-store exited with {status}")
+                        } else {
+                            m
+                        }
+                    });
+                let mut log_tail = self.read_log_tail(&failed).await;
+                if log_tail.is_empty() {
+                    log_tail = output::embedded_log_lines(&stderr).join("\n");
+                }
+                if log_tail.is_empty()
+                    && let Some(lines) = parser.output_of(&failed)
+                {
+                    log_tail = lines.join("\n");
+                }
+                Err(NixError::Build {
+                    drv: failed,
+                    message: output::cap(&message),
+                    log_tail,
+                })
+            }
+            Err(f) => Err(f.into_command()),
+        }
+    }
+
+    /// The last lines of a derivation's build log (`nix-store --read-log`);
+    /// empty when Nix has none.
+    async fn read_log_tail(&self, drv: &str) -> String {
+        let Ok(cmd) = self.cfg.command("nix-store") else {
+            return String::new();
+        };
+        let cmd = cmd.arg("--read-log").arg(drv).args(self.cfg.option_args());
+        match run_checked(
+            &cmd,
+            Duration::from_secs(30),
+            &CancelToken::never(),
+            &mut |_| {},
+        )
+        .await
+        {
+            Ok(out) => {
+                let text = out.stdout_text();
+                let lines: Vec<String> = output::tail(&text, LOG_TAIL_LINES)
+                    .lines()
+                    .map(|l| process::clean_line(l.as_bytes()))
+                    .collect();
+                lines.join("\n")
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Points `name`'s profile at `system` (a new generation; the previous
+    /// one stays). Returns what the profile pointed at before.
+    pub async fn install(
+        &self,
+        name: &str,
+        system: &Path,
+        cancel: &CancelToken,
+    ) -> Result<Option<PathBuf>, NixError> {
+        let deadline = Instant::now() + self.cfg.build_timeout;
+        self.install_until(name, system, deadline, &|_| {}, cancel)
+            .await
+    }
+
+    async fn install_until(
+        &self,
+        name: &str,
+        system: &Path,
+        deadline: Instant,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<Option<PathBuf>, NixError> {
+        let profile = self.profile_path(name)?;
+        let previous = self.current_system(name)?;
+        if previous.as_deref() == Some(system) {
+            progress(&format!("{name}'s profile already points at this system"));
+            return Ok(previous);
+        }
+        if let Some(dir) = profile.parent() {
+            Self::ensure_dir(dir)?;
+        }
+        let cmd = self
+            .cfg
+            .command("nix-env")?
+            .arg("-p")
+            .arg(profile.as_os_str())
+            .arg("--set")
+            .arg(system.as_os_str())
+            .args(self.cfg.option_args());
+        let timeout = remaining(deadline, name, self.cfg.build_timeout)?;
+        run_checked(&cmd, timeout, cancel, &mut |_| {})
+            .await
+            .map_err(|f| f.into_command())?;
+        progress(&format!(
+            "installed {} as {}",
+            output::store_path_name(&system.to_string_lossy()),
+            profile.display()
+        ));
+        Ok(previous)
+    }
+
+    /// Points `name`'s profile back at its previous generation (after a
+    /// failed switch); returns the system it points at now.
+    pub async fn rollback(&self, name: &str, cancel: &CancelToken) -> Result<PathBuf, NixError> {
+        let profile = self.profile_path(name)?;
+        if self.current_system(name)?.is_none() {
+            return Err(NixError::NoProfile {
+                name: name.into(),
+                profile,
+            });
+        }
+        let cmd = self
+            .cfg
+            .command("nix-env")?
+            .arg("-p")
+            .arg(profile.as_os_str())
+            .arg("--rollback")
+            .args(self.cfg.option_args());
+        run_checked(&cmd, self.cfg.eval_timeout, cancel, &mut |_| {})
+            .await
+            .map_err(|f| f.into_command())?;
+        self.current_system(name)?.ok_or(NixError::NoProfile {
+            name: name.into(),
+            profile,
+        })
+    }
+
+    /// Removes what builds installed for `name`: its profile directory
+    /// (every generation) and its GC roots. Missing pieces are fine.
+    pub async fn remove(&self, name: &str) -> Result<(), NixError> {
+        check_name(name)?;
+        let dir = self.cfg.profiles_dir.join(name);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&dir)
+                .map_err(|e| NixError::io(format!("removing {}", dir.display()), e))?,
+            Ok(_) => remove_if_exists(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NixError::io(format!("reading {}", dir.display()), e)),
+        }
+        remove_if_exists(&self.drv_root(name)?)?;
+        remove_if_exists(&self.building_root(name)?)?;
+        tracing::info!(name, "removed the container's profile and GC roots");
+        Ok(())
+    }
+
+    /// The module library (see [`super::catalog`]).
+    pub async fn catalog(&self, cancel: &CancelToken) -> Result<Vec<ModuleInfo>, NixError> {
+        super::catalog::catalog_with_cancel(&self.cfg, cancel).await
+    }
+
+    /// Modules and packages of a system derivation (read off the blocking
+    /// thread pool).
+    pub async fn system_info(&self, drv: &Path) -> Result<SystemInfo, NixError> {
+        let drv = drv.to_path_buf();
+        tokio::task::spawn_blocking(move || super::drv::system_info(&drv))
+            .await
+            .map_err(|e| NixError::io("reading the derivation", std::io::Error::other(e)))?
+            .map_err(NixError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_toml() {
+        let cfg: NixConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, NixConfig::default());
+        assert_eq!(cfg.build_timeout, Duration::from_secs(3600));
+        let cfg: NixConfig = toml::from_str(
+            r#"
+            nix_bin_dir = "/usr/bin"
+            library_dir = "/work"
+            entry = "nix/sandbox/system.nix"
+            nixpkgs = "/nix/var/nixpkgs"
+            build_timeout_secs = 60
+            extra_options = [["sandbox", "false"], ["substituters", ""]]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.entry_path(),
+            PathBuf::from("/work/nix/sandbox/system.nix")
+        );
+        assert_eq!(cfg.build_timeout, Duration::from_secs(60));
+        assert_eq!(
+            cfg.option_args(),
+            [
+                "--option",
+                "sandbox",
+                "false",
+                "--option",
+                "substituters",
+                ""
+            ]
+            .map(OsString::from)
+            .to_vec()
+        );
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(toml::from_str::<NixConfig>(&text).unwrap(), cfg);
+        assert!(toml::from_str::<NixConfig>("build_timeout_secs = 0").is_err());
+        assert!(toml::from_str::<NixConfig>("bin_dir = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["dev", "a", "web-1", "x_y"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "a/b", "-x", "a b", &"x".repeat(65), "é"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_tools_are_not_installed_errors() {
+        let cfg = NixConfig {
+            nix_bin_dir: "/nonexistent".into(),
+            ..NixConfig::default()
+        };
+        let err = cfg.command("nix-store").unwrap_err();
+        assert!(matches!(err, NixError::NotInstalled { .. }));
+        let text = err.to_string();
+        assert!(text.contains("nix-bin") && text.contains("NixOS"), "{text}");
+    }
+}
