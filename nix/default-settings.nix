@@ -201,7 +201,7 @@ let
     "telegram.adminChatIds" = [ "telegram.admin_chat_ids" ];
     "llm.baseUrl" = [ "llm.base_url" ];
     "llm.model" = [ "llm.model" ];
-    "tailscale.authKeyFile" = [ "credentials.tailscale-auth-key" ];
+    "tailscale.authKeyFile" = [ "tailscale_auth_key_file" ];
   };
 
   # Keys the module computes (no typed option of their own).
@@ -219,7 +219,7 @@ let
 
   # Tables the typed options feed that the daemon may not have yet.
   pendingTables = builtins.filter (t: !(options ? ${t}))
-    [ "nix" "storage" "telegram" "llm" "credentials" ];
+    [ "nix" "storage" "telegram" "llm" ];
 
   table = name: value: if options ? ${name} then { ${name} = value; } else { };
 
@@ -263,8 +263,10 @@ let
     // (if llm.baseUrl != null then
       table "llm" (dropNulls { base_url = llm.baseUrl; model = llm.model; })
     else { })
+    # A path to a secret file (never the secret): the daemon passes it to
+    # nspawn as the container's credential tailscale-auth-key.
     // (if cfg.tailscale.authKeyFile != null then
-      table "credentials" { tailscale-auth-key = toString cfg.tailscale.authKeyFile; }
+      { tailscale_auth_key_file = toString cfg.tailscale.authKeyFile; }
     else { });
 
   render = { cfg ? typedDefaults, paths ? examplePaths }:

@@ -397,7 +397,7 @@ in
     };
 
     tailscale = {
-      authKeyFile = secretFile "A Tailscale auth key for containers with the tailscale module; the daemon hands it to them as the systemd credential `tailscale-auth-key` (daemon key `credentials.tailscale-auth-key`).";
+      authKeyFile = secretFile "A Tailscale auth key for containers with the tailscale module; the daemon hands it to them as the systemd credential `tailscale-auth-key` (daemon key `tailscale_auth_key_file`).";
     };
   };
 

@@ -58,6 +58,11 @@ pub struct Config {
     pub storage: crate::storage::StorageConfig,
     /// The Nix builder (`[nix]`: binaries, the module library, nixpkgs).
     pub nix: crate::nix::NixConfig,
+    /// A file holding the Tailscale auth key (agenix/sops path). Containers
+    /// with the `tailscale` module get it as the systemd credential
+    /// `tailscale-auth-key` through nspawn; the key itself is never read by
+    /// voxnix, stored, logged or put in the Nix store.
+    pub tailscale_auth_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             max_containers_per_owner: 10,
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
+            tailscale_auth_key_file: None,
         }
     }
 }
@@ -147,6 +153,15 @@ impl Config {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
         }
         self.storage.validate().map_err(|e| e.to_string())?;
+        if let Some(p) = &self.tailscale_auth_key_file
+            && (!p.is_absolute()
+                || !crate::host::conf::flag_is_safe(&p.to_string_lossy())
+                || p.to_string_lossy().contains(':'))
+        {
+            return Err(
+                "tailscale_auth_key_file must be an absolute path without spaces or ':'".into(),
+            );
+        }
         Ok(())
     }
 }

@@ -478,6 +478,23 @@ impl Engine {
     /// resource limits), then reloads systemd.
     async fn install(&self, record: &Record) -> Result<(), EngineError> {
         let mut flags = Vec::new();
+        if record.spec.modules.iter().any(|m| m == "tailscale") {
+            // The key reaches the container as a systemd credential loaded
+            // from the host file by nspawn: never an environment variable,
+            // never in the Nix store. And a TUN device for tailscaled.
+            let key = self.cfg.tailscale_auth_key_file.as_ref().ok_or_else(|| {
+                EngineError::InvalidArgument(
+                    "modules: 'tailscale' needs an auth key file on the host; the administrator sets \
+                     tailscale_auth_key_file (NixOS: services.voxnix.tailscale.authKeyFile)"
+                        .into(),
+                )
+            })?;
+            flags.push(format!(
+                "--load-credential=tailscale-auth-key:{}",
+                key.display()
+            ));
+            flags.push("--bind=/dev/net/tun".into());
+        }
         if record.spec.workspace {
             let path = self.storage.workspace_path(&record.owner, &record.name)?;
             flags.push(format!("--bind={}:/workspace", path.display()));
@@ -661,6 +678,9 @@ impl Engine {
 
     /// The rest of a destroy, also used by reconcile to finish an interrupted one.
     pub(crate) async fn finish_destroy(&self, record: &Record) -> Result<(), EngineError> {
+        if record.spec.modules.iter().any(|m| m == "tailscale") {
+            self.tailscale_logout(&record.name).await;
+        }
         self.remove_from_host(&record.name).await?;
         if record.spec.workspace {
             // Nothing is lost by surprise: the workspace is kept (with its
@@ -683,6 +703,38 @@ impl Engine {
             expected: true,
         });
         Ok(())
+    }
+
+    /// Removes the node from the tailnet before its container goes, so no
+    /// stale machine is left there. Best effort: a stopped container or an
+    /// unreachable control server is logged, never fatal.
+    async fn tailscale_logout(&self, name: &str) {
+        let Ok(Some(machine)) = self.machined.info(name).await else {
+            tracing::info!(
+                container = name,
+                "not running: no tailscale logout before destroy"
+            );
+            return;
+        };
+        let req = exec::ExecRequest {
+            argv: vec!["tailscale".into(), "logout".into()],
+            timeout: Duration::from_secs(15),
+            max_output: 4096,
+        };
+        match exec::exec_in_container(&self.cfg.proc_root, machine.leader, &req).await {
+            Ok(r) if r.exit_code == 0 => {
+                tracing::info!(container = name, "logged out of the tailnet")
+            }
+            Ok(r) => tracing::info!(
+                container = name,
+                code = r.exit_code,
+                "tailscale logout failed; destroying anyway"
+            ),
+            Err(e) => tracing::info!(
+                container = name,
+                "tailscale logout not possible ({e}); destroying anyway"
+            ),
+        }
     }
 
     fn ensure_ready(&self, record: &Record) -> Result<(), EngineError> {
