@@ -218,10 +218,15 @@ let
   };
 
   # Tables the typed options feed that the daemon may not have yet.
-  pendingTables = builtins.filter (t: !(options ? ${t}))
+  # [telegram] and [llm] are the front ends' tables: the daemon keeps them
+  # opaque (no defaults to mirror), so they are always rendered when set.
+  frontEndTables = [ "telegram" "llm" ];
+
+  pendingTables = builtins.filter (t: !(options ? ${t}) && !(builtins.elem t frontEndTables))
     [ "nix" "storage" "telegram" "llm" ];
 
-  table = name: value: if options ? ${name} then { ${name} = value; } else { };
+  table = name: value:
+    if options ? ${name} || builtins.elem name frontEndTables then { ${name} = value; } else { };
 
   dropNulls = attrs:
     builtins.removeAttrs attrs (builtins.filter (n: attrs.${n} == null) (builtins.attrNames attrs));

@@ -63,6 +63,11 @@ pub struct Config {
     /// `tailscale-auth-key` through nspawn; the key itself is never read by
     /// voxnix, stored, logged or put in the Nix store.
     pub tailscale_auth_key_file: Option<PathBuf>,
+    /// The Telegram front end's table; the daemon keeps it opaque and the bot
+    /// (`voxnix telegram`) validates it (`src/frontends/chat/config.rs`).
+    pub telegram: Option<toml::Table>,
+    /// The LLM agent's table, likewise read by the front ends.
+    pub llm: Option<toml::Table>,
 }
 
 impl Default for Config {
@@ -86,6 +91,8 @@ impl Default for Config {
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
             tailscale_auth_key_file: None,
+            telegram: None,
+            llm: None,
         }
     }
 }

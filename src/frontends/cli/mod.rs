@@ -93,6 +93,11 @@ pub enum Command {
     /// A throwaway appliance (real systemd, machined, bridge, DHCP) to try voxnix in.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Chat with voxnix in the terminal, as your own user (commands, and the
+    /// LLM agent when [llm] is configured); reads lines when not a terminal.
+    Chat(crate::frontends::chat::terminal::ChatArgs),
+    /// Run the Telegram bot (as the front-end group's user, from systemd).
+    Telegram(crate::frontends::telegram::TelegramArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -125,7 +130,10 @@ fn init_tracing(daemon: bool) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Daemon { .. }));
+    init_tracing(matches!(
+        cli.command,
+        Command::Daemon { .. } | Command::Telegram(_)
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,6 +185,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
+        Command::Chat(a) => crate::frontends::chat::terminal::run(g.bus.clone(), a).await,
+        Command::Telegram(a) => crate::frontends::telegram::run(g.bus.clone(), a).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "voxnix", &mut std::io::stdout());
             ExitCode::SUCCESS

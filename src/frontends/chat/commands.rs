@@ -1,0 +1,169 @@
+//! Slash commands: they work with no LLM configured, and never call one.
+
+/// Default log lines of `/logs`.
+pub const LOGS_DEFAULT: u32 = 30;
+
+/// A parsed slash command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/start` without a name: Telegram's first contact.
+    Welcome,
+    Help,
+    List,
+    Create {
+        name: String,
+        modules: Vec<String>,
+    },
+    Start(String),
+    Stop(String),
+    Restart(String),
+    Destroy(String),
+    Status(String),
+    Logs {
+        name: String,
+        lines: u32,
+    },
+    Modules,
+    Storage,
+    Reset,
+    Health,
+    /// A known command used wrongly: the usage line to show.
+    Usage(&'static str),
+    /// Not a command this bot knows.
+    Unknown(String),
+}
+
+/// The commands, for `/help` and Telegram's command menu: (command, arguments, what it does).
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    ("list", "", "list your containers"),
+    ("create", "NAME [MODULE...]", "create and start a container"),
+    ("start", "NAME", "start a stopped container"),
+    ("stop", "NAME", "stop a container"),
+    ("restart", "NAME", "restart a container"),
+    ("destroy", "NAME", "destroy a container (asks first)"),
+    ("status", "NAME", "details of a container"),
+    ("logs", "NAME [N]", "last log lines of a container"),
+    ("modules", "", "modules a container can be built from"),
+    ("storage", "", "your storage use"),
+    ("reset", "", "forget our conversation"),
+    ("help", "", "what I can do"),
+];
+
+/// Parses a message that starts with `/`; None for anything else.
+/// `/cmd@botname args` is accepted (Telegram groups add the bot's name).
+pub fn parse(text: &str) -> Option<Command> {
+    let text = text.trim();
+    let rest = text.strip_prefix('/')?;
+    let mut words = rest.split_whitespace();
+    let head = words.next().unwrap_or("");
+    let cmd = head.split('@').next().unwrap_or("").to_ascii_lowercase();
+    let args: Vec<String> = words.map(str::to_string).collect();
+    let one = |usage: &'static str, f: fn(String) -> Command| match args.as_slice() {
+        [name] => f(name.clone()),
+        _ => Command::Usage(usage),
+    };
+    Some(match cmd.as_str() {
+        "start" if args.is_empty() => Command::Welcome,
+        "help" => Command::Help,
+        "list" | "ls" => Command::List,
+        "create" => match args.split_first() {
+            Some((name, modules)) => Command::Create {
+                name: name.clone(),
+                modules: modules.to_vec(),
+            },
+            None => Command::Usage("/create NAME [MODULE...]  e.g. /create dev git fish"),
+        },
+        "start" => one("/start NAME", Command::Start),
+        "stop" => one("/stop NAME", Command::Stop),
+        "restart" => one("/restart NAME", Command::Restart),
+        "destroy" => one("/destroy NAME", Command::Destroy),
+        "status" => one("/status NAME", Command::Status),
+        "logs" => match args.as_slice() {
+            [name] => Command::Logs {
+                name: name.clone(),
+                lines: LOGS_DEFAULT,
+            },
+            [name, n] => match n.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Command::Logs {
+                    name: name.clone(),
+                    lines: n,
+                },
+                _ => Command::Usage("/logs NAME [N]  (N from 1 to 1000)"),
+            },
+            _ => Command::Usage("/logs NAME [N]  (N from 1 to 1000)"),
+        },
+        "modules" => Command::Modules,
+        "storage" => Command::Storage,
+        "reset" | "clear" => Command::Reset,
+        "health" => Command::Health,
+        _ => Command::Unknown(head.chars().take(40).collect()),
+    })
+}
+
+/// The `/help` text.
+pub fn help(llm: bool, admin: bool) -> String {
+    let mut s = String::from("I manage your voxnix containers.\n\n");
+    if llm {
+        s.push_str(
+            "Tell me what you want in plain words, e.g. \"create a dev container with git and fish\", or use a command:\n",
+        );
+    } else {
+        s.push_str("Commands:\n");
+    }
+    for (c, a, what) in COMMANDS {
+        if a.is_empty() {
+            s.push_str(&format!("/{c} - {what}\n"));
+        } else {
+            s.push_str(&format!("/{c} {a} - {what}\n"));
+        }
+    }
+    if admin {
+        s.push_str("/health - the host's health (administrators)\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("/start"), Some(Command::Welcome));
+        assert_eq!(parse("/start dev"), Some(Command::Start("dev".into())));
+        assert_eq!(parse("/list@voxnix_bot"), Some(Command::List));
+        assert_eq!(
+            parse("/create dev git fish"),
+            Some(Command::Create {
+                name: "dev".into(),
+                modules: vec!["git".into(), "fish".into()]
+            })
+        );
+        assert!(matches!(parse("/create"), Some(Command::Usage(_))));
+        assert!(matches!(parse("/stop a b"), Some(Command::Usage(_))));
+        assert_eq!(
+            parse("/logs dev 5"),
+            Some(Command::Logs {
+                name: "dev".into(),
+                lines: 5
+            })
+        );
+        assert!(matches!(parse("/logs dev 0"), Some(Command::Usage(_))));
+        assert_eq!(
+            parse("/frobnicate"),
+            Some(Command::Unknown("frobnicate".into()))
+        );
+        assert_eq!(parse("/reset"), Some(Command::Reset));
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let h = help(false, true);
+        for (c, _, _) in COMMANDS {
+            assert!(h.contains(&format!("/{c}")), "{c}");
+        }
+        assert!(h.contains("/health"));
+        assert!(!help(false, false).contains("/health"));
+    }
+}

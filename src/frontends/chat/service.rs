@@ -1,0 +1,756 @@
+//! The chat itself, shared by every front end: slash commands, the agent's
+//! tool-calling loop, history, and destroy confirmations.
+//!
+//! A front end (Telegram, the terminal) decides who is talking ([`Session`]:
+//! the owner, whether they are an admin) and how to show things ([`Ui`]); it
+//! calls [`ChatService::handle_message`] for each message, one at a time per
+//! chat, and [`ChatService::confirm_destroy`] when the person answers a
+//! confirmation.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::api::{
+    ApiFailure, CreateRequest, Created, Daemon, ErrorKind, Owner, Progress, storage_summary,
+};
+use super::commands::{self, Command};
+use super::history::{HistoryLimits, HistoryStore, Msg, ToolCallRecord, Turn};
+use super::llm::Llm;
+use super::prompt::{Facts, system_prompt};
+use super::tools::{self, Action};
+
+/// Longest message handled; longer ones are cut.
+pub const MAX_MESSAGE_CHARS: usize = 4000;
+/// Longest tool result given to the model.
+const MAX_TOOL_RESULT_CHARS: usize = 12_000;
+/// How long a destroy confirmation stays valid.
+pub const CONFIRMATION_TTL: Duration = Duration::from_secs(10 * 60);
+/// Confirmations open per chat at most (the oldest is dropped).
+const MAX_PENDING_PER_CHAT: usize = 5;
+
+/// What free text gets when no LLM is configured.
+pub const NO_LLM_HINT: &str = "I only understand commands here (no language model is configured). Try /list, /create dev git fish, or /help for all of them.";
+
+/// Where the person talks to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Telegram,
+    Terminal,
+}
+
+/// Who is talking: decided by the front end, never by the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub owner: Owner,
+    pub admin: bool,
+    pub surface: Surface,
+}
+
+impl Session {
+    fn key(&self) -> &str {
+        self.owner.as_str()
+    }
+}
+
+/// How a front end shows things.
+pub trait Ui: Send + Sync {
+    /// A reply.
+    fn say(&self, text: &str) -> impl Future<Output = ()> + Send;
+    /// A step of a create of `name`: the first starts a progress display,
+    /// later ones update it.
+    fn progress(&self, name: &str, step: &Progress) -> impl Future<Output = ()> + Send;
+    /// The end of a create: the progress display, if one was started, now
+    /// shows `text`. Returns whether it did (else the caller says it).
+    fn progress_done(&self, name: &str, text: &str) -> impl Future<Output = bool> + Send;
+    /// Asks the person to confirm destroying `name`; `token` identifies it.
+    fn confirm_destroy(&self, name: &str, token: &str) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug)]
+struct PendingDestroy {
+    token: String,
+    name: String,
+    at: Instant,
+}
+
+/// The outcome of answering a confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Destroyed; the text says so.
+    Destroyed(String),
+    /// Not destroyed, as asked.
+    Kept(String),
+    /// The destroy failed; the text says what to do.
+    Failed(String),
+    /// No such open confirmation in this chat (another chat's, answered, or expired).
+    Unknown,
+}
+
+impl Confirmation {
+    pub fn text(&self) -> &str {
+        match self {
+            Confirmation::Destroyed(t) | Confirmation::Kept(t) | Confirmation::Failed(t) => t,
+            Confirmation::Unknown => "This confirmation has expired or is not yours.",
+        }
+    }
+}
+
+/// The chat: one per process, shared by all chats.
+pub struct ChatService<D: Daemon> {
+    daemon: D,
+    llm: Option<Llm>,
+    history: HistoryStore,
+    pending: Mutex<HashMap<String, Vec<PendingDestroy>>>,
+    tokens: AtomicU64,
+    token_salt: u64,
+}
+
+impl<D: Daemon> ChatService<D> {
+    pub fn new(daemon: D, llm: Option<Llm>) -> Self {
+        let limits = llm
+            .as_ref()
+            .map(|l| HistoryLimits {
+                idle: Duration::from_secs(l.config().history_idle_secs),
+                max_kept: l.config().history_max_kept,
+                max_sent: l.config().history_max_sent,
+            })
+            .unwrap_or_default();
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        );
+        ChatService {
+            daemon,
+            llm,
+            history: HistoryStore::new(limits),
+            pending: Mutex::new(HashMap::new()),
+            tokens: AtomicU64::new(1),
+            token_salt: h.finish(),
+        }
+    }
+
+    pub fn daemon(&self) -> &D {
+        &self.daemon
+    }
+
+    pub fn llm(&self) -> Option<&Llm> {
+        self.llm.as_ref()
+    }
+
+    pub fn history(&self) -> &HistoryStore {
+        &self.history
+    }
+
+    /// Handles one message of a person (text, or a transcribed voice note).
+    pub async fn handle_message<U: Ui>(&self, s: &Session, text: &str, ui: &U) {
+        let text = clip(text.trim(), MAX_MESSAGE_CHARS);
+        if text.is_empty() {
+            return;
+        }
+        if let Some(cmd) = commands::parse(&text) {
+            self.command(s, cmd, ui).await;
+            return;
+        }
+        self.free_text(s, &text, ui).await;
+    }
+
+    /// Free text: the agent, or a hint when there is none. Never parsed as a
+    /// command (used for voice transcripts).
+    pub async fn free_text<U: Ui>(&self, s: &Session, text: &str, ui: &U) {
+        match &self.llm {
+            Some(llm) => self.agent_turn(llm, s, text, ui).await,
+            None => ui.say(NO_LLM_HINT).await,
+        }
+    }
+
+    // ---- slash commands ------------------------------------------------
+
+    async fn command<U: Ui>(&self, s: &Session, cmd: Command, ui: &U) {
+        tracing::info!(owner = %s.owner, command = ?cmd, "command");
+        let owner = &s.owner;
+        match cmd {
+            Command::Welcome => {
+                let mut t = String::from("Hello! ");
+                t.push_str(&commands::help(self.llm.is_some(), s.admin));
+                ui.say(&t).await;
+            }
+            Command::Help => ui.say(&commands::help(self.llm.is_some(), s.admin)).await,
+            Command::Usage(u) => ui.say(&format!("Usage: {u}")).await,
+            Command::Unknown(c) => {
+                ui.say(&format!("I don't know /{c}. /help lists the commands."))
+                    .await
+            }
+            Command::List => {
+                let text = match self.daemon.list(owner).await {
+                    Ok(list) => format_list(&list),
+                    Err(f) => f.summary("list your containers"),
+                };
+                ui.say(&text).await;
+            }
+            Command::Create { name, modules } => {
+                let req = CreateRequest {
+                    name: name.clone(),
+                    modules,
+                    ..Default::default()
+                };
+                // The outcome is shown by the progress display (or said).
+                let _ = self.run_create(s, &req, ui).await;
+            }
+            Command::Start(n) => {
+                let r = self.daemon.start(owner, &n).await;
+                ui.say(&done(r, &n, "started", "start")).await;
+            }
+            Command::Stop(n) => {
+                let r = self.daemon.stop(owner, &n).await;
+                ui.say(&done(r, &n, "stopped", "stop")).await;
+            }
+            Command::Restart(n) => {
+                let r = self.daemon.restart(owner, &n).await;
+                ui.say(&done(r, &n, "restarted", "restart")).await;
+            }
+            Command::Destroy(n) => {
+                if let Err(f) = self.request_destroy(s, &n, ui).await {
+                    ui.say(&f.summary(&format!("destroy {n}"))).await;
+                }
+            }
+            Command::Status(n) => {
+                let text = match self.daemon.status(owner, &n).await {
+                    Ok(v) => format_status(&v),
+                    Err(f) => f.summary(&format!("show {n}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Logs { name, lines } => {
+                let text = match self.daemon.logs(owner, &name, lines).await {
+                    Ok(v) => {
+                        let t = format_logs(&v);
+                        if t.is_empty() {
+                            format!("No log lines for {name} yet.")
+                        } else {
+                            t
+                        }
+                    }
+                    Err(f) => f.summary(&format!("read the logs of {name}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Modules => {
+                let text = match self.daemon.modules().await {
+                    Ok(m) if m.is_empty() => "No modules are available.".to_string(),
+                    Ok(m) => {
+                        let mut t = String::from("Modules:\n");
+                        for m in m {
+                            match m.description {
+                                Some(d) => t.push_str(&format!("- {}: {}\n", m.name, d)),
+                                None => t.push_str(&format!("- {}\n", m.name)),
+                            }
+                        }
+                        t
+                    }
+                    Err(f) => f.summary("list the modules"),
+                };
+                ui.say(&text).await;
+            }
+            Command::Storage => {
+                let text = match self.daemon.storage_usage(owner).await {
+                    Ok(v) => format!("Storage: {}", storage_summary(&v)),
+                    Err(f) => f.summary("read your storage use"),
+                };
+                ui.say(&text).await;
+            }
+            Command::Reset => {
+                self.history.reset(s.key());
+                self.pending_lock().remove(s.key());
+                ui.say("Done: I forgot our conversation.").await;
+            }
+            Command::Health => {
+                if !s.admin {
+                    ui.say("/health is for administrators.").await;
+                    return;
+                }
+                let text = match self.daemon.host_health().await {
+                    Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    Err(f) => f.summary("read the host's health"),
+                };
+                ui.say(&text).await;
+            }
+        }
+    }
+
+    /// Creates with a progress display; the display (or a reply, when none
+    /// started) tells the outcome.
+    async fn run_create<U: Ui>(
+        &self,
+        s: &Session,
+        req: &CreateRequest,
+        ui: &U,
+    ) -> Result<Created, ApiFailure> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let create = self.daemon.create(&s.owner, req, tx);
+        let show = async {
+            while let Some(p) = rx.recv().await {
+                ui.progress(&req.name, &p).await;
+            }
+        };
+        let (r, ()) = tokio::join!(create, show);
+        let text = match &r {
+            Ok(c) => format_created(c),
+            Err(f) => format!("❌ {}", f.summary(&format!("create {}", req.name))),
+        };
+        if !ui.progress_done(&req.name, &text).await {
+            ui.say(&text).await;
+        }
+        r
+    }
+
+    // ---- destroy confirmations ------------------------------------------
+
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<PendingDestroy>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_token(&self) -> String {
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(self.token_salt ^ n);
+        format!("{:x}{:x}", n, h.finish() & 0xffff_ffff)
+    }
+
+    /// Shows a confirmation for destroying `name` if it is one of the
+    /// person's containers. Nothing is destroyed here.
+    async fn request_destroy<U: Ui>(
+        &self,
+        s: &Session,
+        name: &str,
+        ui: &U,
+    ) -> Result<(), ApiFailure> {
+        // Only the person's own containers get a confirmation at all.
+        self.daemon.status(&s.owner, name).await?;
+        let token = self.new_token();
+        {
+            let mut p = self.pending_lock();
+            let list = p.entry(s.key().to_string()).or_default();
+            list.retain(|d| d.at.elapsed() < CONFIRMATION_TTL && d.name != name);
+            if list.len() >= MAX_PENDING_PER_CHAT {
+                list.remove(0);
+            }
+            list.push(PendingDestroy {
+                token: token.clone(),
+                name: name.to_string(),
+                at: Instant::now(),
+            });
+        }
+        tracing::info!(owner = %s.owner, container = name, "destroy confirmation shown");
+        ui.confirm_destroy(name, &token).await;
+        Ok(())
+    }
+
+    /// The name an open confirmation of this chat is about.
+    pub fn pending_destroy(&self, s: &Session) -> Option<(String, String)> {
+        let p = self.pending_lock();
+        p.get(s.key())?
+            .iter()
+            .rev()
+            .find(|d| d.at.elapsed() < CONFIRMATION_TTL)
+            .map(|d| (d.token.clone(), d.name.clone()))
+    }
+
+    /// The person answered a confirmation of *this* chat: destroy (`yes`) or
+    /// keep. A token of another chat, an answered one, or an expired one is
+    /// [`Confirmation::Unknown`] and does nothing.
+    pub async fn confirm_destroy(&self, s: &Session, token: &str, yes: bool) -> Confirmation {
+        let taken = {
+            let mut p = self.pending_lock();
+            let Some(list) = p.get_mut(s.key()) else {
+                return Confirmation::Unknown;
+            };
+            let found = list
+                .iter()
+                .position(|d| d.token == token)
+                .map(|i| list.remove(i));
+            if list.is_empty() {
+                p.remove(s.key());
+            }
+            found
+        };
+        let Some(d) = taken.filter(|d| d.at.elapsed() < CONFIRMATION_TTL) else {
+            return Confirmation::Unknown;
+        };
+        let name = d.name;
+        let outcome = if !yes {
+            tracing::info!(owner = %s.owner, container = %name, "destroy cancelled by the person");
+            Confirmation::Kept(format!("Kept {name}; nothing was destroyed."))
+        } else {
+            tracing::info!(owner = %s.owner, container = %name, "destroy confirmed by the person");
+            match self.daemon.destroy(&s.owner, &name).await {
+                Ok(()) => Confirmation::Destroyed(format!("{name} is destroyed.")),
+                Err(f) => Confirmation::Failed(f.summary(&format!("destroy {name}"))),
+            }
+        };
+        // The conversation learns what the person decided.
+        if self.llm.is_some() {
+            let what = if yes { "confirmed" } else { "cancelled" };
+            self.history.push_turn(
+                s.key(),
+                vec![
+                    Msg::User(format!("({what} the destroy of {name})")),
+                    Msg::Assistant {
+                        text: Some(outcome.text().to_string()),
+                        tool_calls: vec![],
+                    },
+                ],
+            );
+        }
+        outcome
+    }
+
+    // ---- the agent -------------------------------------------------------
+
+    async fn facts(&self, s: &Session) -> Facts {
+        let (containers, modules, storage) = tokio::join!(
+            self.daemon.list(&s.owner),
+            self.daemon.modules(),
+            self.daemon.storage_usage(&s.owner)
+        );
+        let storage = match storage {
+            Ok(v) => Some(storage_summary(&v)),
+            Err(f) if f.kind == ErrorKind::Unsupported => None,
+            Err(_) => Some("unknown right now; use storage_usage".to_string()),
+        };
+        Facts {
+            containers,
+            modules,
+            storage,
+            admin: s.admin,
+            surface: match s.surface {
+                Surface::Telegram => "Telegram",
+                Surface::Terminal => "a terminal",
+            },
+            confirm_how: match s.surface {
+                Surface::Telegram => {
+                    "only they can confirm it, by pressing its ✅ button (❌ keeps the container)."
+                }
+                Surface::Terminal => "only they can confirm it, by typing yes at the prompt.",
+            },
+        }
+    }
+
+    async fn agent_turn<U: Ui>(&self, llm: &Llm, s: &Session, text: &str, ui: &U) {
+        let facts = self.facts(s).await;
+        let system = system_prompt(&facts);
+        let tool_defs = tools::definitions(s.admin);
+        let max_sent = self.history.limits().max_sent;
+        let max_steps = llm.config().max_steps;
+        let max_calls = llm.config().max_tool_calls_per_step as usize;
+        let mut turn: Turn = vec![Msg::User(text.to_string())];
+        for step in 0..max_steps {
+            let last = step + 1 == max_steps;
+            let mut msgs = self
+                .history
+                .window(s.key(), max_sent.saturating_sub(turn.len()));
+            msgs.extend(turn.iter().cloned());
+            let reply = match llm.complete(&system, &msgs, &tool_defs, !last).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(owner = %s.owner, error = %e, "the model request failed");
+                    let say = e.summary();
+                    turn.push(Msg::Assistant {
+                        text: Some(say.to_string()),
+                        tool_calls: vec![],
+                    });
+                    self.history.push_turn(s.key(), turn);
+                    ui.say(say).await;
+                    return;
+                }
+            };
+            if reply.tool_calls.is_empty() || last {
+                let answer = match reply.text {
+                    Some(t) if reply.tool_calls.is_empty() => t,
+                    Some(t) => format!("{t}\n(I stopped here: that needed more steps than I may take.)"),
+                    None if reply.tool_calls.is_empty() => "Done.".to_string(),
+                    None => "I stopped here: that needed more steps than I may take. Tell me how to go on.".to_string(),
+                };
+                turn.push(Msg::Assistant {
+                    text: Some(answer.clone()),
+                    tool_calls: vec![],
+                });
+                self.history.push_turn(s.key(), turn);
+                ui.say(&answer).await;
+                return;
+            }
+            let calls = unique_ids(reply.tool_calls, step);
+            turn.push(Msg::Assistant {
+                text: reply.text,
+                tool_calls: calls.clone(),
+            });
+            for (i, call) in calls.iter().enumerate() {
+                let content = if i < max_calls {
+                    self.run_tool(s, call, ui).await
+                } else {
+                    json!({"ok": false, "error": "Skipped",
+                           "message": format!("at most {max_calls} tool calls are run per answer; call it again if still needed")})
+                    .to_string()
+                };
+                turn.push(Msg::Tool {
+                    call_id: call.id.clone(),
+                    content: clip(&content, MAX_TOOL_RESULT_CHARS),
+                });
+            }
+        }
+    }
+
+    /// Runs one tool call for the session's owner; returns the JSON for the model.
+    async fn run_tool<U: Ui>(&self, s: &Session, call: &ToolCallRecord, ui: &U) -> String {
+        let action = match tools::parse(&call.name, &call.arguments, s.admin) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(owner = %s.owner, tool = %call.name.escape_default(), error = %e, "tool call refused");
+                return json!({"ok": false, "error": "InvalidArgument", "message": e}).to_string();
+            }
+        };
+        tracing::info!(owner = %s.owner, tool = action.tool_name(), "tool call");
+        let owner = &s.owner;
+        let r: Result<Value, ApiFailure> = match action {
+            Action::List => self
+                .daemon
+                .list(owner)
+                .await
+                .map(|l| json!({"ok": true, "containers": l})),
+            Action::Create(req) => self
+                .run_create(s, &req, ui)
+                .await
+                .map(|c| json!({"ok": true, "container": c})),
+            Action::Start(n) => self
+                .daemon
+                .start(owner, &n)
+                .await
+                .map(|()| json!({"ok": true, "container": n, "state": "started"})),
+            Action::Stop(n) => self
+                .daemon
+                .stop(owner, &n)
+                .await
+                .map(|()| json!({"ok": true, "container": n, "state": "stopped"})),
+            Action::Restart(n) => self
+                .daemon
+                .restart(owner, &n)
+                .await
+                .map(|()| json!({"ok": true, "container": n, "state": "restarted"})),
+            Action::Destroy(n) => self.request_destroy(s, &n, ui).await.map(|()| {
+                json!({"ok": true, "confirmation": "shown", "container": n,
+                       "note": "Nothing is destroyed yet. The person now sees a confirmation and only they can confirm it. Tell them so; do not say it is destroyed."})
+            }),
+            Action::Status(n) => self.daemon.status(owner, &n).await.map(|v| json!({"ok": true, "status": v})),
+            Action::Logs { name, lines } => self
+                .daemon
+                .logs(owner, &name, lines)
+                .await
+                .map(|v| json!({"ok": true, "logs": format_logs(&v)})),
+            Action::Exec {
+                name,
+                command,
+                timeout_secs,
+            } => self
+                .daemon
+                .exec(owner, &name, &command, timeout_secs)
+                .await
+                .map(|o| {
+                    json!({"ok": true, "exit_code": o.exit_code,
+                           "stdout": clip(&o.stdout, 4000), "stderr": clip(&o.stderr, 2000),
+                           "truncated": o.truncated})
+                }),
+            Action::Modules => self
+                .daemon
+                .modules()
+                .await
+                .map(|m| json!({"ok": true, "modules": m})),
+            Action::Storage => self
+                .daemon
+                .storage_usage(owner)
+                .await
+                .map(|v| json!({"ok": true, "summary": storage_summary(&v), "storage": v})),
+            Action::Snapshot(n) => self
+                .daemon
+                .snapshot(owner, &n)
+                .await
+                .map(|v| json!({"ok": true, "container": n, "snapshot": v})),
+            Action::Snapshots(n) => self
+                .daemon
+                .snapshots(owner, &n)
+                .await
+                .map(|v| json!({"ok": true, "container": n, "snapshots": v})),
+            Action::HostHealth => self.daemon.host_health().await.map(|v| json!({"ok": true, "health": v})),
+        };
+        match r {
+            Ok(v) => v.to_string(),
+            Err(f) => f.for_model().to_string(),
+        }
+    }
+}
+
+/// Gives every call a distinct, non-empty id (some servers send none).
+fn unique_ids(calls: Vec<ToolCallRecord>, step: u32) -> Vec<ToolCallRecord> {
+    let mut seen = std::collections::HashSet::new();
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            if c.id.is_empty() || !seen.insert(c.id.clone()) {
+                c.id = format!("call_{step}_{i}");
+                seen.insert(c.id.clone());
+            }
+            c
+        })
+        .collect()
+}
+
+/// At most `max` characters of `s`, marked when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}… (cut)", &s[..i]),
+    }
+}
+
+fn done(r: Result<(), ApiFailure>, name: &str, past: &str, verb: &str) -> String {
+    match r {
+        Ok(()) => format!("{name} {past}."),
+        Err(f) => f.summary(&format!("{verb} {name}")),
+    }
+}
+
+fn format_created(c: &Created) -> String {
+    if c.addresses.is_empty() {
+        format!("✅ {} is {} (no address yet).", c.name, c.state)
+    } else {
+        format!(
+            "✅ {} is {} at {}.",
+            c.name,
+            c.state,
+            c.addresses.join(", ")
+        )
+    }
+}
+
+/// `/list`'s text.
+pub fn format_list(list: &[super::api::ContainerInfo]) -> String {
+    if list.is_empty() {
+        return "You have no containers yet. Create one with /create NAME [MODULE...], e.g. /create dev git fish".into();
+    }
+    let mut t = String::from("Your containers:\n");
+    for c in list {
+        let addr = if c.addresses.is_empty() {
+            "no address".to_string()
+        } else {
+            c.addresses.join(", ")
+        };
+        let mods = if c.modules.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", c.modules.join(", "))
+        };
+        t.push_str(&format!("- {}: {}, {}{}\n", c.name, c.state, addr, mods));
+    }
+    t
+}
+
+fn format_status(v: &Value) -> String {
+    let s = |k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut t = format!("{}: {}\n", s("name"), s("state"));
+    t.push_str(&format!("Addresses: {}\n", s("addresses")));
+    t.push_str(&format!("Modules: {}\n", s("modules")));
+    if let Some(u) = v["uptime_secs"].as_u64() {
+        t.push_str(&format!("Up for: {}\n", human_duration(u)));
+    }
+    if let Some(m) = v["memory_bytes"].as_u64() {
+        t.push_str(&format!("Memory: {:.1} MiB\n", m as f64 / 1048576.0));
+    }
+    if let Some(c) = v["cpu_nsec"].as_u64() {
+        t.push_str(&format!("CPU time: {:.1} s\n", c as f64 / 1e9));
+    }
+    if let Some(os) = v["os_release"]["PRETTY_NAME"].as_str() {
+        t.push_str(&format!("OS: {os}\n"));
+    }
+    t
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+/// Log lines as text: `HH:MM:SS source identifier: message` (UTC).
+pub fn format_logs(v: &Value) -> String {
+    let mut t = String::new();
+    for l in v.as_array().into_iter().flatten() {
+        let secs = l["timestamp_usec"].as_u64().unwrap_or(0) / 1_000_000;
+        let day = secs % 86_400;
+        t.push_str(&format!(
+            "{:02}:{:02}:{:02} {} {}: {}\n",
+            day / 3600,
+            (day / 60) % 60,
+            day % 60,
+            l["source"].as_str().unwrap_or("?"),
+            l["identifier"].as_str().unwrap_or("-"),
+            l["message"].as_str().unwrap_or("")
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_marks_cuts_on_char_boundaries() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("äöüß", 2), "äö… (cut)");
+    }
+
+    #[test]
+    fn ids_are_made_unique() {
+        let c = |id: &str| ToolCallRecord {
+            id: id.into(),
+            name: "list_containers".into(),
+            arguments: "{}".into(),
+        };
+        let out = unique_ids(vec![c(""), c("a"), c("a")], 2);
+        assert_eq!(out[0].id, "call_2_0");
+        assert_eq!(out[1].id, "a");
+        assert_eq!(out[2].id, "call_2_2");
+    }
+
+    #[test]
+    fn logs_format() {
+        let v = json!([{"timestamp_usec": 3_723_000_000u64, "source": "container", "identifier": "sshd", "message": "hi"}]);
+        assert_eq!(format_logs(&v), "01:02:03 container sshd: hi\n");
+    }
+}

@@ -1,0 +1,726 @@
+//! The Telegram bot and the terminal chat against a REAL daemon in a sandbox
+//! appliance. Only Telegram's servers and the LLM provider are fakes (wiremock
+//! on 127.0.0.1, speaking their wire formats). The bot runs in this process,
+//! connected to the appliance's bus as root, acting for `telegram:<chat id>`.
+
+#[path = "common/chat_fakes.rs"]
+mod fakes;
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use voxnix::frontends::chat::api::DbusDaemon;
+use voxnix::frontends::chat::config::ChatConfig;
+use voxnix::frontends::telegram::{REFUSAL, Telegram, TelegramError};
+
+use common::daemon::Appliance;
+use fakes::{Answer, FakeLlm, FakeTelegram, call, check_request, last_message, text};
+
+const TOKEN: &str = "4242424242:AAH-test-bot-token-must-not-leak-0000";
+const API_KEY: &str = "sk-test-api-key-must-not-leak-0123456789";
+const ALICE: i64 = 1001;
+const BOB: i64 = 1002;
+const STRANGER: i64 = 4242;
+const T: Duration = Duration::from_secs(60);
+
+struct Bot {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), TelegramError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bot {
+    async fn start(
+        app: &Appliance,
+        tg: &FakeTelegram,
+        llm: Option<&FakeLlm>,
+        allowed: &[i64],
+    ) -> Bot {
+        fakes::capture_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = fakes::secret_file(dir.path(), "telegram-token", TOKEN);
+        let key = fakes::secret_file(dir.path(), "llm-api-key", API_KEY);
+        let llm_table = match llm {
+            Some(l) => format!(
+                "[llm]\nbase_url = \"{}\"\nmodel = \"scripted\"\napi_key_file = \"{}\"\ntranscription_model = \"whisper-test\"\n",
+                l.base_url(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        // The daemon's own keys are in the same file; the bot takes its tables only.
+        let toml = format!(
+            "builder = \"host-image\"\n[telegram]\ntoken_file = \"{}\"\nallowed_chat_ids = {:?}\napi_url = \"{}\"\npoll_timeout_secs = 1\n{}",
+            token.display(),
+            allowed,
+            tg.url(),
+            llm_table
+        );
+        let cfg = ChatConfig::parse(&toml).expect("config");
+        let conn = app.sandbox.system_bus().await.expect("appliance bus");
+        let daemon = DbusDaemon::new(&conn).await.expect("manager proxy");
+        let bot = Telegram::new(&cfg, daemon).expect("bot");
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(bot.run(async move {
+            let _ = rx.await;
+        }));
+        Bot {
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let r = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("the bot stops");
+        r.expect("bot task").expect("bot ran without error");
+    }
+}
+
+/// The last lines of the captured log, for failure messages.
+fn log_tail() -> String {
+    let logs = fakes::logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("voxnix") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// No secret in any captured log line, any request body sent to the fakes,
+/// or any message sent to a person.
+async fn assert_no_secrets(tg: &FakeTelegram, llm: Option<&FakeLlm>) {
+    let secrets = [TOKEN, API_KEY, "AAH-test-bot-token-must-not-leak"];
+    let logs = fakes::logs();
+    assert!(logs.contains("voxnix"), "logs were captured");
+    let mut bodies = tg.bodies().await;
+    if let Some(l) = llm {
+        for r in l.requests().await {
+            bodies.push(String::from_utf8_lossy(&r.body).into_owned());
+            // The key is used where it belongs: the Authorization header.
+            let auth = r
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert_eq!(auth, format!("Bearer {API_KEY}"));
+        }
+    }
+    for s in secrets {
+        assert!(!logs.contains(s), "a secret is in the logs");
+        for b in &bodies {
+            assert!(!b.contains(s), "a secret was sent in a request body");
+        }
+    }
+}
+
+fn inline_keyboard(c: &fakes::TgCall) -> Option<(String, String)> {
+    let kb = &c.body["reply_markup"]["inline_keyboard"][0];
+    Some((
+        kb[0]["callback_data"].as_str()?.to_string(),
+        kb[1]["callback_data"].as_str()?.to_string(),
+    ))
+}
+
+/// The text of a tool result for the model, from the last request.
+fn tool_results(reqs: &[Value]) -> Vec<String> {
+    reqs.iter()
+        .flat_map(|r| r["messages"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| m["content"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The scripted model of the first test: decides from the last message.
+fn assistant(req: &Value) -> Answer {
+    let last = last_message(req);
+    let content = last["content"].as_str().unwrap_or("");
+    match last["role"].as_str() {
+        Some("user") if content.contains("create a dev container") => call(
+            "create_container",
+            json!({"name": "dev", "modules": ["git", "fish"]}),
+        ),
+        Some("user") if content.contains("destroy dev") => {
+            call("destroy_container", json!({"name": "dev"}))
+        }
+        Some("user") if content.contains("list my containers") => {
+            call("list_containers", json!({}))
+        }
+        Some("user") if content.contains("snapshot dev") => Answer::Calls(vec![
+            ("snapshot_workspace".into(), json!({"name": "dev"})),
+            ("list_snapshots".into(), json!({"name": "dev"})),
+        ]),
+        Some("tool") => {
+            let v: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+            if let Some(c) = v.get("container").filter(|c| c.is_object()) {
+                text(&format!(
+                    "Your container {} is {} at {}.",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["state"].as_str().unwrap_or("?"),
+                    c["addresses"][0].as_str().unwrap_or("no address")
+                ))
+            } else if v["confirmation"] == "shown" {
+                text("I asked for confirmation: press ✅ to destroy dev.")
+            } else if let Some(list) = v["containers"].as_array() {
+                text(&format!("You have {} containers.", list.len()))
+            } else {
+                text(&format!("Tool said: {content}"))
+            }
+        }
+        _ => text("I can help with your containers."),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_progress_destroy_confirmation_voice_and_alerts() {
+    let app = Appliance::boot("").await;
+    let tg = FakeTelegram::start().await;
+    let llm = FakeLlm::start(assistant).await;
+    let bot = Bot::start(&app, &tg, Some(&llm), &[ALICE, BOB]).await;
+    let m = app.manager().await;
+
+    // The command menu is registered.
+    let menu = tg
+        .wait_for(T, |c| {
+            c.iter().find(|c| c.method == "setMyCommands").cloned()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no setMyCommands; log tail:\n{}", log_tail()));
+    assert!(menu.body.to_string().contains("\"list\""), "{}", menu.body);
+
+    // "create a dev container with git and fish" → a running container, named with its address.
+    tg.send_text(ALICE, "create a dev container with git and fish");
+    let reply = tg
+        .wait_text(
+            ALICE,
+            "Your container dev is running at 10.100.0.",
+            Duration::from_secs(180),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no reply; sent: {:?}", tg.texts_to(ALICE)));
+    let status: Value =
+        serde_json::from_str(&m.status("dev", "telegram:1001").await.expect("status")).unwrap();
+    assert_eq!(status["state"], "running");
+    assert!(app.sh("machinectl list --no-legend").await.contains("dev"));
+    // One progress message, edited along the way, ending with the address.
+    let progress = tg
+        .calls_to("sendMessage", ALICE)
+        .into_iter()
+        .find(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Creating dev"))
+        })
+        .expect("a progress message");
+    let edits: Vec<String> = tg
+        .calls_to("editMessageText", ALICE)
+        .into_iter()
+        .filter(|c| c.message_id == progress.message_id)
+        .filter_map(|c| c.body["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(!edits.is_empty(), "the progress message was edited");
+    let last_edit = edits.last().unwrap();
+    assert!(
+        last_edit.contains("✅ dev is running at 10.100.0."),
+        "{last_edit}"
+    );
+    assert!(
+        last_edit.contains("building") && last_edit.contains("starting"),
+        "{last_edit}"
+    );
+    assert!(progress.at < reply.at);
+    assert!(
+        !tg.calls_to("sendChatAction", ALICE).is_empty(),
+        "typing indicator"
+    );
+
+    // Two tool calls in one answer: a snapshot of the workspace, then the list.
+    tg.send_text(ALICE, "snapshot dev and list its snapshots");
+    let said = tg
+        .wait_text(ALICE, "Tool said:", T)
+        .await
+        .expect("snapshot reply");
+    let said = said.body["text"].as_str().unwrap_or("").to_string();
+    assert!(said.contains("\"snapshots\":[{"), "{said}");
+    let results = tool_results(&llm.chat_requests().await);
+    assert!(
+        results
+            .iter()
+            .any(|r| r.contains("\"snapshot\":{\"") && r.contains("\"ok\":true")),
+        "{results:#?}"
+    );
+
+    // A destroy asked by the model does nothing until ✅ is pressed in the same chat.
+    tg.send_text(ALICE, "destroy dev");
+    let confirm = tg
+        .wait_for(T, |c| {
+            c.iter()
+                .find(|c| c.method == "sendMessage" && c.body["reply_markup"].is_object())
+                .cloned()
+        })
+        .await
+        .expect("a confirmation with buttons");
+    assert!(confirm.body["text"].as_str().unwrap_or("").contains("dev"));
+    let (yes, no) = inline_keyboard(&confirm).expect("✅/❌ buttons");
+    tg.wait_text(ALICE, "I asked for confirmation", T)
+        .await
+        .expect("model reply");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        m.status("dev", "telegram:1001").await.is_ok(),
+        "not destroyed by the model"
+    );
+    // Another chat pressing ✅ with this button's data does nothing.
+    tg.press(BOB, confirm.message_id, &yes);
+    tg.wait_text(BOB, "expired or is not yours", T)
+        .await
+        .expect("refused in the other chat");
+    assert!(
+        m.status("dev", "telegram:1001").await.is_ok(),
+        "another chat cannot confirm"
+    );
+    // ❌ keeps it; the same button cannot be used again afterwards.
+    tg.press(ALICE, confirm.message_id, &no);
+    tg.wait_text(ALICE, "Kept dev", T).await.expect("cancelled");
+    tg.press(ALICE, confirm.message_id, &yes);
+    tg.wait_text(ALICE, "expired or is not yours", T)
+        .await
+        .expect("used up");
+    assert!(m.status("dev", "telegram:1001").await.is_ok(), "❌ kept it");
+    // Asked again, ✅ destroys it.
+    tg.send_text(ALICE, "destroy dev please");
+    let confirm2 = tg
+        .wait_for(T, |c| {
+            c.iter()
+                .filter(|c| c.method == "sendMessage" && c.body["reply_markup"].is_object())
+                .nth(1)
+                .cloned()
+        })
+        .await
+        .expect("a second confirmation");
+    let (yes2, _) = inline_keyboard(&confirm2).expect("buttons");
+    assert_ne!(yes2, yes, "a new confirmation has a new token");
+    tg.wait_text(ALICE, "I asked for confirmation", T).await;
+    tg.press(ALICE, confirm2.message_id, &yes2);
+    let destroyed = tg
+        .wait_text(ALICE, "dev is destroyed", T)
+        .await
+        .expect("destroyed");
+    assert_eq!(destroyed.method, "editMessageText");
+    assert_eq!(destroyed.message_id, confirm2.message_id);
+    let e = m.status("dev", "telegram:1001").await.unwrap_err();
+    assert_eq!(voxnix::api::client::error_parts(&e).0, "NotFound");
+
+    // A voice note is transcribed, echoed, and handled as text.
+    tg.send_voice(ALICE);
+    tg.wait_text(ALICE, "🎤 \u{201c}list my containers\u{201d}", T)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no transcript echo: {:?}\n{}",
+                tg.texts_to(ALICE),
+                log_tail()
+            )
+        });
+    tg.wait_text(ALICE, "You have 0 containers.", T)
+        .await
+        .expect("handled as text");
+    let reqs = llm.requests().await;
+    assert!(
+        reqs.iter()
+            .any(|r| r.url.path().ends_with("/audio/transcriptions")
+                && String::from_utf8_lossy(&r.body).contains("whisper-test"))
+    );
+
+    // A container that stops without being asked: its owner is told; chats
+    // not on the allowlist never are.
+    for (owner, name) in [("telegram:1001", "al"), ("telegram:5555", "ghost")] {
+        let op = app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await;
+        assert_eq!(op["ok"], true, "{op}");
+    }
+    app.sh("systemctl stop container@al.service container@ghost.service")
+        .await;
+    tg.wait_text(ALICE, "⚠️ Your container al is now", T)
+        .await
+        .expect("an alert");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        tg.texts_to(5555).is_empty(),
+        "no message to a chat not on the list"
+    );
+
+    bot.stop().await;
+    assert_no_secrets(&tg, Some(&llm)).await;
+}
+
+/// A model that tries to reach another owner's containers.
+fn intruder(req: &Value) -> Answer {
+    let last = last_message(req);
+    let content = last["content"].as_str().unwrap_or("");
+    match last["role"].as_str() {
+        Some("user") if content.contains("containers of chat 1002") => {
+            call("list_containers", json!({"owner": "telegram:1002"}))
+        }
+        Some("user") if content.contains("create x2 for 1002") => call(
+            "create_container",
+            json!({"name": "x2", "modules": [], "owner": "telegram:1002"}),
+        ),
+        Some("user") if content.contains("stop other") => {
+            call("stop_container", json!({"name": "other"}))
+        }
+        Some("user") if content.contains("destroy other") => {
+            call("destroy_container", json!({"name": "other"}))
+        }
+        Some("user") if content.contains("run id in other") => {
+            call("run_command", json!({"name": "other", "command": ["id"]}))
+        }
+        Some("user") if content.contains("logs of other") => {
+            call("container_logs", json!({"name": "other"}))
+        }
+        Some("user") if content.contains("health") => call("host_health", json!({})),
+        Some("tool") => text(&format!("Result: {content}")),
+        _ => text("ok"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_and_owners_cannot_be_changed() {
+    let app = Appliance::boot("").await;
+    let op = app.create(r#"{"name":"other"}"#, "telegram:1002").await;
+    assert_eq!(op["ok"], true, "{op}");
+    let tg = FakeTelegram::start().await;
+    let llm = FakeLlm::start(intruder).await;
+    let bot = Bot::start(&app, &tg, Some(&llm), &[ALICE]).await;
+
+    // A stranger gets one polite refusal, and costs no LLM request.
+    tg.send_text(STRANGER, "hello, create a container for me");
+    tg.wait_text(STRANGER, REFUSAL, T).await.expect("a refusal");
+    tg.send_text(STRANGER, "please?");
+    tg.send_voice(STRANGER);
+    tg.press(STRANGER, 1, "vx:d:0:y");
+    tg.wait_for(T, |c| {
+        c.iter()
+            .find(|c| c.method == "answerCallbackQuery")
+            .cloned()
+    })
+    .await
+    .expect("the stranger's button is answered");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        tg.calls_to("sendMessage", STRANGER).len(),
+        1,
+        "one refusal only"
+    );
+    assert!(
+        tg.texts_to(STRANGER)[0].contains("4242"),
+        "the refusal names the chat id"
+    );
+    assert!(
+        llm.requests().await.is_empty(),
+        "no LLM request for strangers"
+    );
+
+    // The model cannot pass another owner: the tool schema has none, and the
+    // parser rejects the extra field.
+    tg.send_text(ALICE, "show me the containers of chat 1002");
+    let r = tg.wait_text(ALICE, "Result:", T).await.expect("reply");
+    let said = r.body["text"].as_str().unwrap_or("").to_string();
+    assert!(said.contains("unknown field `owner`"), "{said}");
+    assert!(!said.contains("other"), "{said}");
+    let reqs = llm.chat_requests().await;
+    for r in &reqs {
+        for t in r["tools"].as_array().into_iter().flatten() {
+            assert!(
+                !t.to_string().contains("owner"),
+                "no tool takes an owner: {t}"
+            );
+        }
+        assert!(
+            !r["tools"].to_string().contains("host_health"),
+            "admin tools only for admins"
+        );
+    }
+    tg.send_text(ALICE, "create x2 for 1002");
+    tg.wait_for(T, |c| {
+        (c.iter()
+            .filter(|c| {
+                c.body["chat_id"].as_i64() == Some(ALICE)
+                    && c.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("Result:"))
+            })
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await
+    .expect("second reply");
+    let all: Value =
+        serde_json::from_str(&app.manager().await.list("").await.expect("list")).unwrap();
+    assert!(
+        !all.to_string().contains("x2"),
+        "nothing was created for anyone: {all}"
+    );
+
+    // Acting on another owner's container is NotFound, and never reaches it.
+    for (ask, n) in [
+        ("stop other", 3),
+        ("destroy other", 4),
+        ("run id in other", 5),
+        ("logs of other", 6),
+        ("health check", 7),
+    ] {
+        tg.send_text(ALICE, ask);
+        tg.wait_for(T, |c| {
+            (c.iter()
+                .filter(|c| {
+                    c.body["chat_id"].as_i64() == Some(ALICE)
+                        && c.body["text"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("Result:"))
+                })
+                .count()
+                >= n)
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("reply to {ask}"));
+    }
+    let results = tool_results(&llm.chat_requests().await);
+    let not_found = results
+        .iter()
+        .filter(|r| r.contains("\"NotFound\""))
+        .count();
+    assert!(not_found >= 4, "{results:#?}");
+    assert!(
+        results
+            .iter()
+            .any(|r| r.contains("unknown tool 'host_health'")),
+        "{results:#?}"
+    );
+    assert!(
+        !tg.calls_to("sendMessage", ALICE)
+            .iter()
+            .any(|c| c.body["reply_markup"].is_object()),
+        "no confirmation for a container that is not theirs"
+    );
+    let st: Value = serde_json::from_str(
+        &app.manager()
+            .await
+            .status("other", "telegram:1002")
+            .await
+            .expect("other exists"),
+    )
+    .unwrap();
+    assert_eq!(
+        st["state"], "running",
+        "the other chat's container was not touched"
+    );
+
+    bot.stop().await;
+    assert_no_secrets(&tg, Some(&llm)).await;
+}
+
+/// 30 turns, each with a tool call: answers "ok N".
+fn chatter(req: &Value) -> Answer {
+    let last = last_message(req);
+    match last["role"].as_str() {
+        Some("user") => call("list_containers", json!({})),
+        _ => {
+            let n = req["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .rev()
+                .find(|m| m["role"] == "user")
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or("")
+                .trim_start_matches("turn ")
+                .to_string();
+            text(&format!("ok {n}."))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_concurrency_and_commands_without_llm() {
+    let app = Appliance::boot("address_wait_secs = 8").await;
+    let tg = FakeTelegram::start().await;
+    let llm = FakeLlm::start(chatter).await;
+    let bot = Bot::start(&app, &tg, Some(&llm), &[ALICE, BOB]).await;
+
+    // History: 30 turns keep the system prompt and never split a call from its result.
+    for i in 0..30 {
+        tg.send_text(ALICE, &format!("turn {i}"));
+        tg.wait_text(ALICE, &format!("ok {i}."), T)
+            .await
+            .unwrap_or_else(|| panic!("turn {i}: {:?}", tg.texts_to(ALICE)));
+    }
+    let reqs = llm.chat_requests().await;
+    assert_eq!(reqs.len(), 60, "two model calls per turn");
+    for (i, r) in reqs.iter().enumerate() {
+        if let Err(e) = check_request(r, 40) {
+            panic!(
+                "request {i}: {e}\n{}",
+                serde_json::to_string_pretty(r).unwrap_or_default()
+            );
+        }
+        let system = r["messages"][0]["content"].as_str().unwrap_or("");
+        assert!(
+            system.contains("Rules:") && system.contains("Their containers"),
+            "request {i}"
+        );
+    }
+    let last = reqs.last().unwrap().to_string();
+    assert!(
+        last.contains("turn 25") && last.contains("turn 29"),
+        "recent turns are sent"
+    );
+    assert!(!last.contains("\"turn 3\""), "old turns are trimmed");
+    let sent = reqs.last().unwrap()["messages"].as_array().unwrap().len() - 1;
+    assert!(sent >= 37, "the window is used: {sent} messages");
+
+    // Two chats at once: a slow create in one does not delay a /list in the other.
+    app.sh("systemctl stop voxnix-sandbox-dhcp.service").await;
+    tg.send_text(ALICE, "/create slow");
+    tg.wait_text(ALICE, "Creating slow", T)
+        .await
+        .expect("create started");
+    let asked = Instant::now();
+    tg.send_text(BOB, "/list");
+    let listed = tg
+        .wait_text(BOB, "You have no containers", T)
+        .await
+        .expect("list answered");
+    let list_latency = listed.at.duration_since(asked);
+    let created = tg
+        .wait_text(ALICE, "✅ slow is running", Duration::from_secs(120))
+        .await
+        .expect("the slow create ends");
+    assert!(
+        listed.at < created.at,
+        "the list ({list_latency:?}) did not wait for the create"
+    );
+    assert!(list_latency < Duration::from_secs(4), "{list_latency:?}");
+    app.sh("systemctl start voxnix-sandbox-dhcp.service").await;
+    bot.stop().await;
+    assert_no_secrets(&tg, Some(&llm)).await;
+
+    // Without an LLM: the commands work, free text gets a hint.
+    let tg2 = FakeTelegram::start().await;
+    let bot2 = Bot::start(&app, &tg2, None, &[3003]).await;
+    tg2.send_text(3003, "/help");
+    tg2.wait_text(3003, "/create NAME [MODULE...]", T)
+        .await
+        .expect("help");
+    tg2.send_text(3003, "please make me a container");
+    tg2.wait_text(3003, "I only understand commands here", T)
+        .await
+        .expect("hint");
+    tg2.send_text(3003, "/bogus");
+    tg2.wait_text(3003, "I don't know /bogus", T)
+        .await
+        .expect("unknown command");
+    tg2.send_text(3003, "/create nollm git");
+    tg2.wait_text(3003, "✅ nollm is running", Duration::from_secs(120))
+        .await
+        .expect("created without an LLM");
+    tg2.send_text(3003, "/list");
+    tg2.wait_text(3003, "- nollm: running", T)
+        .await
+        .expect("listed");
+    tg2.send_text(3003, "/status nollm");
+    tg2.wait_text(3003, "Modules: git", T)
+        .await
+        .expect("status");
+    tg2.send_text(3003, "/logs nollm 5");
+    tg2.wait_for(T, |calls| {
+        calls
+            .iter()
+            .find(|c| {
+                c.method == "sendMessage"
+                    && c.body["chat_id"].as_i64() == Some(3003)
+                    && c.body["text"].as_str().is_some_and(|t| {
+                        let b = t.as_bytes();
+                        t.starts_with("No log lines")
+                            || (b.len() > 9 && b[2] == b':' && b[5] == b':')
+                    })
+            })
+            .cloned()
+    })
+    .await
+    .expect("logs answered");
+    tg2.send_text(3003, "/destroy nollm");
+    let confirm = tg2
+        .wait_for(T, |c| {
+            c.iter()
+                .find(|c| c.body["reply_markup"].is_object())
+                .cloned()
+        })
+        .await
+        .expect("confirmation");
+    let (yes, _) = inline_keyboard(&confirm).expect("buttons");
+    tg2.press(3003, confirm.message_id, &yes);
+    tg2.wait_text(3003, "nollm is destroyed", T)
+        .await
+        .expect("destroyed");
+    bot2.stop().await;
+    assert_no_secrets(&tg2, None).await;
+}
+
+#[tokio::test]
+async fn terminal_chat_reads_lines_until_end_of_input() {
+    use tokio::io::AsyncWriteExt;
+    let app = Appliance::boot("").await;
+    let mut cmd = app.sandbox.command(voxnix::sandbox::daemon::ON_PATH);
+    cmd.arg("chat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .expect("voxnix chat");
+    let input = "/list\n/create term git\n/list\n/storage\nhello there\n/destroy term\nno\n/destroy term\nyes\n/list\n";
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("voxnix chat exits at the end of input")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let expected = [
+        "You have no containers yet",
+        "✅ term is running at 10.100.0.",
+        "- term: running",
+        "Storage: ",
+        "per container: term ",
+        "I only understand commands here",
+        "Destroy term? ",
+        "Kept term; nothing was destroyed.",
+        "term is destroyed.",
+        "You have no containers yet",
+    ];
+    let mut rest: &str = &stdout;
+    for e in expected {
+        match rest.find(e) {
+            Some(i) => rest = &rest[i + e.len()..],
+            None => panic!("missing {e:?} (in order) in:\n{stdout}\n--- stderr ---\n{stderr}"),
+        }
+    }
+    assert!(
+        stderr.contains("[building]"),
+        "progress on stderr: {stderr}"
+    );
+    assert!(app.traces_of("term").await.is_empty());
+}
