@@ -37,6 +37,11 @@ pub use owner::Owner;
 use records::{Phase, Record, RecordStore};
 use spec::ContainerSpec;
 
+/// Read requests served at once (see `Engine::reads`): 12 × at most ~8
+/// concurrent bus calls each stays well below the bus's 128 pending replies,
+/// leaving room for the operations running alongside.
+const READ_CONCURRENCY: usize = 12;
+
 /// Which containers a caller may see and act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -108,6 +113,12 @@ pub struct Engine {
     known_modules: Vec<String>,
     catalog: Vec<crate::nix::ModuleInfo>,
     names: tokio::sync::Mutex<()>,
+    /// Bounds concurrent read requests (list, status, logs, exec). Each fans
+    /// out into several calls to systemd and machined, and the bus daemon
+    /// allows a connection only so many pending replies (128 on the system
+    /// bus): past that, calls fail with LimitsExceeded. Requests wait here
+    /// instead, so load shows as latency, never as errors.
+    reads: tokio::sync::Semaphore,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Containers voxnix is stopping on purpose, and since when.
     expected_stops: Mutex<HashMap<String, Instant>>,
@@ -170,6 +181,7 @@ impl Engine {
             known_modules,
             catalog,
             names: tokio::sync::Mutex::new(()),
+            reads: tokio::sync::Semaphore::new(READ_CONCURRENCY),
             locks: Mutex::new(HashMap::new()),
             expected_stops: Mutex::new(HashMap::new()),
             ops: Operations::new(events.clone()),
@@ -249,6 +261,13 @@ impl Engine {
             Some(r) if scope.allows(&r.owner) => Ok(r),
             _ => Err(EngineError::not_found(name)),
         }
+    }
+
+    async fn read_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
+        self.reads
+            .acquire()
+            .await
+            .map_err(|_| EngineError::HostError("the daemon is shutting down".into()))
     }
 
     fn timeout(&self, secs: u64) -> Duration {
@@ -775,6 +794,7 @@ impl Engine {
     }
 
     pub async fn list(&self, scope: &Scope) -> Result<Vec<ContainerSummary>, EngineError> {
+        let _permit = self.read_permit().await?;
         let (records, _) = self.records.load_all();
         let visible: Vec<Record> = records
             .into_values()
@@ -803,10 +823,18 @@ impl Engine {
                 summary(&r, &active, running, &addresses)
             }
         });
-        Ok(futures_util::future::join_all(rows).await)
+        // At most 8 address look-ups at once per list (see `reads`).
+        Ok(
+            futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+                futures_util::stream::iter(rows),
+                8,
+            ))
+            .await,
+        )
     }
 
     pub async fn status(&self, scope: &Scope, name: &str) -> Result<ContainerStatus, EngineError> {
+        let _permit = self.read_permit().await?;
         let record = self.visible(scope, name)?;
         let unit = container_unit(name);
         let (unit_status, machine) =
@@ -863,6 +891,7 @@ impl Engine {
         name: &str,
         lines: u32,
     ) -> Result<Vec<journal::LogLine>, EngineError> {
+        let _permit = self.read_permit().await?;
         if lines == 0 || lines > 1000 {
             return Err(EngineError::InvalidArgument(format!(
                 "lines: {lines} is out of range; ask for 1 to 1000 lines"
@@ -897,6 +926,7 @@ impl Engine {
         argv: Vec<String>,
         timeout_secs: u32,
     ) -> Result<exec::ExecResult, EngineError> {
+        let _permit = self.read_permit().await?;
         self.visible(scope, name)?;
         if argv.is_empty() {
             return Err(EngineError::InvalidArgument(
