@@ -74,6 +74,8 @@ let
       "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
+    admin_owners = setting "strings" [ ]
+      "Owners (`telegram:123`, `unix:1000`) a front end, or a local user as itself, may call the administrator's HostHealth for. The Telegram admins (`telegram.admin_chat_ids`) are included without being listed.";
     nix = {
       nix_bin_dir = setting "absolute path" "/run/current-system/sw/bin"
         "Directory holding nix-instantiate, nix-store and nix-env (the module sets it).";

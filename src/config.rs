@@ -54,6 +54,10 @@ pub struct Config {
     pub frontend_owner_kinds: Vec<String>,
     /// Containers one owner may have at once.
     pub max_containers_per_owner: u32,
+    /// Owners (e.g. `telegram:123`) a front end may act for on the
+    /// administrator's methods (HostHealth). The Telegram admins
+    /// (`[telegram] admin_chat_ids`) are included without being listed here.
+    pub admin_owners: Vec<String>,
     /// Persistent workspaces (`[storage]`, see docs/storage.md).
     pub storage: crate::storage::StorageConfig,
     /// The Nix builder (`[nix]`: binaries, the module library, nixpkgs).
@@ -88,6 +92,7 @@ impl Default for Config {
             frontend_group: "voxnix".into(),
             frontend_owner_kinds: vec!["telegram".into()],
             max_containers_per_owner: 10,
+            admin_owners: vec![],
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
             tailscale_auth_key_file: None,
@@ -160,6 +165,7 @@ impl Config {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
         }
         self.storage.validate().map_err(|e| e.to_string())?;
+        self.admins()?;
         if let Some(p) = &self.tailscale_auth_key_file
             && (!p.is_absolute()
                 || !crate::host::conf::flag_is_safe(&p.to_string_lossy())
@@ -170,6 +176,33 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Every owner allowed the administrator's methods through a front end:
+    /// `admin_owners`, plus `telegram:<id>` for each of the Telegram admins,
+    /// so an admin chat is configured once for the bot and the daemon alike.
+    pub fn admins(&self) -> Result<Vec<crate::engine::Owner>, String> {
+        let mut out = Vec::new();
+        for o in &self.admin_owners {
+            let owner =
+                crate::engine::Owner::parse(o).map_err(|e| format!("admin_owners: '{o}': {e}"))?;
+            out.push(owner);
+        }
+        let ids = self.telegram.as_ref().and_then(|t| t.get("admin_chat_ids"));
+        if let Some(ids) = ids {
+            let bad =
+                || "[telegram] admin_chat_ids must be a list of chat ids (integers)".to_string();
+            for id in ids.as_array().ok_or_else(bad)? {
+                let id = id.as_integer().ok_or_else(bad)?;
+                out.push(
+                    crate::engine::Owner::parse(&format!("telegram:{id}"))
+                        .map_err(|e| format!("[telegram] admin_chat_ids: {e}"))?,
+                );
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }
 
@@ -186,6 +219,26 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = Config::parse("stat_dir = \"/x\"").unwrap_err();
         assert!(err.contains("stat_dir"), "{err}");
+    }
+
+    #[test]
+    fn admins_come_from_admin_owners_and_telegram_admins() {
+        let cfg = Config::parse(
+            "admin_owners = [\"unix:1000\", \"telegram:7\"]\n[telegram]\nadmin_chat_ids = [7, -100]\n",
+        )
+        .unwrap();
+        let admins: Vec<String> = cfg
+            .admins()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().to_string())
+            .collect();
+        assert_eq!(admins, ["telegram:-100", "telegram:7", "unix:1000"]);
+        let err = Config::parse("admin_owners = [\"root\"]").unwrap_err();
+        assert!(err.contains("admin_owners: 'root'"), "{err}");
+        let err = Config::parse("[telegram]\nadmin_chat_ids = [\"x\"]").unwrap_err();
+        assert!(err.contains("admin_chat_ids"), "{err}");
+        assert!(Config::default().admins().unwrap().is_empty());
     }
 
     #[test]

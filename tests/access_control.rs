@@ -20,7 +20,10 @@ async fn as_user(app: &Appliance, user: &str, args: &str) -> (Option<i32>, Strin
 
 #[tokio::test]
 async fn owners_are_isolated_and_strangers_refused() {
-    let app = Appliance::boot("frontend_owner_kinds = [\"telegram\"]").await;
+    let app = Appliance::boot(
+        "frontend_owner_kinds = [\"telegram\"]\nadmin_owners = [\"telegram:9\"]\n[telegram]\nadmin_chat_ids = [8]",
+    )
+    .await;
     // A front-end service user in the voxnix group, and a stranger.
     let setup = app
         .sh("groupadd -g 4990 voxnix && useradd -u 4990 -g voxnix -M vxbot && useradd -u 1500 -M stranger && systemctl reload dbus && systemctl restart voxnix && echo ok")
@@ -81,11 +84,25 @@ async fn owners_are_isolated_and_strangers_refused() {
     assert_eq!(code, Some(6), "{err}");
     let (code, _, err) = as_user(&app, "vxbot", "list").await;
     assert_eq!(code, Some(2), "{err}");
-    // Admin-only methods are refused to it.
+    // Admin-only methods are refused to it, for an owner that is not an admin
+    // (over the CLI and over the bare bus)...
+    let (code, _, err) = as_user(&app, "vxbot", "--as telegram:1 health").await;
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("telegram:1 is not"), "{err}");
     let out = app
-        .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager HostHealth 2>&1")
+        .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager HostHealth s telegram:1 2>&1")
         .await;
-    assert!(out.contains("administrator"), "{out}");
+    assert!(out.contains("administrators"), "{out}");
+    // ...and to a local user, who is not listed.
+    let (code, _, err) = as_user(&app, "stranger", "health").await;
+    assert_eq!(code, Some(6), "{err}");
+    // ...but answered for an owner listed in admin_owners or as a Telegram admin.
+    for admin in ["telegram:9", "telegram:8"] {
+        let (code, out, err) = as_user(&app, "vxbot", &format!("--as {admin} health --json")).await;
+        assert_eq!(code, Some(0), "{admin}: {err}");
+        let health: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(health["containers"], 2, "{admin}: {health}");
+    }
     // And the per-container objects are root's only.
     let out = app
         .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl get-property org.voxnix.Voxnix1 /org/voxnix/Voxnix1/container/two org.voxnix.Voxnix1.Container Owner 2>&1")

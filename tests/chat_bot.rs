@@ -1,7 +1,8 @@
 //! The Telegram bot and the terminal chat against a REAL daemon in a sandbox
 //! appliance. Only Telegram's servers and the LLM provider are fakes (wiremock
-//! on 127.0.0.1, speaking their wire formats). The bot runs in this process,
-//! connected to the appliance's bus as root, acting for `telegram:<chat id>`.
+//! on 127.0.0.1, speaking their wire formats). Most tests run the bot in this
+//! process, connected to the appliance's bus as root, acting for
+//! `telegram:<chat id>`; one runs the real binary as the front-end group's user.
 
 #[path = "common/chat_fakes.rs"]
 mod fakes;
@@ -98,8 +99,12 @@ fn log_tail() -> String {
 /// No secret in any captured log line, any request body sent to the fakes,
 /// or any message sent to a person.
 async fn assert_no_secrets(tg: &FakeTelegram, llm: Option<&FakeLlm>) {
+    assert_no_secrets_in(&fakes::logs(), tg, llm).await;
+}
+
+/// The same, with the logs of a bot that ran as its own process.
+async fn assert_no_secrets_in(logs: &str, tg: &FakeTelegram, llm: Option<&FakeLlm>) {
     let secrets = [TOKEN, API_KEY, "AAH-test-bot-token-must-not-leak"];
-    let logs = fakes::logs();
     assert!(logs.contains("voxnix"), "logs were captured");
     let mut bodies = tg.bodies().await;
     if let Some(l) = llm {
@@ -527,6 +532,91 @@ async fn strangers_are_refused_and_owners_cannot_be_changed() {
 
     bot.stop().await;
     assert_no_secrets(&tg, Some(&llm)).await;
+}
+
+/// The bot as it runs in production: the real `voxnix telegram` binary, as an
+/// unprivileged user in the front-end group (not root), in the appliance's
+/// mount namespace (its bus socket) but the host's network (the fakes).
+/// A chat the daemon's configuration lists as a Telegram admin gets the host's
+/// health; an allowed chat that is not an admin does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_admins_get_host_health_through_the_front_end_user() {
+    const ADMIN: i64 = 7;
+    // The daemon reads the Telegram admins from the same configuration.
+    let app = Appliance::boot(&format!("[telegram]\nadmin_chat_ids = [{ADMIN}]")).await;
+    let setup = app
+        .sh("groupadd -g 4990 voxnix && useradd -u 4990 -g voxnix -M vxbot && mkdir -m 0750 /etc/vxbot && chgrp voxnix /etc/vxbot && systemctl reload dbus && systemctl restart voxnix && echo ok")
+        .await;
+    assert_eq!(setup.trim(), "ok");
+    app.wait_daemon_active().await;
+    let tg = FakeTelegram::start().await;
+    let llm = FakeLlm::start(intruder).await;
+
+    // The bot's files, readable by the bot's user only.
+    let dir = app.sandbox.root().join("etc/vxbot");
+    for (name, value) in [("token", TOKEN), ("key", API_KEY)] {
+        fakes::secret_file(&dir, name, value);
+        std::os::unix::fs::chown(dir.join(name), Some(4990), Some(4990)).expect("chown");
+    }
+    let toml = format!(
+        "[telegram]\ntoken_file = \"/etc/vxbot/token\"\nallowed_chat_ids = [{ALICE}]\nadmin_chat_ids = [{ADMIN}]\napi_url = \"{}\"\npoll_timeout_secs = 1\n[llm]\nbase_url = \"{}\"\nmodel = \"scripted\"\napi_key_file = \"/etc/vxbot/key\"\n",
+        tg.url(),
+        llm.base_url()
+    );
+    std::fs::write(dir.join("config.toml"), toml).expect("bot config");
+    let mut bot = tokio::process::Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", app.sandbox.init_pid()))
+        .args(["setpriv", "--reuid=4990", "--regid=4990", "--groups=4990"])
+        .args([
+            voxnix::sandbox::daemon::ON_PATH,
+            "telegram",
+            "--config",
+            "/etc/vxbot/config.toml",
+        ])
+        .env("VOXNIX_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the bot");
+
+    tg.send_text(ADMIN, "health check");
+    let r = tg.wait_text(ADMIN, "Result:", T).await;
+    tg.send_text(ADMIN, "/health");
+    let slash = tg.wait_text(ADMIN, "machined_reachable", T).await;
+    tg.send_text(ALICE, "/health");
+    let refused = tg.wait_text(ALICE, "administrators", T).await;
+    let pid = bot
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("bot pid");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+    let out = tokio::time::timeout(Duration::from_secs(10), bot.wait())
+        .await
+        .expect("the bot stops on SIGTERM")
+        .expect("bot status");
+    let mut log = String::new();
+    if let Some(mut e) = bot.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = e.read_to_string(&mut log).await;
+    }
+    let said = r
+        .unwrap_or_else(|| panic!("a reply to the admin; bot log:\n{log}"))
+        .body["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        said.contains("\"ok\":true") && said.contains("machined_reachable"),
+        "the admin's host_health tool call was answered: {said}"
+    );
+    assert!(slash.is_some(), "/health answered the admin; log:\n{log}");
+    assert!(refused.is_some(), "/health refused to a non-admin");
+    assert!(
+        out.success(),
+        "the bot exits cleanly on SIGTERM: {out}; log:\n{log}"
+    );
+    assert_no_secrets_in(&log, &tg, Some(&llm)).await;
 }
 
 /// 30 turns, each with a tool call: answers "ok N".

@@ -215,7 +215,7 @@ impl Daemon for FakeDaemon {
         .collect())
     }
 
-    async fn host_health(&self) -> Result<Value, ApiFailure> {
+    async fn host_health(&self, _owner: &Owner) -> Result<Value, ApiFailure> {
         Ok(json!({"systemd_version": "fake"}))
     }
 

@@ -37,7 +37,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("admin methods answer root"):
         machine.succeed(
-            "busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager HostHealth"
+            "busctl call org.voxnix.Voxnix1 /org/voxnix/Voxnix1 org.voxnix.Voxnix1.Manager HostHealth s '''"
         )
   '';
 }

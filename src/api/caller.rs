@@ -12,6 +12,10 @@ pub struct Access {
     pub frontend_gid: Option<u32>,
     /// Owner kinds a front-end group member may act as (e.g. `telegram`).
     pub frontend_owner_kinds: Vec<String>,
+    /// Owners allowed the administrator's methods when a front end (or a
+    /// local user, as itself) acts for them (`admin_owners` and the
+    /// Telegram admins in the configuration).
+    pub admin_owners: Vec<Owner>,
 }
 
 /// A caller, as the bus identifies it.
@@ -101,13 +105,19 @@ impl Caller {
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), EngineError> {
+    /// For the administrator's methods: root, or a caller acting (within its
+    /// scope rules) for an owner listed as an admin in the configuration.
+    pub fn require_admin(&self, requested: &str, access: &Access) -> Result<(), EngineError> {
         if self.is_admin() {
+            return Ok(());
+        }
+        let (_, owner) = self.scope(requested, access)?;
+        if access.admin_owners.contains(&owner) {
             Ok(())
         } else {
-            Err(EngineError::AccessDenied(
-                "this method is for the administrator (root) only".into(),
-            ))
+            Err(EngineError::AccessDenied(format!(
+                "this method is for administrators: root, or an owner listed in admin_owners (or [telegram] admin_chat_ids); {owner} is not"
+            )))
         }
     }
 }
@@ -120,6 +130,7 @@ mod tests {
         Access {
             frontend_gid: Some(990),
             frontend_owner_kinds: vec!["telegram".into()],
+            admin_owners: vec![Owner::parse("telegram:7").unwrap(), Owner::unix(1001)],
         }
     }
 
@@ -146,6 +157,30 @@ mod tests {
     }
 
     #[test]
+    fn admin_methods_need_root_or_a_listed_owner() {
+        assert!(Caller::Admin.require_admin("", &access()).is_ok());
+        let fe = Caller::FrontEnd { uid: 990 };
+        assert!(fe.require_admin("telegram:7", &access()).is_ok());
+        let err = fe.require_admin("telegram:8", &access()).unwrap_err();
+        assert!(matches!(err, EngineError::AccessDenied(_)));
+        assert!(err.to_string().contains("telegram:8 is not"), "{err}");
+        // A front end cannot claim an admin owner of a kind it may not act for.
+        assert!(fe.require_admin("unix:1001", &access()).is_err());
+        assert!(fe.require_admin("", &access()).is_err());
+        // A local user listed as an admin may, as itself only.
+        assert!(
+            Caller::Local { uid: 1001 }
+                .require_admin("", &access())
+                .is_ok()
+        );
+        assert!(
+            Caller::Local { uid: 1000 }
+                .require_admin("unix:1001", &access())
+                .is_err()
+        );
+    }
+
+    #[test]
     fn local_users_act_only_as_themselves() {
         let me = Caller::Local { uid: 1000 };
         let (s, o) = me.scope("", &access()).unwrap();
@@ -156,6 +191,9 @@ mod tests {
             me.scope("telegram:1", &access()),
             Err(EngineError::AccessDenied(_))
         ));
-        assert!(me.require_admin().is_err());
+        assert!(matches!(
+            me.require_admin("", &access()),
+            Err(EngineError::AccessDenied(_))
+        ));
     }
 }

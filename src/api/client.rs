@@ -33,7 +33,7 @@ pub trait Manager {
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn modules(&self) -> zbus::Result<String>;
-    fn host_health(&self) -> zbus::Result<String>;
+    fn host_health(&self, owner: &str) -> zbus::Result<String>;
 
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

@@ -282,14 +282,18 @@ impl Manager {
         to_json(&self.engine.modules())
     }
 
-    /// Admin only: what reconcile finds now (unmanaged conf files and machines,
-    /// unreadable records), as JSON.
+    /// Administrators only (root, or a front end acting for an owner listed
+    /// as an admin): what reconcile finds now (unmanaged conf files and
+    /// machines, unreadable records), as JSON.
     async fn host_health(
         &self,
+        owner: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<String, ApiError> {
-        self.caller(conn, &hdr).await?.require_admin()?;
+        self.caller(conn, &hdr)
+            .await?
+            .require_admin(owner, &self.access)?;
         to_json(&self.engine.health().await)
     }
 

@@ -55,6 +55,8 @@ fn access_from(cfg: &Config) -> Access {
     Access {
         frontend_gid,
         frontend_owner_kinds: cfg.frontend_owner_kinds.clone(),
+        // Checked when the configuration loaded.
+        admin_owners: cfg.admins().unwrap_or_default(),
     }
 }
 

@@ -296,8 +296,9 @@ pub trait Daemon: Send + Sync + 'static {
     fn snapshot(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
     /// A container's workspace snapshots (the daemon's JSON array).
     fn snapshots(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
-    /// Admin only (the daemon refuses anyone but root).
-    fn host_health(&self) -> impl Future<Output = R<Value>> + Send;
+    /// Administrators only: the daemon answers root, or a front end acting
+    /// for an owner it lists as an admin (`admin_owners`, the Telegram admins).
+    fn host_health(&self, owner: &Owner) -> impl Future<Output = R<Value>> + Send;
 }
 
 /// The daemon over D-Bus.
@@ -509,8 +510,8 @@ impl Daemon for DbusDaemon {
         Ok(parse_modules(&v))
     }
 
-    async fn host_health(&self) -> R<Value> {
-        json(&bus(self.proxy.host_health().await)?)
+    async fn host_health(&self, owner: &Owner) -> R<Value> {
+        json(&bus(self.proxy.host_health(owner.as_str()).await)?)
     }
 
     // The storage methods are called by name, so an older daemon without

@@ -278,7 +278,7 @@ impl<D: Daemon> ChatService<D> {
                     ui.say("/health is for administrators.").await;
                     return;
                 }
-                let text = match self.daemon.host_health().await {
+                let text = match self.daemon.host_health(&s.owner).await {
                     Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
                     Err(f) => f.summary("read the host's health"),
                 };
@@ -588,7 +588,7 @@ impl<D: Daemon> ChatService<D> {
                 .snapshots(owner, &n)
                 .await
                 .map(|v| json!({"ok": true, "container": n, "snapshots": v})),
-            Action::HostHealth => self.daemon.host_health().await.map(|v| json!({"ok": true, "health": v})),
+            Action::HostHealth => self.daemon.host_health(owner).await.map(|v| json!({"ok": true, "health": v})),
         };
         match r {
             Ok(v) => v.to_string(),

@@ -582,6 +582,46 @@ pub async fn exec(g: &Global, name: &str, timeout: u32, argv: &[String]) -> Exit
     }
 }
 
+/// The host's health: root, or `--as` an owner the daemon lists as an admin.
+pub async fn health(g: &Global) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match m.host_health(&g.owner).await {
+        Ok(text) if g.json => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(text) => {
+            let Ok(v) = parse_json(&text) else {
+                return ExitCode::from(exit::HOST);
+            };
+            let list = |k: &str| {
+                let items: Vec<&str> = v[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if items.is_empty() {
+                    "none".to_string()
+                } else {
+                    items.join(", ")
+                }
+            };
+            println!("systemd:            {}", s(&v, "systemd_version"));
+            println!("machined reachable: {}", v["machined_reachable"]);
+            println!("containers:         {}", v["containers"]);
+            println!("in flight:          {}", list("in_flight"));
+            println!("unmanaged:          {}", list("unmanaged"));
+            println!("unreadable records: {}", list("unreadable_records"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 pub async fn modules(g: &Global) -> ExitCode {
     let m = match connect(g).await {
         Ok(m) => m,

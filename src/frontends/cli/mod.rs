@@ -72,6 +72,9 @@ pub enum Command {
     },
     /// List the modules a container can be built from.
     Modules,
+    /// The host's health: systemd, machined, what voxnix does not manage
+    /// (root, or --as an owner listed in admin_owners).
+    Health,
     /// Persistent workspaces: usage, what destroyed containers left.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> ExitCode {
             command,
         } => containers::exec(g, &name, timeout, &command).await,
         Command::Modules => containers::modules(g).await,
+        Command::Health => containers::health(g).await,
         Command::Storage(cmd) => storage::storage(g, cmd).await,
         Command::Snapshot { name } => storage::snapshot(g, &name).await,
         Command::Snapshots { name } => storage::snapshots(g, &name).await,
