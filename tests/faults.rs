@@ -1,6 +1,7 @@
 //! Faults the daemon must survive: kill -9 at the fault points of start and
 //! stop, a start job that fails or times out, machined going away and coming
-//! back. Each ends with a clear error to the caller and a daemon that serves.
+//! back, the daemon's bus connection dropping. Each ends with a clear error to
+//! the caller and a daemon that serves.
 
 mod common;
 
@@ -125,4 +126,63 @@ async fn machined_going_away_and_coming_back() {
         .expect("stop with machined restarted by activation");
     assert_eq!(state(&app, "m2").await, "stopped");
     assert_eq!(names(&app).await, vec!["m1", "m2"]);
+}
+
+#[tokio::test]
+async fn the_bus_connection_dropping_is_survived() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"bc"}"#, "").await["ok"], true);
+    let restarts = |out: String| out.trim().parse::<u32>().expect("NRestarts");
+    let before = restarts(app.sh("systemctl show -p NRestarts --value voxnix").await);
+    let old_pid = app.host_pid_of("voxnix.service").await;
+
+    // A call in flight when the connection drops: the CLI, inside the appliance.
+    let mut cmd =
+        tokio::process::Command::from(app.sandbox.command(voxnix::sandbox::daemon::ON_PATH));
+    cmd.args(["exec", "--timeout", "60", "bc", "--", "sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let call = cmd.spawn().expect("start the CLI");
+    for _ in 0..100 {
+        if !app.sh("pgrep -x sleep || true").await.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.cut_daemon_bus_connection().await,
+        1,
+        "one bus connection"
+    );
+
+    // The caller is told at once that the daemon went away, and what to do.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), call.wait_with_output())
+        .await
+        .expect("the call ends well before its 30 s")
+        .expect("CLI output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("went away before answering"), "{err}");
+
+    // systemd restarts the daemon, which finds its container and serves again.
+    app.wait_daemon_active().await;
+    assert_eq!(
+        restarts(app.sh("systemctl show -p NRestarts --value voxnix").await),
+        before + 1,
+        "restarted once, by systemd"
+    );
+    assert_ne!(app.host_pid_of("voxnix.service").await, old_pid);
+    let log = app.sh("journalctl -u voxnix --no-pager").await;
+    assert!(log.contains("bus connection lost"), "{log}");
+    assert_eq!(names(&app).await, vec!["bc"]);
+    assert_eq!(state(&app, "bc").await, "running");
+    let m = app.manager().await;
+    let (code, stdout, _, _) = m
+        .exec("bc", "", &["echo", "back"], 10)
+        .await
+        .expect("exec after the restart");
+    assert_eq!((code, String::from_utf8_lossy(&stdout).trim()), (0, "back"));
+    assert_eq!(app.create(r#"{"name":"bc2"}"#, "").await["ok"], true);
 }

@@ -167,8 +167,21 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Resolves when the bus connection stops answering (checked every 5 s).
+/// Resolves when the bus connection is gone: at once when the bus hangs up
+/// (or the socket fails), and within ~5 s when the bus daemon stops answering
+/// without closing the socket.
 async fn connection_lost(conn: &zbus::Connection) -> zbus::Error {
+    tokio::select! {
+        _ = conn.closed() => {
+            tracing::error!("bus connection lost: the bus closed it");
+            zbus::Error::Failure("the bus closed the connection".into())
+        }
+        e = bus_unresponsive(conn) => e,
+    }
+}
+
+/// Resolves when the bus daemon stops answering a ping (every 5 s).
+async fn bus_unresponsive(conn: &zbus::Connection) -> zbus::Error {
     let Ok(dbus) = zbus::fdo::DBusProxy::new(conn).await else {
         return zbus::Error::Failure("cannot talk to the bus daemon".into());
     };

@@ -123,7 +123,111 @@ impl Appliance {
         .expect("fault trigger");
     }
 
-    pub fn daemon_pid(&self) -> u32 {
-        0
+    /// The host PID of a unit's main process in the appliance.
+    pub async fn host_pid_of(&self, unit: &str) -> i32 {
+        let ns_pid: i32 = self
+            .sh(&format!("systemctl show -p MainPID --value {unit}"))
+            .await
+            .trim()
+            .parse()
+            .expect("MainPID");
+        assert!(ns_pid > 0, "{unit} is running");
+        let ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.sandbox.init_pid()))
+            .expect("the appliance's pid namespace");
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .ok()
+                .as_ref()
+                != Some(&ns)
+            {
+                continue;
+            }
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let inner = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok());
+            if inner == Some(ns_pid) {
+                return pid;
+            }
+        }
+        panic!("no host process for {unit}'s PID {ns_pid}");
+    }
+
+    /// Cuts the daemon's connection to the system bus from outside, as a bus
+    /// hanging up on it would: the socket connected to the appliance's
+    /// dbus-daemon is shut down through a duplicate (pidfd_getfd). Returns how
+    /// many sockets were cut (1 when the daemon holds one bus connection).
+    pub async fn cut_daemon_bus_connection(&self) -> usize {
+        let daemon = self.host_pid_of("voxnix.service").await;
+        // Whoever called listen() on the appliance's bus socket (systemd when
+        // dbus.socket activates the bus): a container's bus has the same path
+        // inside the container, but another listener.
+        let listeners = [
+            self.host_pid_of("dbus.service").await,
+            self.sandbox.init_pid(),
+        ];
+        // SAFETY: plain syscalls on descriptors this function owns and closes.
+        unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, daemon, 0) as i32;
+            assert!(
+                pidfd >= 0,
+                "pidfd_open: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut cut = 0;
+            for entry in std::fs::read_dir(format!("/proc/{daemon}/fd"))
+                .expect("fds")
+                .flatten()
+            {
+                let link = std::fs::read_link(entry.path()).unwrap_or_default();
+                if !link.to_string_lossy().starts_with("socket:") {
+                    continue;
+                }
+                let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+                if dup < 0 {
+                    continue;
+                }
+                // The bus connection: its peer is bound to the bus socket's
+                // path (the journal's stdout streams are not).
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                let ok =
+                    libc::getpeername(dup, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len)
+                        == 0;
+                let path: Vec<u8> = addr
+                    .sun_path
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
+                let mut cred: libc::ucred = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+                let peer_ok = libc::getsockopt(
+                    dup,
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    (&mut cred as *mut libc::ucred).cast(),
+                    &mut len,
+                ) == 0;
+                if ok
+                    && path == b"/run/dbus/system_bus_socket"
+                    && peer_ok
+                    && listeners.contains(&cred.pid)
+                {
+                    assert_eq!(libc::shutdown(dup, libc::SHUT_RDWR), 0, "shutdown");
+                    cut += 1;
+                }
+                libc::close(dup);
+            }
+            libc::close(pidfd);
+            cut
+        }
     }
 }

@@ -78,6 +78,14 @@ pub fn fail(e: &zbus::Error) -> ExitCode {
         eprintln!("voxnix: cannot reach the voxnix daemon ({kind}): {msg}");
         return ExitCode::from(exit::UNREACHABLE);
     }
+    if kind == "NoReply" && msg.contains("disconnected") {
+        // The daemon left the bus with this call in hand (it crashed or lost
+        // its connection; systemd restarts it).
+        eprintln!(
+            "voxnix: the voxnix daemon went away before answering (it restarts by itself); the request may or may not have been carried out: check with `voxnix list` or `voxnix status NAME`"
+        );
+        return ExitCode::from(exit::UNREACHABLE);
+    }
     if kind == "AccessDenied" && msg.contains("Rejected send message") {
         eprintln!(
             "voxnix: AccessDenied: the bus refused the call; only root and members of the voxnix group may use voxnix"
