@@ -12,11 +12,13 @@
 //!
 //! Run: `cargo bench --bench daemon` (as root, after ./scripts/host-setup.sh).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use voxnix::api::client::ManagerProxy;
-use voxnix::sandbox::{Sandbox, SandboxOptions, daemon};
+use voxnix::sandbox::Sandbox;
 use zbus_systemd::{machine1, systemd1};
 
 const LIST_ROUNDS: usize = 30;
@@ -24,30 +26,15 @@ const START_ROUNDS: usize = 5;
 
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let p = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
-    (p(0.5), p(0.95), ms(samples[0]))
+    (
+        common::percentile(&samples, 0.5),
+        common::percentile(&samples, 0.95),
+        common::percentile(&samples, 0.0),
+    )
 }
 
 async fn daemon_rss_kib(sb: &Sandbox, bus: &zbus::Connection) -> u64 {
-    let systemd = systemd1::ManagerProxy::new(bus).await.expect("systemd1");
-    let unit = systemd
-        .get_unit("voxnix.service".into())
-        .await
-        .expect("voxnix unit");
-    let svc = systemd1::ServiceProxy::builder(bus)
-        .path(unit)
-        .build()
-        .await
-        .expect("service");
-    let pid = svc.main_pid().await.expect("MainPID");
-    let status = std::fs::read_to_string(sb.root().join(format!("proc/{pid}/status")))
-        .expect("daemon status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    common::rss_kib(sb, common::daemon_pid(bus).await)
 }
 
 async fn ensure_containers(m: &ManagerProxy<'_>, have: usize, want: usize) {
@@ -56,19 +43,10 @@ async fn ensure_containers(m: &ManagerProxy<'_>, have: usize, want: usize) {
             .iter()
             .map(|i| format!(r#"{{"name":"b{i}"}}"#))
             .collect();
-        let ops = futures_util::future::join_all(specs.iter().map(|s| m.create(s, ""))).await;
-        for op in ops {
-            let op = op.expect("create accepted");
-            loop {
-                let v: serde_json::Value =
-                    serde_json::from_str(&m.get_operation(&op, "").await.expect("op"))
-                        .expect("json");
-                if v["done"] == true {
-                    assert_eq!(v["ok"], true, "create failed: {v}");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let done =
+            futures_util::future::join_all(specs.iter().map(|s| common::create_wait(m, s))).await;
+        for v in done {
+            assert_eq!(v["ok"], true, "create failed: {v}");
         }
     }
 }
@@ -137,13 +115,7 @@ fn main() {
 }
 
 async fn run() {
-    let mut opts = SandboxOptions::default();
-    daemon::install(
-        &mut opts,
-        std::path::Path::new(env!("CARGO_BIN_EXE_voxnix")),
-        &daemon::sandbox_config("max_containers_per_owner = 1000"),
-    );
-    let sb = Sandbox::boot_with(opts).await.expect("boot");
+    let sb = common::appliance("max_containers_per_owner = 1000").await;
     let bus = sb.system_bus().await.expect("bus");
     let m = ManagerProxy::new(&bus).await.expect("manager");
     let machined = machine1::ManagerProxy::new(&bus).await.expect("machine1");

@@ -291,6 +291,58 @@ async fn crash_in_create_or_destroy_is_reconciled() {
     );
 }
 
+/// A container someone made by hand (a conf file and a running machine with
+/// no voxnix record) is reported to the administrator and never touched:
+/// not listed, not destroyable through voxnix, still running after a
+/// daemon restart's reconcile.
+#[tokio::test]
+async fn what_voxnix_does_not_own_is_reported_and_left_alone() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"mine"}"#, "").await["ok"], true);
+    let started = app
+        .sh("cp /etc/nixos-containers/mine.conf /etc/nixos-containers/byhand.conf && systemctl start container@byhand.service && systemctl restart voxnix && echo ok")
+        .await;
+    assert_eq!(started.trim(), "ok");
+    app.wait_daemon_active().await;
+
+    let m = app.manager().await;
+    let health: Value =
+        serde_json::from_str(&m.host_health("").await.expect("health")).expect("json");
+    let unmanaged: Vec<&str> = health["unmanaged"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        unmanaged,
+        vec![
+            "conf /etc/nixos-containers/byhand.conf",
+            "machine byhand (container@byhand.service)"
+        ],
+        "{health}"
+    );
+    assert_eq!(health["containers"], 1, "{health}");
+    assert_eq!(health["machined_reachable"], true, "{health}");
+    let log = app.sh("journalctl -u voxnix --no-pager").await;
+    assert!(
+        log.contains("not managed by voxnix, left alone: machine byhand"),
+        "{log}"
+    );
+
+    let list: Value = serde_json::from_str(&m.list("").await.expect("list")).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let err = m.destroy("byhand", "").await.expect_err("not voxnix's");
+    assert!(err.to_string().contains("NotFound"), "{err}");
+    assert_eq!(
+        app.sh("systemctl is-active container@byhand.service; test -f /etc/nixos-containers/byhand.conf && echo kept")
+            .await
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["active", "kept"]
+    );
+}
+
 #[tokio::test]
 async fn the_api_is_introspectable_and_the_daemon_is_ready() {
     let app = Appliance::boot("").await;

@@ -244,6 +244,11 @@ proptest! {
         let again = parse_spec(&client_json_from_build(&build).to_string(), &known())
             .map_err(|e| TestCaseError::fail(format!("{build}: {e}")))?;
         prop_assert_eq!(&again, &spec);
+        // The client form the daemon writes back (update) reads as the same spec.
+        let client_again = spec.to_client_json();
+        let again = parse_spec(&client_again.to_string(), &known())
+            .map_err(|e| TestCaseError::fail(format!("{client_again}: {e}")))?;
+        prop_assert_eq!(&again, &spec);
 
         let text = serde_json::to_string(&spec).unwrap();
         let stored: ContainerSpec = serde_json::from_str(&text).unwrap();

@@ -9,7 +9,7 @@ use zbus::message::Header;
 
 use super::caller::{Access, Caller};
 use super::error::{ApiError, to_json};
-use crate::engine::{Engine, Scope};
+use crate::engine::{Engine, EngineError, Scope};
 
 pub struct Container {
     pub name: String,
@@ -27,10 +27,15 @@ impl Container {
             return Ok(Scope::All);
         };
         let caller = Caller::identify(conn, hdr, &self.access).await?;
-        Ok(caller
-            .scope("", &self.access)
-            .map(|(s, _)| s)
-            .unwrap_or(Scope::Owner(crate::engine::Owner::unix(u32::MAX))))
+        if let Caller::FrontEnd { .. } = caller {
+            // These objects take no owner argument, and a front end must
+            // always say whom it acts for (the bus policy keeps them out too).
+            return Err(EngineError::AccessDenied(
+                "front ends act through the Manager, naming the owner they act for".into(),
+            )
+            .into());
+        }
+        Ok(caller.scope("", &self.access)?.0)
     }
 
     async fn status(

@@ -997,34 +997,12 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
-        let mut spec_json = serde_json::to_value(&record.spec)
-            .map_err(|e| EngineError::HostError(format!("cannot encode the spec: {e}")))?;
-        // Back to the client form of the spec, with the new modules.
-        let mut client = serde_json::Map::new();
-        client.insert("name".into(), spec_json["name"].take());
-        client.insert("modules".into(), serde_json::json!(modules));
-        client.insert("workspace".into(), spec_json["workspace"].take());
-        if let Some(settings) = spec_json.get_mut("settings").map(serde_json::Value::take) {
-            client.insert("settings".into(), settings);
-        }
-        let r = &record.spec.resources;
-        if let Some(m) = r.memory_max {
-            client.insert("memory_max".into(), m.into());
-        }
-        if let Some(w) = r.cpu_weight {
-            client.insert("cpu_weight".into(), w.into());
-        }
-        if let Some(q) = r.cpu_quota_percent {
-            client.insert("cpu_quota".into(), format!("{q}%").into());
-        }
-        if let Some(t) = r.tasks_max {
-            client.insert("tasks_max".into(), t.into());
-        }
-        let new_spec = spec::parse_spec(
-            &serde_json::Value::Object(client).to_string(),
-            &self.known_modules,
-        )
-        .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        // Back to the client form of the spec, with the new modules, and
+        // through the same validation as a create.
+        let mut client = record.spec.to_client_json();
+        client["modules"] = serde_json::json!(modules);
+        let new_spec = spec::parse_spec(&client.to_string(), &self.known_modules)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         let op = self.ops.begin("update", name, &record.owner);
         let engine = self.clone();
         let (op_id, name) = (op.clone(), name.to_string());
@@ -1190,15 +1168,8 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
-        let was_running = self.machined.info(name).await?.is_some();
-        if was_running {
-            self.stop_unit(name).await?;
-        }
-        let restored = self.storage.restore(&r.owner, name, id).await;
-        if was_running {
-            self.start_unit(name).await?;
-        }
-        Ok(restored?)
+        self.while_stopped(name, || self.storage.restore(&r.owner, name, id))
+            .await
     }
 
     /// What destroyed containers of `owner` left (kept workspaces).
@@ -1226,15 +1197,27 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
+        self.while_stopped(name, || self.storage.restore_kept(&r.owner, name))
+            .await
+    }
+
+    /// Runs `act` with the container stopped if it was running, and starts it
+    /// again afterwards, also when `act` failed (its error is returned then).
+    async fn while_stopped<T, E, F, Fut>(&self, name: &str, act: F) -> Result<T, EngineError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        EngineError: From<E>,
+    {
         let was_running = self.machined.info(name).await?.is_some();
         if was_running {
             self.stop_unit(name).await?;
         }
-        let restored = self.storage.restore_kept(&r.owner, name).await;
+        let done = act().await;
         if was_running {
             self.start_unit(name).await?;
         }
-        Ok(restored?)
+        Ok(done?)
     }
 
     /// Applies snapshot retention (count and age); the daemon calls it hourly.

@@ -2,6 +2,8 @@
 //! units, machined), finish or roll back what a crash interrupted, and report,
 //! never delete, what voxnix does not own.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use super::Engine;
@@ -80,24 +82,8 @@ impl Engine {
                 }
             }
         }
-        let owned: std::collections::BTreeSet<String> =
-            self.records.load_all().0.into_keys().collect();
-        for name in self.confs.names() {
-            if !owned.contains(&name) {
-                report
-                    .unmanaged
-                    .push(format!("conf {}", self.confs.path(&name).display()));
-            }
-        }
-        if let Ok(machines) = self.machined.list().await {
-            for (name, class) in machines {
-                if class == "container" && !owned.contains(&name) {
-                    report
-                        .unmanaged
-                        .push(format!("machine {name} ({})", container_unit(&name)));
-                }
-            }
-        }
+        let owned: BTreeSet<String> = self.records.load_all().0.into_keys().collect();
+        report.unmanaged = self.unmanaged(&owned).await.0;
         for u in &report.unmanaged {
             tracing::info!("not managed by voxnix, left alone: {u}");
         }
@@ -120,25 +106,11 @@ impl Engine {
     /// A read-only look at the host: nothing is changed.
     pub async fn health(&self) -> Health {
         let (records, bad) = self.records.load_all();
-        let owned: std::collections::BTreeSet<&String> = records.keys().collect();
-        let mut unmanaged: Vec<String> = self
-            .confs
-            .names()
-            .into_iter()
-            .filter(|n| !owned.contains(n))
-            .map(|n| format!("conf {}", self.confs.path(&n).display()))
-            .collect();
-        let machines = self.machined.list().await;
-        if let Ok(ms) = &machines {
-            for (name, class) in ms {
-                if class == "container" && !owned.contains(name) {
-                    unmanaged.push(format!("machine {name}"));
-                }
-            }
-        }
+        let owned: BTreeSet<String> = records.keys().cloned().collect();
+        let (unmanaged, machined_reachable) = self.unmanaged(&owned).await;
         Health {
             systemd_version: self.systemd.manager().version().await.ok(),
-            machined_reachable: machines.is_ok(),
+            machined_reachable,
             containers: records.len(),
             in_flight: records
                 .values()
@@ -151,5 +123,24 @@ impl Engine {
                 .map(|(p, why)| format!("{}: {why}", p.display()))
                 .collect(),
         }
+    }
+
+    /// Conf files and container machines without a voxnix record (voxnix
+    /// leaves them alone and reports them), and whether machined answered.
+    async fn unmanaged(&self, owned: &BTreeSet<String>) -> (Vec<String>, bool) {
+        let mut found: Vec<String> = self
+            .confs
+            .names()
+            .into_iter()
+            .filter(|n| !owned.contains(n))
+            .map(|n| format!("conf {}", self.confs.path(&n).display()))
+            .collect();
+        let machines = self.machined.list().await;
+        for (name, class) in machines.as_deref().unwrap_or_default() {
+            if class == "container" && !owned.contains(name) {
+                found.push(format!("machine {name} ({})", container_unit(name)));
+            }
+        }
+        (found, machines.is_ok())
     }
 }

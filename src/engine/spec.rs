@@ -348,6 +348,45 @@ impl ContainerSpec {
         Value::Object(out)
     }
 
+    /// Back to the form a client sends (what [`parse_spec`] reads), so a
+    /// stored spec can be changed and validated again (update). Every field
+    /// of the spec is written: `parse_spec(to_client_json())` gives the spec
+    /// back.
+    pub fn to_client_json(&self) -> Value {
+        let mut out = Map::new();
+        out.insert("name".into(), Value::from(self.name.as_str()));
+        out.insert(
+            "modules".into(),
+            self.modules
+                .iter()
+                .map(|m| Value::from(m.as_str()))
+                .collect(),
+        );
+        out.insert("workspace".into(), Value::Bool(self.workspace));
+        let r = &self.resources;
+        if let Some(v) = r.memory_max {
+            out.insert("memory_max".into(), Value::from(v));
+        }
+        if let Some(v) = r.cpu_weight {
+            out.insert("cpu_weight".into(), Value::from(v));
+        }
+        if let Some(v) = r.cpu_quota_percent {
+            out.insert("cpu_quota".into(), Value::from(format!("{v}%")));
+        }
+        if let Some(v) = r.tasks_max {
+            out.insert("tasks_max".into(), Value::from(v));
+        }
+        if !self.settings.is_empty() {
+            let settings: Map<String, Value> = self
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::Object(v.clone())))
+                .collect();
+            out.insert("settings".into(), Value::Object(settings));
+        }
+        Value::Object(out)
+    }
+
     /// CPUQuotaPerSecUSec value for systemd (percent * 10_000), if any.
     pub fn cpu_quota_per_sec_usec(&self) -> Option<u64> {
         self.resources

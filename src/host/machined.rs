@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use zbus::Connection;
 use zbus::proxy::CacheProperties;
-use zbus_systemd::machine1::{MachineProxy, ManagerProxy};
+use zbus_systemd::machine1::{self, MachineProxy, ManagerProxy};
 
 use super::HostError;
 
@@ -161,7 +161,8 @@ impl Machined {
 
     /// Waits until `name` is registered (`MachineNew`, or already there).
     pub async fn wait_registered(&self, name: &str, timeout: Duration) -> Result<(), HostError> {
-        let mut new = self
+        // Subscribe before looking, so a registration in between is not missed.
+        let new = self
             .manager
             .receive_machine_new()
             .await
@@ -169,26 +170,13 @@ impl Machined {
         if self.info(name).await?.is_some() {
             return Ok(());
         }
-        let wait = async {
-            while let Some(sig) = new.next().await {
-                if sig.args().is_ok_and(|a| a.machine == name) {
-                    return true;
-                }
-            }
-            false
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(true) => Ok(()),
-            _ => Err(HostError::Timeout {
-                what: format!("machined to register {name}"),
-                seconds: timeout.as_secs(),
-            }),
-        }
+        let is_it = |s: &machine1::MachineNew| s.args().is_ok_and(|a| a.machine == name);
+        first_matching(new, is_it, timeout, format!("machined to register {name}")).await
     }
 
     /// Waits until `name` is gone (`MachineRemoved`, or already gone).
     pub async fn wait_removed(&self, name: &str, timeout: Duration) -> Result<(), HostError> {
-        let mut removed = self
+        let removed = self
             .manager
             .receive_machine_removed()
             .await
@@ -196,20 +184,41 @@ impl Machined {
         if self.info(name).await?.is_none() {
             return Ok(());
         }
-        let wait = async {
-            while let Some(sig) = removed.next().await {
-                if sig.args().is_ok_and(|a| a.machine == name) {
-                    return true;
-                }
+        let is_it = |s: &machine1::MachineRemoved| s.args().is_ok_and(|a| a.machine == name);
+        first_matching(
+            removed,
+            is_it,
+            timeout,
+            format!("machined to remove {name}"),
+        )
+        .await
+    }
+}
+
+/// Waits (at most `timeout`) for the first signal `is_it` accepts; `what` names
+/// the awaited event in the timeout error.
+async fn first_matching<S>(
+    mut signals: S,
+    is_it: impl Fn(&S::Item) -> bool,
+    timeout: Duration,
+    what: String,
+) -> Result<(), HostError>
+where
+    S: futures_util::Stream + Unpin,
+{
+    let wait = async {
+        while let Some(sig) = signals.next().await {
+            if is_it(&sig) {
+                return true;
             }
-            false
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(true) => Ok(()),
-            _ => Err(HostError::Timeout {
-                what: format!("machined to remove {name}"),
-                seconds: timeout.as_secs(),
-            }),
         }
+        false
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(true) => Ok(()),
+        _ => Err(HostError::Timeout {
+            what,
+            seconds: timeout.as_secs(),
+        }),
     }
 }

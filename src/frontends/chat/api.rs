@@ -514,33 +514,18 @@ impl Daemon for DbusDaemon {
         json(&bus(self.proxy.host_health(owner.as_str()).await)?)
     }
 
-    // The storage methods are called by name, so an older daemon without
-    // them answers UnknownMethod ("not offered yet") instead of breaking.
+    // An older daemon without the storage methods answers UnknownMethod,
+    // which becomes "not offered yet" (ErrorKind::Unsupported).
     async fn storage_usage(&self, owner: &Owner) -> R<Value> {
-        let text: String = bus(self
-            .proxy
-            .inner()
-            .call("StorageUsage", &(owner.as_str(),))
-            .await)?;
-        json(&text)
+        json(&bus(self.proxy.storage_usage(owner.as_str()).await)?)
     }
 
     async fn snapshot(&self, owner: &Owner, name: &str) -> R<Value> {
-        let text: String = bus(self
-            .proxy
-            .inner()
-            .call("Snapshot", &(name, owner.as_str()))
-            .await)?;
-        json(&text)
+        json(&bus(self.proxy.snapshot(name, owner.as_str()).await)?)
     }
 
     async fn snapshots(&self, owner: &Owner, name: &str) -> R<Value> {
-        let text: String = bus(self
-            .proxy
-            .inner()
-            .call("Snapshots", &(name, owner.as_str()))
-            .await)?;
-        json(&text)
+        json(&bus(self.proxy.snapshots(name, owner.as_str()).await)?)
     }
 }
 
