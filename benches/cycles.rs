@@ -14,10 +14,13 @@ use voxnix::api::client::ManagerProxy;
 use voxnix::sandbox::Sandbox;
 use zbus_systemd::{machine1, systemd1};
 
-/// No workspace: a destroyed container's workspace is kept on purpose (for
-/// the retention period), which would grow by design with every cycle; this
-/// benchmark looks for what the daemon leaks, not for what it keeps.
+/// No workspace by default: a destroyed container's workspace is kept on
+/// purpose (for the retention period), which grows by design with every
+/// cycle; this benchmark looks for what the daemon leaks, not for what it
+/// keeps. VOXNIX_CYCLES_WORKSPACE=1 cycles with a workspace, to see what the
+/// kept workspaces cost.
 const SPEC: &str = r#"{"name":"cyc","workspace":false}"#;
+const SPEC_WORKSPACE: &str = r#"{"name":"cyc"}"#;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -93,6 +96,10 @@ async fn counts(sb: &Sandbox, bus: &zbus::Connection, pid: u32) -> Vec<(&'static
             du_kib(sb, "var/log/journal") + du_kib(sb, "run/log/journal"),
         ),
         ("mounts (daemon's view)", mounts),
+        (
+            "kept workspaces",
+            count_dir(sb, "var/lib/voxnix/storage/users/unix-0/kept"),
+        ),
         ("daemon open fds", common::open_fds(sb, pid)),
         ("daemon threads", threads),
         ("daemon RSS KiB", common::rss_kib(sb, pid) as usize),
@@ -119,7 +126,13 @@ async fn run() {
     let m = ManagerProxy::new(&bus).await.expect("manager");
     let pid = common::daemon_pid(&bus).await;
     // One warm-up cycle so lazily loaded state (unit template, caches) is in both counts.
-    assert_eq!(common::create_wait(&m, SPEC).await["ok"], true);
+    let spec = if std::env::var("VOXNIX_CYCLES_WORKSPACE").is_ok_and(|v| v == "1") {
+        SPEC_WORKSPACE
+    } else {
+        SPEC
+    };
+    println!("spec: {spec}");
+    assert_eq!(common::create_wait(&m, spec).await["ok"], true);
     m.destroy("cyc", "").await.expect("destroy");
     let mut columns = vec![("before".to_string(), counts(&sb, &bus, pid).await)];
     // Counts along the way too, so a trend shows (and a run stopped early
@@ -129,7 +142,7 @@ async fn run() {
     let (mut create_ms, mut destroy_ms) = (0.0, 0.0);
     for i in 0..cycles {
         let c = Instant::now();
-        let v = common::create_wait(&m, SPEC).await;
+        let v = common::create_wait(&m, spec).await;
         assert_eq!(v["ok"], true, "cycle {i}: {v}");
         let d = Instant::now();
         m.destroy("cyc", "")

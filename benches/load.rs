@@ -1,8 +1,11 @@
 //! Load benchmark (prints numbers; not a test). As root: boots one appliance
 //! with the daemon and 20 containers, then runs 200 concurrent clients, each
 //! on its own bus connection, doing a mix of List, Status and Logs for a fixed
-//! time (VOXNIX_LOAD_SECS, default 60). Prints throughput, p50/p99 latency per
-//! method, errors, and the daemon's RSS and open fds before and after.
+//! time (VOXNIX_LOAD_SECS, default 60), in rounds (VOXNIX_LOAD_ROUNDS,
+//! default 2) with fresh clients each. Prints, per round, throughput, p50/p99
+//! latency per method and errors, and the daemon's RSS and open fds before and
+//! after: growth in the first round and none after is warm-up (buffers and
+//! allocator arenas sized for 200 clients); growth every round is a leak.
 //!
 //! Run: `cargo bench --bench load`.
 
@@ -51,8 +54,40 @@ async fn run() {
         }
     }
     let pid = common::daemon_pid(&bus).await;
-    let (rss0, fds0) = (common::rss_kib(&sb, pid), common::open_fds(&sb, pid));
+    let rounds: usize = std::env::var("VOXNIX_LOAD_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    println!(
+        "load: {CLIENTS} clients, {CONTAINERS} running containers, {rounds} rounds of {secs} s"
+    );
+    let mut readings = vec![(common::rss_kib(&sb, pid), common::open_fds(&sb, pid))];
+    for round in 1..=rounds {
+        let t = load_round(&sb, secs).await;
+        readings.push((common::rss_kib(&sb, pid), common::open_fds(&sb, pid)));
+        print_round(round, secs, t);
+    }
+    println!();
+    println!(
+        "| daemon | before | {} |",
+        (1..=rounds)
+            .map(|r| format!("after round {r}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---:|{}", "---:|".repeat(rounds));
+    let rss: Vec<String> = readings
+        .iter()
+        .map(|r| format!("{:.1}", r.0 as f64 / 1024.0))
+        .collect();
+    let fds: Vec<String> = readings.iter().map(|r| r.1.to_string()).collect();
+    println!("| RSS MiB | {} |", rss.join(" | "));
+    println!("| open fds | {} |", fds.join(" | "));
+    sb.shutdown().expect("shutdown");
+}
 
+/// One round: CLIENTS fresh clients, each on its own connection, for `secs`.
+async fn load_round(sb: &voxnix::sandbox::Sandbox, secs: u64) -> Tally {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -92,12 +127,16 @@ async fn run() {
     for t in tasks {
         t.await.expect("client task");
     }
-    let (rss1, fds1) = (common::rss_kib(&sb, pid), common::open_fds(&sb, pid));
-    let mut t = tally.lock().await;
+    Arc::try_unwrap(tally)
+        .map(Mutex::into_inner)
+        .unwrap_or_default()
+}
+
+fn print_round(round: usize, secs: u64, mut t: Tally) {
     let total: usize = t.lat.iter().map(Vec::len).sum();
-    println!("load: {CLIENTS} clients, {CONTAINERS} running containers, {secs} s");
+    println!();
     println!(
-        "requests: {total} ({:.0}/s), errors: {}",
+        "round {round}: {total} requests ({:.0}/s), errors: {}",
         total as f64 / secs as f64,
         t.errors.len()
     );
@@ -117,11 +156,4 @@ async fn run() {
     if let Some(e) = t.errors.first() {
         println!("first error: {e}");
     }
-    println!(
-        "daemon RSS: {:.1} MiB before, {:.1} MiB after; open fds: {fds0} before, {fds1} after",
-        rss0 as f64 / 1024.0,
-        rss1 as f64 / 1024.0
-    );
-    drop(t);
-    sb.shutdown().expect("shutdown");
 }
