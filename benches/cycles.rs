@@ -36,6 +36,12 @@ fn count_dir(sb: &Sandbox, dir: &str) -> usize {
         .unwrap_or(0)
 }
 
+fn lines(sb: &Sandbox, file: &str) -> usize {
+    std::fs::read_to_string(sb.root().join(file))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
 /// Bytes under `dir` in the appliance (regular files only).
 fn du_kib(sb: &Sandbox, dir: &str) -> usize {
     fn walk(p: &std::path::Path) -> u64 {
@@ -94,6 +100,10 @@ async fn counts(sb: &Sandbox, bus: &zbus::Connection, pid: u32) -> Vec<(&'static
         (
             "journal KiB",
             du_kib(sb, "var/log/journal") + du_kib(sb, "run/log/journal"),
+        ),
+        (
+            "DHCP leases",
+            lines(sb, "run/voxnix-sandbox-dnsmasq.leases"),
         ),
         ("mounts (daemon's view)", mounts),
         (

@@ -74,6 +74,11 @@ in
     # the veth pair is eth0 and gets its address (and DNS) by DHCP.
     networking.useDHCP = false;
     networking.interfaces.eth0.useDHCP = true;
+    # Identify to the DHCP server by the interface's MAC, which nspawn derives
+    # from the container's name, instead of a DUID (new with every new root):
+    # a container destroyed and created again under its name gets its lease
+    # and address back instead of taking another one from the pool each time.
+    networking.dhcpcd.extraConfig = "clientid";
     # DNS comes from the DHCP lease, not from the host's resolv.conf (which
     # may point at a resolver on the host's loopback).
     networking.useHostResolvConf = false;

@@ -343,6 +343,42 @@ async fn what_voxnix_does_not_own_is_reported_and_left_alone() {
     );
 }
 
+/// A container destroyed and created again under its name gets its DHCP
+/// lease (and address) back: the pool is not drained one address per create.
+#[tokio::test]
+async fn a_recreated_container_gets_its_address_back() {
+    let app = Appliance::boot("").await;
+    let leases = || {
+        std::fs::read_to_string(app.sandbox.root().join("run/voxnix-sandbox-dnsmasq.leases"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let v = app.create(r#"{"name":"re","workspace":false}"#, "").await;
+        assert_eq!(v["ok"], true, "round {round}: {v}");
+        let ipv4: Vec<String> = v["result"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ipv4.len(), 1, "round {round}: {v}");
+        seen.push(ipv4[0].clone());
+        app.manager()
+            .await
+            .destroy("re", "")
+            .await
+            .expect("destroy");
+    }
+    assert_eq!(seen[0], seen[1], "{seen:?}");
+    assert_eq!(seen[1], seen[2], "{seen:?}");
+    assert_eq!(leases(), 1, "one lease for the name, reused");
+}
+
 #[tokio::test]
 async fn the_api_is_introspectable_and_the_daemon_is_ready() {
     let app = Appliance::boot("").await;

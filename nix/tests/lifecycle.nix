@@ -1,5 +1,6 @@
 # Feature: the CLI creates a container from the library; it gets an address on
-# the bridge; exec works; destroy cleans up.
+# the bridge; exec works; destroy cleans up; created again, it gets its address
+# back.
 { pkgs, package }:
 
 pkgs.testers.runNixOSTest {
@@ -56,5 +57,11 @@ pkgs.testers.runNixOSTest {
         machine.succeed("test ! -e /var/lib/voxnix/containers/demo.json")
         machine.fail("ip link show vb-demo")
         machine.fail("ls /etc/systemd/system.control/container@demo.service.d")
+
+    with subtest("created again under its name, it gets its address back"):
+        again = json.loads(machine.succeed("voxnix --json create demo git"))
+        assert again["state"] == "running", again
+        machine.wait_until_succeeds(f"voxnix --json status demo | jq -e '.addresses | index(\"{address}\")'", timeout=60)
+        machine.succeed("voxnix destroy --yes --purge demo")
   '';
 }

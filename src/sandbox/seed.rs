@@ -74,6 +74,12 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         include_bytes!("assets/container-start"),
         0o755,
     )?;
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/dhcp-client-id.conf",
+        b"[DHCPv4]\nClientIdentifier=mac\n",
+        0o644,
+    )?;
     enable(seed, "voxnix-sandbox-net.service")?;
     enable(seed, "voxnix-sandbox-dhcp.service")?;
     fs::create_dir_all(seed.join("etc/nixos-containers"))
