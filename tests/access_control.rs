@@ -103,6 +103,10 @@ async fn owners_are_isolated_and_strangers_refused() {
         let health: serde_json::Value = serde_json::from_str(&out).expect("json");
         assert_eq!(health["containers"], 2, "{admin}: {health}");
     }
+    let (code, out, err) = as_user(&app, "vxbot", "--as telegram:9 health").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("machined reachable: true"), "{out}");
+    assert!(out.contains("unmanaged:          none"), "{out}");
     // And the per-container objects are root's only.
     let out = app
         .sh("setpriv --reuid=4990 --regid=4990 --init-groups busctl get-property org.voxnix.Voxnix1 /org/voxnix/Voxnix1/container/two org.voxnix.Voxnix1.Container Owner 2>&1")

@@ -597,14 +597,7 @@ pub async fn health(g: &Global) -> ExitCode {
         Err(c) => return c,
     };
     match m.host_health(&g.owner).await {
-        Ok(text) if g.json => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Ok(text) => {
-            let Ok(v) = parse_json(&text) else {
-                return ExitCode::from(exit::HOST);
-            };
+        Ok(text) => print_json_or(g, &text, |v| {
             let list = |k: &str| {
                 let items: Vec<&str> = v[k]
                     .as_array()
@@ -618,14 +611,13 @@ pub async fn health(g: &Global) -> ExitCode {
                     items.join(", ")
                 }
             };
-            println!("systemd:            {}", s(&v, "systemd_version"));
+            println!("systemd:            {}", s(v, "systemd_version"));
             println!("machined reachable: {}", v["machined_reachable"]);
             println!("containers:         {}", v["containers"]);
             println!("in flight:          {}", list("in_flight"));
             println!("unmanaged:          {}", list("unmanaged"));
             println!("unreadable records: {}", list("unreadable_records"));
-            ExitCode::SUCCESS
-        }
+        }),
         Err(e) => fail(&e),
     }
 }
