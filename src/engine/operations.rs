@@ -65,6 +65,9 @@ struct Entry {
 
 /// How long a finished operation stays queryable.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
+/// How many finished operations stay queryable at most (the oldest go first),
+/// so a burst of operations cannot grow the daemon's memory for ten minutes.
+const MAX_FINISHED: usize = 256;
 
 pub struct Operations {
     next: AtomicU64,
@@ -88,7 +91,7 @@ impl Operations {
     pub fn begin(&self, kind: &str, container: &str, owner: &Owner) -> String {
         let id = self.next.fetch_add(1, Ordering::Relaxed).to_string();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.finished.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+        prune(&mut entries);
         entries.insert(
             id.clone(),
             Entry {
@@ -159,5 +162,52 @@ impl Operations {
 
     pub fn get(&self, id: &str) -> Option<OperationSnapshot> {
         self.lock().get(id).map(|e| e.snapshot.clone())
+    }
+}
+
+/// Forgets finished operations older than KEEP_FINISHED, and the oldest
+/// beyond MAX_FINISHED; running ones always stay.
+fn prune(entries: &mut HashMap<String, Entry>) {
+    entries.retain(|_, e| e.finished.is_none_or(|t| t.elapsed() < KEEP_FINISHED));
+    // Ids count up: they order operations that finished in the same instant.
+    let mut finished: Vec<(Instant, u64, String)> = entries
+        .iter()
+        .filter_map(|(id, e)| Some((e.finished?, id.parse().unwrap_or(0), id.clone())))
+        .collect();
+    if finished.len() > MAX_FINISHED {
+        finished.sort();
+        for (_, _, id) in &finished[..finished.len() - MAX_FINISHED] {
+            entries.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_operations_are_bounded_in_count_and_running_ones_stay() {
+        let (tx, _rx) = broadcast::channel(16);
+        let ops = Operations::new(tx);
+        let owner = Owner::unix(0);
+        let running = ops.begin("create", "long", &owner);
+        let ids: Vec<String> = (0..MAX_FINISHED + 44)
+            .map(|i| {
+                let id = ops.begin("create", &format!("c{i}"), &owner);
+                ops.finish(&id, Ok(serde_json::json!({})));
+                id
+            })
+            .collect();
+        // The next operation prunes.
+        let _ = ops.begin("create", "next", &owner);
+        assert!(
+            ops.get(&running).is_some(),
+            "a running operation is never dropped"
+        );
+        let kept = ids.iter().filter(|id| ops.get(id).is_some()).count();
+        assert_eq!(kept, MAX_FINISHED);
+        assert!(ops.get(&ids[0]).is_none(), "the oldest went first");
+        assert!(ops.get(&ids[ids.len() - 1]).is_some(), "the newest stays");
     }
 }
