@@ -119,7 +119,7 @@ pub struct Engine {
     /// bus): past that, calls fail with LimitsExceeded. Requests wait here
     /// instead, so load shows as latency, never as errors.
     reads: tokio::sync::Semaphore,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::keyed_locks::KeyedLocks,
     /// Containers voxnix is stopping on purpose, and since when.
     expected_stops: Mutex<HashMap<String, Instant>>,
     pub(crate) ops: Operations,
@@ -182,7 +182,7 @@ impl Engine {
             catalog,
             names: tokio::sync::Mutex::new(()),
             reads: tokio::sync::Semaphore::new(READ_CONCURRENCY),
-            locks: Mutex::new(HashMap::new()),
+            locks: crate::keyed_locks::KeyedLocks::new(),
             expected_stops: Mutex::new(HashMap::new()),
             ops: Operations::new(events.clone()),
             events,
@@ -218,8 +218,7 @@ impl Engine {
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(name.to_string()).or_default().clone()
+        self.locks.get(name)
     }
 
     /// Notes that voxnix is about to stop a running machine: its next

@@ -18,9 +18,8 @@ pub mod retention;
 pub mod zfs;
 pub mod zfs_parse;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -319,7 +318,7 @@ fn system_clock() -> u64 {
         .unwrap_or(0)
 }
 
-type Locks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+type Locks = Arc<crate::keyed_locks::KeyedLocks>;
 
 /// The storage interface. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -353,7 +352,7 @@ impl Storage {
         Self {
             cfg,
             imp,
-            locks: Arc::new(Mutex::new(HashMap::new())),
+            locks: Arc::new(crate::keyed_locks::KeyedLocks::new()),
             clock: Arc::new(system_clock),
         }
     }
@@ -384,13 +383,10 @@ impl Storage {
     }
 
     async fn lock(&self, owner: &Owner, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(format!("{owner}/{name}"))
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-                .clone()
-        };
-        m.lock_owned().await
+        self.locks
+            .get(&format!("{owner}/{name}"))
+            .lock_owned()
+            .await
     }
 
     /// Runs a blocking dir-backend call on tokio's blocking pool.
