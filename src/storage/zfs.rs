@@ -996,6 +996,17 @@ impl ZfsBackend {
             return Ok(Vec::new());
         }
         let prefix = format!("{}/", n.kept);
+        // Every entry under the kept tree it belongs to, in one pass (a tree
+        // per kept workspace, not a copy of everything per kept workspace).
+        let mut trees: std::collections::HashMap<String, Vec<Entry>> =
+            std::collections::HashMap::new();
+        for e in &entries {
+            let ds = e.name.split('@').next().unwrap_or("");
+            if let Some(rest) = ds.strip_prefix(&prefix) {
+                let kid = rest.split('/').next().unwrap_or(rest);
+                trees.entry(kid.to_string()).or_default().push(e.clone());
+            }
+        }
         let mut out = Vec::new();
         for e in &entries {
             let Some(kid) = e.name.strip_prefix(&prefix) else {
@@ -1007,7 +1018,7 @@ impl ZfsBackend {
             let Some((container, retired)) = parse_kept_name(kid) else {
                 continue;
             };
-            let tree = Tree::new(&e.name, entries.clone());
+            let tree = Tree::new(&e.name, trees.remove(kid).unwrap_or_default());
             let mut snaps: Vec<Snapshot> = tree
                 .voxnix_snapshots()
                 .map(|(_, id, e)| to_snapshot(&id, e))
