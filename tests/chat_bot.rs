@@ -814,3 +814,64 @@ async fn terminal_chat_reads_lines_until_end_of_input() {
     );
     assert!(app.traces_of("term").await.is_empty());
 }
+
+/// The terminal chat of a local user (let in by a site's own bus policy):
+/// `/health` answers a user the daemon lists in admin_owners, and not another.
+#[tokio::test]
+async fn terminal_chat_admins_are_the_daemons_admin_owners() {
+    use tokio::io::AsyncWriteExt;
+    let app = Appliance::boot("admin_owners = [\"unix:1600\"]").await;
+    let policy = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="alice"><allow send_destination="org.voxnix.Voxnix1" send_interface="org.voxnix.Voxnix1.Manager"/></policy>
+  <policy user="bob"><allow send_destination="org.voxnix.Voxnix1" send_interface="org.voxnix.Voxnix1.Manager"/></policy>
+</busconfig>
+"#;
+    std::fs::write(
+        app.sandbox
+            .root()
+            .join("etc/dbus-1/system.d/site-local-users.conf"),
+        policy,
+    )
+    .expect("site policy");
+    let setup = app
+        .sh("useradd -u 1600 -M alice && useradd -u 1601 -M bob && systemctl reload dbus && echo ok")
+        .await;
+    assert_eq!(setup.trim(), "ok");
+    let mut said = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut cmd = app.sandbox.command("setpriv");
+        cmd.args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            voxnix::sandbox::daemon::ON_PATH,
+            "chat",
+            "--no-llm",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = tokio::process::Command::from(cmd)
+            .spawn()
+            .expect("voxnix chat");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"/health\n").await.expect("write");
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("voxnix chat exits at the end of input")
+            .expect("output");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{user}: {stdout}\n{stderr}");
+        said.push(stdout);
+    }
+    assert!(said[0].contains("machined_reachable"), "alice: {}", said[0]);
+    assert!(
+        said[1].contains("/health is for administrators"),
+        "bob: {}",
+        said[1]
+    );
+    assert!(!said[1].contains("machined_reachable"), "bob: {}", said[1]);
+}

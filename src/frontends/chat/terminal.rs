@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use tokio::sync::mpsc;
 
-use super::api::{DbusDaemon, Owner, Progress};
+use super::api::{Daemon, DbusDaemon, Owner, Progress};
 use super::config::ChatConfig;
 use super::llm::Llm;
 use super::service::{ChatService, Session, Surface, Ui};
@@ -97,9 +97,13 @@ pub async fn run(bus: Option<String>, args: ChatArgs) -> ExitCode {
         }
     };
     let uid = nix::unistd::getuid().as_raw();
+    let owner = Owner::unix(uid);
+    // Root is an administrator; so is a local user the daemon lists in
+    // admin_owners, which only the daemon knows: ask it once.
+    let admin = uid == 0 || daemon.host_health(&owner).await.is_ok();
     let session = Session {
-        owner: Owner::unix(uid),
-        admin: uid == 0,
+        owner,
+        admin,
         surface: Surface::Terminal,
     };
     let chat = ChatService::new(daemon, llm);
