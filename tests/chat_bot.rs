@@ -768,24 +768,9 @@ async fn history_concurrency_and_commands_without_llm() {
 
 #[tokio::test]
 async fn terminal_chat_reads_lines_until_end_of_input() {
-    use tokio::io::AsyncWriteExt;
     let app = Appliance::boot("").await;
-    let mut cmd = app.sandbox.command(voxnix::sandbox::daemon::ON_PATH);
-    cmd.arg("chat")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = tokio::process::Command::from(cmd)
-        .spawn()
-        .expect("voxnix chat");
     let input = "/list\n/create term git\n/list\n/storage\nhello there\n/destroy term\nno\n/destroy term\nyes\n/list\n";
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.as_bytes()).await.expect("write");
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .expect("voxnix chat exits at the end of input")
-        .expect("output");
+    let out = chat_in_appliance(&app, &[], &[], input).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -819,7 +804,6 @@ async fn terminal_chat_reads_lines_until_end_of_input() {
 /// `/health` answers a user the daemon lists in admin_owners, and not another.
 #[tokio::test]
 async fn terminal_chat_admins_are_the_daemons_admin_owners() {
-    use tokio::io::AsyncWriteExt;
     let app = Appliance::boot("admin_owners = [\"unix:1600\"]").await;
     let policy = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -840,28 +824,18 @@ async fn terminal_chat_admins_are_the_daemons_admin_owners() {
     assert_eq!(setup.trim(), "ok");
     let mut said = Vec::new();
     for user in ["alice", "bob"] {
-        let mut cmd = app.sandbox.command("setpriv");
-        cmd.args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            voxnix::sandbox::daemon::ON_PATH,
-            "chat",
-            "--no-llm",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-        let mut child = tokio::process::Command::from(cmd)
-            .spawn()
-            .expect("voxnix chat");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"/health\n").await.expect("write");
-        drop(stdin);
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("voxnix chat exits at the end of input")
-            .expect("output");
+        let out = chat_in_appliance(
+            &app,
+            &[
+                "setpriv",
+                &format!("--reuid={user}"),
+                &format!("--regid={user}"),
+                "--init-groups",
+            ],
+            &["--no-llm"],
+            "/health\n",
+        )
+        .await;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{user}: {stdout}\n{stderr}");
@@ -874,4 +848,38 @@ async fn terminal_chat_admins_are_the_daemons_admin_owners() {
         said[1]
     );
     assert!(!said[1].contains("machined_reachable"), "bob: {}", said[1]);
+}
+
+/// Runs `voxnix chat ARGS` in the appliance (behind `wrapper`, e.g. setpriv,
+/// if given) with `input` on its standard input, until it exits.
+async fn chat_in_appliance(
+    app: &Appliance,
+    wrapper: &[&str],
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let chat = voxnix::sandbox::daemon::ON_PATH;
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = app.sandbox.command(program);
+            c.args(args).arg(chat);
+            c
+        }
+        None => app.sandbox.command(chat),
+    };
+    cmd.arg("chat").args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .expect("voxnix chat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("voxnix chat exits at the end of input")
+        .expect("output")
 }
