@@ -529,21 +529,7 @@ impl Daemon for DbusDaemon {
     }
 }
 
-/// Bytes for people: `1.5 GiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
+pub use crate::storage::human_bytes;
 
 /// One line about storage use from the daemon's `StorageUsage` JSON
 /// (`{usage: {used, available, quota}, human, containers: [{name, usage}]}`),

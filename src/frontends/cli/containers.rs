@@ -451,21 +451,6 @@ pub async fn destroy(g: &Global, name: &str, yes: bool, purge: bool) -> ExitCode
     ExitCode::SUCCESS
 }
 
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
-    }
-}
-
 pub async fn status(g: &Global, name: &str) -> ExitCode {
     let m = match connect(g).await {
         Ok(m) => m,
@@ -514,7 +499,7 @@ pub async fn status(g: &Global, name: &str) -> ExitCode {
             "Memory",
             v["memory_bytes"]
                 .as_u64()
-                .map(human_bytes)
+                .map(crate::storage::human_bytes)
                 .unwrap_or("-".into()),
         ),
         (
