@@ -72,6 +72,20 @@ pub fn exit_code_for(kind: &str) -> u8 {
     }
 }
 
+/// Prints a failed operation's error and gives its exit code; None when it
+/// succeeded.
+fn operation_failed(outcome: &Value) -> Option<ExitCode> {
+    if outcome["ok"] == Value::Bool(true) {
+        return None;
+    }
+    let kind = outcome["error_kind"].as_str().unwrap_or("HostError");
+    eprintln!(
+        "voxnix: {kind}: {}",
+        outcome["error_message"].as_str().unwrap_or("")
+    );
+    Some(ExitCode::from(exit_code_for(kind)))
+}
+
 pub fn fail(e: &zbus::Error) -> ExitCode {
     let (kind, msg) = error_parts(e);
     if kind == "BusError" || kind == "ServiceUnknown" || kind == "NameHasNoOwner" {
@@ -247,16 +261,8 @@ pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let outcome = wait_operation(&m, g, &op, progress, finished).await;
-    if outcome["ok"] != Value::Bool(true) {
-        let kind = outcome["error_kind"]
-            .as_str()
-            .unwrap_or("HostError")
-            .to_string();
-        eprintln!(
-            "voxnix: {kind}: {}",
-            outcome["error_message"].as_str().unwrap_or("")
-        );
-        return ExitCode::from(exit_code_for(&kind));
+    if let Some(code) = operation_failed(&outcome) {
+        return code;
     }
     let result = &outcome["result"];
     if g.json {
@@ -341,16 +347,8 @@ pub async fn update(g: &Global, name: &str, modules: &[String]) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let outcome = wait_operation(&m, g, &op, progress, finished).await;
-    if outcome["ok"] != Value::Bool(true) {
-        let kind = outcome["error_kind"]
-            .as_str()
-            .unwrap_or("HostError")
-            .to_string();
-        eprintln!(
-            "voxnix: {kind}: {}",
-            outcome["error_message"].as_str().unwrap_or("")
-        );
-        return ExitCode::from(exit_code_for(&kind));
+    if let Some(code) = operation_failed(&outcome) {
+        return code;
     }
     if g.json {
         println!("{}", outcome["result"]);
