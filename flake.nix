@@ -17,10 +17,13 @@
         default = voxnix;
       });
 
-      # services.voxnix; `imports = [ voxnix.nixosModules.default ];`
-      nixosModules.default = import ./nix/module.nix;
+      # services.voxnix; `imports = [ voxnix.nixosModules.default ];`.  A path,
+      # not the imported function: errors name the file, and a host that
+      # imports it twice gets it once.
+      nixosModules.default = ./nix/module.nix;
 
-      overlays.default = final: _prev: {
+      # `prev` by name: `nix flake check` wants the arguments called final and prev.
+      overlays.default = final: prev: {
         voxnix = final.callPackage ./nix/package.nix { };
       };
 

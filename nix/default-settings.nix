@@ -187,6 +187,8 @@ let
     library = "/nix/store/00000000000000000000000000000000-voxnix-library";
     nixBin = "/nix/store/00000000000000000000000000000000-nix/bin";
     zfsBin = "/nix/store/00000000000000000000000000000000-zfs/bin/zfs";
+    # NixOS's container configuration directory for system.stateVersion >= 22.05.
+    containerConfDir = "/etc/nixos-containers";
   };
 
   # Typed option -> the configuration key(s) it sets (`.` separates tables).
@@ -208,6 +210,7 @@ let
 
   # Keys the module computes (no typed option of their own).
   computed = {
+    "conf_dir" = "NixOS's container configuration directory: /etc/nixos-containers, or /etc/containers on hosts whose system.stateVersion is older than 22.05";
     "nix.library_dir" = "the module library: nix/ and modules/ of this source, plus extraModules";
     "nix.nix_bin_dir" = "the bin directory of nix.package";
     "storage.zfs_bin" = "boot.zfs.package's zfs (zfs backend only)";
@@ -235,7 +238,7 @@ let
 
   # The keys services.voxnix's typed options set.  `cfg` is shaped like
   # config.services.voxnix (only the typed options are read); `paths` has
-  # nixpkgs, library, nixBin and zfsBin.
+  # nixpkgs, library, nixBin, zfsBin and containerConfDir.
   overlay = { cfg, paths }:
     let
       tg = cfg.telegram;
@@ -244,6 +247,7 @@ let
     in
     {
       bridge = cfg.network.bridge;
+      conf_dir = paths.containerConfDir;
       modules = builtins.sort builtins.lessThan
         (library.names ++ builtins.attrNames cfg.extraModules);
     }

@@ -67,6 +67,10 @@ in
     voxnix.modules = names;
     voxnix.settings = specLib.settings checked;
 
+    # As NixOS's declarative containers: an nspawn container (NixOS then
+    # leaves /proc, /dev, /run ... to systemd-nspawn instead of mounting
+    # them itself), and so a container.
+    boot.isNspawnContainer = true;
     boot.isContainer = true;
 
     networking.hostName = checked.name;

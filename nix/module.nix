@@ -42,8 +42,9 @@ let
     "string" = types.str;
     "boolean" = types.bool;
     "map of absolute paths" = types.attrsOf (types.strMatching "/.*");
-    # Any TOML value (lists of pairs, floats ...), when nothing narrower fits.
-    "toml value" = format.type.nestedTypes.elemType;
+    # Any TOML value (lists of pairs, floats ...), when nothing narrower fits:
+    # the format's own type is exactly that (a oneOf of TOML's kinds).
+    "toml value" = format.type;
   };
 
   settingType = t:
@@ -85,9 +86,25 @@ let
 
   # ---- storage --------------------------------------------------------------
 
-  zfs = cfg.storage.backend == "zfs";
+  # What the daemon is told is the one source of truth: the typed options
+  # feed `settings` (with mkDefault), and everything the host needs around
+  # storage (writable paths, tmpfiles, hardening, the parent dataset) is
+  # derived from the final `settings`, so an override there moves it all.
+  storageSettings = cfg.settings.storage;
+  zfs = storageSettings.backend == "zfs";
   zfsPackage = config.boot.zfs.package;
-  zfsParent = "${cfg.storage.zfs.pool}/${cfg.storage.zfs.parent}";
+  zfsParent = "${storageSettings.zfs_pool}/${storageSettings.zfs_parent}";
+  # The directory workspaces are under: the dir backend's root, or where the
+  # parent dataset is mounted.
+  storageRoot = if zfs then storageSettings.mount_root else storageSettings.dir_root;
+
+  # ---- NixOS's container paths ----------------------------------------------
+
+  # nixos-containers.nix: hosts installed before 22.05 keep /etc/containers
+  # and /var/lib/containers; container@.service reads the conf files there.
+  containerPrefix = lib.optionalString (lib.versionAtLeast config.system.stateVersion "22.05") "nixos-";
+  containerConfDir = "/etc/${containerPrefix}containers";
+  containerStateDir = "/var/lib/${containerPrefix}containers";
 
   # ---- the module library the daemon builds containers from -----------------
 
@@ -101,19 +118,38 @@ let
       && !(builtins.elem (baseNameOf path) [ "module.nix" "package.nix" "devshell.nix" "default-settings.nix" ]);
   };
 
+  # An extra module is a file, or a directory with a default.nix. Its whole
+  # directory is copied into the store (the file alone would break its
+  # relative imports), so keep each extra module in a directory of its own:
+  # everything beside it becomes world-readable in the store.
+  extraModule = name:
+    let
+      given = cfg.extraModules.${name};
+      isDir = builtins.pathExists (toString given + "/.");
+      dir = if isDir then given else dirOf given;
+      file = if isDir then "default.nix" else baseNameOf (toString given);
+      copied = builtins.path { path = dir; name = "voxnix-extra-${name}"; };
+    in
+    {
+      exists = builtins.pathExists given && (!isDir || builtins.pathExists (toString given + "/default.nix"));
+      # The library's modules/NAME.nix: imports the file inside the copy.
+      stub = "import ${copied}/${file}";
+    };
+
   # nix/ and modules/ of this source, plus one file per extra module that
-  # imports the given file (so its relative imports keep working).
+  # imports it from the copy of its directory.
   librarySource = pkgs.runCommandLocal "voxnix-library" { } (''
     mkdir -p $out/nix $out/modules
     cp ${nixSources}/*.nix $out/nix/
     cp ${../modules}/*.nix $out/modules/
   '' + concatMapStrings
     (name: ''
-      cp ${pkgs.writeText "voxnix-module-${name}.nix" "import \"${cfg.extraModules.${name}}\"\n"} $out/modules/${name}.nix
+      echo ${escapeShellArg (extraModule name).stub} > $out/modules/${name}.nix
     '')
-    (attrNames cfg.extraModules));
+    (builtins.filter (n: (extraModule n).exists) extraNames));
 
   extraNames = attrNames cfg.extraModules;
+  missingExtraNames = builtins.filter (n: !(extraModule n).exists) extraNames;
   badExtraNames = builtins.filter (n: builtins.match "[a-z][a-z0-9-]*" n == null) extraNames;
   clashingExtraNames = builtins.filter (n: builtins.elem n library.names) extraNames;
 
@@ -122,7 +158,9 @@ let
   rendered = defaultSettings.overlay {
     inherit cfg;
     paths = {
-      nixpkgs = "${cfg.nixpkgs}";
+      # toString: the path as it is, never a copy of nixpkgs in the store.
+      nixpkgs = toString cfg.nixpkgs;
+      containerConfDir = containerConfDir;
       library = "${librarySource}";
       nixBin = "${config.nix.package}/bin";
       zfsBin = "${zfsPackage}/bin/zfs";
@@ -157,12 +195,12 @@ let
   daemonWritablePaths = lib.unique [
     cfg.settings.state_dir
     cfg.settings.conf_dir
-    "/var/lib/nixos-containers"
+    containerStateDir
     "-/etc/systemd/system.control"
     profilesDir
     "/nix/var/nix/gcroots/per-container"
     gcrootsDir
-    cfg.storage.root
+    storageRoot
   ];
 
   # See docs/nixos.md, "How the daemon is confined", for why each is needed.
@@ -246,6 +284,16 @@ in
       '';
     };
 
+    library = mkOption {
+      type = types.package;
+      readOnly = true;
+      internal = true;
+      description = ''
+        The module library the daemon builds containers from (nix/ and modules/ of this
+        source, plus extraModules); the daemon's `nix.library_dir`.
+      '';
+    };
+
     settings = mkOption {
       type = types.submodule {
         freeformType = format.type;
@@ -270,9 +318,11 @@ in
       default = td.extraModules;
       example = literalExpression "{ my-tools = ./voxnix/my-tools.nix; }";
       description = ''
-        Your own container modules, name -> file, added to the library (same format as the
-        files in modules/: description, settings, credentials, module). Names must not clash
-        with the library's.
+        Your own container modules, name -> file (or a directory with a default.nix), added
+        to the library (same format as the files in modules/: description, settings,
+        credentials, module). Names must not clash with the library's. The file's whole
+        directory is copied into the Nix store, so its relative imports keep working: keep
+        each extra module in a directory of its own, with nothing secret beside it.
       '';
     };
 
@@ -429,6 +479,16 @@ in
           message = "services.voxnix.extraModules: ${concatStringsSep ", " clashingExtraNames} already in the library; pick other names.";
         }
         {
+          assertion = missingExtraNames == [ ];
+          message = concatMapStrings
+            (n: "services.voxnix.extraModules.${n}: ${toString cfg.extraModules.${n}} does not exist (give a .nix file, or a directory with a default.nix). ")
+            missingExtraNames;
+        }
+        {
+          assertion = cfg.settings.conf_dir == containerConfDir;
+          message = "services.voxnix.settings.conf_dir must be ${containerConfDir}: container@.service on this host (system.stateVersion ${config.system.stateVersion}) reads the containers' conf files there.";
+        }
+        {
           assertion = !cfg.telegram.enable || cfg.telegram.tokenFile != null;
           message = "services.voxnix.telegram.tokenFile must be set when the Telegram bot is enabled.";
         }
@@ -452,6 +512,7 @@ in
           "services.voxnix.telegram: allowedChatIds and adminChatIds are empty, so the bot refuses everyone.";
 
       services.voxnix.settings = lib.mapAttrsRecursive (_: mkDefault) rendered;
+      services.voxnix.library = librarySource;
 
       environment.etc."voxnix/config.toml".source = configFile;
       environment.systemPackages = [ cfg.package ];
@@ -464,15 +525,18 @@ in
       services.dbus.packages = [ cfg.package ];
       users.groups.voxnix = { };
 
+      # Modes as NixOS's own container tools make them: the per-container
+      # profiles (each container's system generations) root-only, as
+      # nixos-container does.
       systemd.tmpfiles.rules = [
         "d ${cfg.settings.conf_dir} 0755 root root -"
         "d ${cfg.settings.state_dir} 0700 root root -"
-        "d /var/lib/nixos-containers 0700 root root -"
+        "d ${containerStateDir} 0700 root root -"
         "d /etc/systemd/system.control 0755 root root -"
-        "d ${profilesDir} 0755 root root -"
+        "d ${profilesDir} 0700 root root -"
         "d /nix/var/nix/gcroots/per-container 0755 root root -"
         "d ${gcrootsDir} 0755 root root -"
-      ] ++ optional (!zfs) "d ${cfg.storage.root} 0700 root root -";
+      ] ++ optional (!zfs) "d ${storageRoot} 0700 root root -";
 
       systemd.services.${units.daemon} = {
         description = "voxnix daemon: NixOS containers over D-Bus";
@@ -519,6 +583,13 @@ in
         ipv4.addresses = [{ address = hostAddress; prefixLength = prefixLength; }];
       };
       networking.networkmanager.unmanaged = mkIf config.networking.networkmanager.enable [ bridge ];
+      # With systemd-networkd the bridge is network 40-<bridge>: it has no
+      # carrier until a container joins, so configure it anyway and do not
+      # make network-online.target wait for it.
+      systemd.network.networks."40-${bridge}" = mkIf config.networking.useNetworkd {
+        networkConfig.ConfigureWithoutCarrier = true;
+        linkConfig.RequiredForOnline = "no";
+      };
 
       # Containers may ask the host for addresses and names, nothing else.
       networking.firewall.interfaces.${bridge} = {
@@ -600,7 +671,7 @@ in
     # ---- ZFS: the pool and the parent dataset --------------------------------
     (mkIf zfs {
       boot.supportedFilesystems = [ "zfs" ];
-      boot.zfs.extraPools = mkIf cfg.storage.zfs.importPool [ cfg.storage.zfs.pool ];
+      boot.zfs.extraPools = mkIf cfg.storage.zfs.importPool [ storageSettings.zfs_pool ];
 
       systemd.services.${units.zfsParent} = {
         description = "voxnix: the parent dataset ${zfsParent}";
@@ -615,7 +686,7 @@ in
         script = ''
           set -eu
           parent=${escapeShellArg zfsParent}
-          root=${escapeShellArg cfg.storage.root}
+          root=${escapeShellArg storageRoot}
           if ! zfs list -H -o name "$parent" >/dev/null 2>&1; then
             zfs create -p -o mountpoint="$root" "$parent"
           elif [ "$(zfs get -H -o value mountpoint "$parent")" != "$root" ]; then

@@ -42,9 +42,12 @@ let
     else if t == "lambda" then "function"
     else t;
 
-  # Same rule as NixOS' networking.hostName.
-  isHostName = n:
-    builtins.match "[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?" n != null;
+  # The daemon's rule (src/engine/spec.rs, validate_name): lower case
+  # letters, digits and '-', at most 11 characters. NixOS containers refuse
+  # '_' (their names are host names and systemd unit instances), and the
+  # host side of the container's veth, vb-<name>, must fit Linux's 15.
+  isContainerName = n:
+    builtins.match "[a-z0-9]([a-z0-9-]{0,9}[a-z0-9])?" n != null;
 
   # First element that occurs twice in a list of strings, or null.
   firstDuplicate = list:
@@ -60,8 +63,8 @@ let
     if !(spec ? name) then fail "spec has no 'name'"
     else if !builtins.isString spec.name then fail "spec 'name' must be a string, got ${typeName spec.name}"
     else if spec.name == "" then fail "spec 'name' must not be empty"
-    else if !isHostName spec.name then
-      fail "spec 'name' '${spec.name}' is not a valid host name (letters, digits, '-' and '_', at most 63 characters, starting and ending with a letter or digit)"
+    else if !isContainerName spec.name then
+      fail "spec 'name' '${spec.name}' is not a valid container name (1 to 11 lower case letters, digits and '-', starting and ending with a letter or digit)"
     else true;
 
   checkModules = spec:

@@ -273,7 +273,10 @@ fn check_spec_refuses_bad_specs_with_named_errors() {
     let cases = [
         (json!({ "modules": [] }), "spec has no 'name'"),
         (json!({ "name": "" }), "must not be empty"),
-        (json!({ "name": "bad name" }), "is not a valid host name"),
+        (
+            json!({ "name": "bad name" }),
+            "is not a valid container name",
+        ),
         (
             json!({ "name": "x", "modules": "git" }),
             "must be a list of strings",

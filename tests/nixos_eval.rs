@@ -1,0 +1,883 @@
+//! The NixOS side evaluated with nixpkgs' **real** lib (`nix/tests/eval/`):
+//! `services.voxnix` with its defaults, with every option set, and with each
+//! assertion made to fire; `nix/mkContainer.nix` with each module of
+//! `modules/` alone, all together and with every setting; the flake's
+//! outputs with a stand-in nixpkgs input. Every evaluation is forced whole
+//! (`--strict`) and read-only (`--readonly-mode`: nothing is written to the
+//! store). Mutation tests put known bugs back into a copy of the tree and
+//! check that the suite catches them.
+//!
+//! The lib is found by `nix/tests/eval/nixpkgs-lib.nix`: `VOXNIX_NIXPKGS_LIB`,
+//! `<nixpkgs>` on `NIX_PATH`, `../shared/nixpkgs-lib`, else the pinned
+//! revision fetched by hash. Without one, these tests fail and say so.
+//!
+//! Run alone: `cargo nextest run --test nixos_eval` (or `cargo test --test nixos_eval`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value as Json;
+use voxnix::config::Config;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+const HOW_TO_GET_A_LIB: &str = "\
+the evaluation suite needs nixpkgs' real lib. Provide one of:
+  - VOXNIX_NIXPKGS_LIB=/path/to/nixpkgs/lib (or a nixpkgs or nixpkgs.lib checkout)
+  - NIX_PATH=nixpkgs=/path/to/nixpkgs
+  - ../shared/nixpkgs-lib beside the repository (nixpkgs.lib at de42d44212d207476489bce163375d8306a26d59)
+  - network access to fetch that revision by its hash";
+
+/// `nix-instantiate --eval --strict --json --readonly-mode ARGS` in the
+/// repository: the JSON, or Nix's error text.
+fn try_eval(args: &[&str]) -> Result<Json, String> {
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "--readonly-mode"])
+        // Debian's nix-bin names a build group its package does not create.
+        .args(["--option", "build-users-group", ""])
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run nix-instantiate ({e}): install Debian's nix-bin (scripts/host-setup.sh does)")
+        });
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))
+}
+
+fn eval(args: &[&str]) -> Json {
+    try_eval(args).unwrap_or_else(|e| {
+        if e.contains("voxnix eval:") || e.contains("fetchTarball") || e.contains("nixpkgs.lib") {
+            panic!("{HOW_TO_GET_A_LIB}\n\nNix said:\n{e}");
+        }
+        panic!("nix-instantiate {} failed:\n{e}", args.join(" "))
+    })
+}
+
+fn host(attr: &str) -> Json {
+    eval(&["nix/tests/eval/host.nix", "-A", attr])
+}
+
+fn container(attr: &str) -> Json {
+    eval(&["nix/tests/eval/container.nix", "-A", attr])
+}
+
+fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .to_string()
+        })
+        .collect()
+}
+
+fn service<'a>(case: &'a Json, unit: &str) -> &'a Json {
+    let s = &case["config"]["systemd"]["services"][unit];
+    assert!(s.is_object(), "no systemd.services.{unit}");
+    s
+}
+
+/// A unit setting as a list (NixOS unit settings are a value or a list).
+fn setting_list(v: &Json) -> Vec<String> {
+    match v {
+        Json::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_string())
+            .collect(),
+        Json::Null => Vec::new(),
+        other => vec![
+            other
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| other.to_string()),
+        ],
+    }
+}
+
+fn config_toml(case: &Json) -> (Config, toml::Value) {
+    let value = toml::Value::try_from(&case["configToml"]).unwrap_or_else(|e| {
+        panic!(
+            "config.toml's value is not TOML ({e}): {}",
+            case["configToml"]
+        )
+    });
+    let text = toml::to_string(&value).unwrap();
+    let config = Config::parse(&text).unwrap_or_else(|e| {
+        panic!("the daemon refuses the config.toml the module renders: {e}\n{text}")
+    });
+    (config, value)
+}
+
+fn is_store_path(s: &str) -> bool {
+    s.strip_prefix("/nix/store/")
+        .is_some_and(|rest| rest.len() > 33 && rest.as_bytes()[32] == b'-')
+}
+
+// ---- the lib ----------------------------------------------------------------
+
+#[test]
+fn a_real_nixpkgs_lib_is_found_and_works_on_this_nix() {
+    let v = eval(&[
+        "-E",
+        "let l = import ./nix/tests/eval/nixpkgs-lib.nix { }; in { inherit (l) source dir fallbacks; \
+         version = l.lib.version; hasEvalModules = l.lib ? evalModules; \
+         hasReadFileType = builtins ? readFileType; \
+         fileset = map toString (l.lib.fileset.toList (l.lib.fileset.unions [ ./nix/module.nix ./modules ])); }",
+    ]);
+    eprintln!("nixpkgs lib: {} ({})", v["source"], v["dir"]);
+    assert_eq!(v["hasEvalModules"], true, "not a nixpkgs lib: {v}");
+    assert!(v["version"].as_str().is_some_and(|s| !s.is_empty()));
+    // lib.fileset uses builtins.readFileType, which Debian's Nix 2.8 lacks:
+    // the harness supplies it then, and only then.
+    let fallbacks = strings(&v["fallbacks"]);
+    assert_eq!(
+        fallbacks.contains(&"readFileType".to_string()),
+        v["hasReadFileType"] == false,
+        "{v}"
+    );
+    let files = strings(&v["fileset"]);
+    assert!(
+        files.iter().any(|f| f.ends_with("/nix/module.nix")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("/modules/git.nix")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn a_lib_that_is_not_one_is_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("nix-instantiate")
+        .args([
+            "--eval",
+            "--strict",
+            "--readonly-mode",
+            "--option",
+            "build-users-group",
+            "",
+        ])
+        .args(["-E", "(import ./nix/tests/eval/nixpkgs-lib.nix { }).source"])
+        .env("VOXNIX_NIXPKGS_LIB", dir.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("VOXNIX_NIXPKGS_LIB") && err.contains("holds no nixpkgs lib"),
+        "{err}"
+    );
+}
+
+// ---- services.voxnix --------------------------------------------------------
+
+#[test]
+fn the_module_with_defaults_evaluates_to_a_whole_host() {
+    let d = host("cases.defaults");
+    assert_eq!(
+        d["failedAssertions"],
+        Json::Array(vec![]),
+        "assertions fail with defaults"
+    );
+    assert_eq!(d["warnings"], Json::Array(vec![]), "warnings with defaults");
+
+    // config.toml: what the daemon loads, and what nix/example-config.toml
+    // says it is, but for the store paths the module computes.
+    let (config, value) = config_toml(&d);
+    assert_eq!(config.conf_dir, Path::new("/etc/nixos-containers"));
+    let example: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo().join("nix/example-config.toml")).unwrap())
+            .unwrap();
+    let mut rendered = value.clone();
+    for key in ["library_dir", "nix_bin_dir", "nixpkgs"] {
+        let got = rendered["nix"].as_table_mut().unwrap().remove(key);
+        assert!(got.is_some(), "nix.{key} is rendered");
+    }
+    let mut expected = example.clone();
+    for key in ["library_dir", "nix_bin_dir", "nixpkgs"] {
+        expected["nix"].as_table_mut().unwrap().remove(key);
+    }
+    assert_eq!(
+        rendered, expected,
+        "config.toml differs from nix/example-config.toml"
+    );
+    assert!(is_store_path(value["nix"]["library_dir"].as_str().unwrap()));
+    assert!(
+        value["nix"]["nix_bin_dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("-nix-2.28.3/bin")
+    );
+
+    // The daemon's unit.
+    let daemon = service(&d, "voxnix");
+    let sc = &daemon["serviceConfig"];
+    assert_eq!(sc["Type"], "notify");
+    assert_eq!(sc["WatchdogSec"], 30);
+    assert!(
+        sc["ExecStart"]
+            .as_str()
+            .unwrap()
+            .ends_with("-voxnix-0.1.0/bin/voxnix daemon --config /etc/voxnix/config.toml"),
+        "{}",
+        sc["ExecStart"]
+    );
+    let writable = setting_list(&sc["ReadWritePaths"]);
+    for path in [
+        "/var/lib/voxnix",
+        "/etc/nixos-containers",
+        "/var/lib/nixos-containers",
+        "/nix/var/nix/profiles/per-container",
+        "/var/lib/voxnix/storage",
+    ] {
+        assert!(
+            writable.contains(&path.to_string()),
+            "{path} not writable: {writable:?}"
+        );
+    }
+    assert_eq!(sc["ProtectSystem"], "strict");
+    assert!(!setting_list(&sc["CapabilityBoundingSet"]).contains(&"CAP_SYS_ADMIN".to_string()));
+    assert_eq!(
+        daemon["restartTriggers"][0],
+        d["etc"]["voxnix/config.toml"]["source"]
+    );
+
+    // dnsmasq on the bridge only.
+    let dhcp = service(&d, "voxnix-dnsmasq");
+    let exec = dhcp["serviceConfig"]["ExecStart"].as_str().unwrap();
+    assert!(
+        exec.contains("--interface=br-vox")
+            && exec.contains("--dhcp-range=10.100.0.100,10.100.0.200,12h"),
+        "{exec}"
+    );
+    assert!(
+        d["config"]["systemd"]["services"]["voxnix-telegram"].is_null(),
+        "the bot is off by default"
+    );
+
+    let rules = strings(&d["config"]["systemd"]["tmpfiles"]["rules"]);
+    assert!(
+        rules.contains(&"d /nix/var/nix/profiles/per-container 0700 root root -".into()),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"d /var/lib/nixos-containers 0700 root root -".into()),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&"d /var/lib/voxnix/storage 0700 root root -".into()),
+        "{rules:?}"
+    );
+
+    let net = &d["config"]["networking"];
+    assert_eq!(net["bridges"]["br-vox"]["interfaces"], Json::Array(vec![]));
+    assert_eq!(
+        net["interfaces"]["br-vox"]["ipv4"]["addresses"][0]["address"],
+        "10.100.0.1"
+    );
+    assert_eq!(net["nat"]["enable"], true);
+    assert_eq!(strings(&net["nat"]["internalInterfaces"]), ["br-vox"]);
+    assert_eq!(
+        net["firewall"]["interfaces"]["br-vox"]["allowedUDPPorts"],
+        serde_json::json!([53, 67])
+    );
+    assert_eq!(
+        d["config"]["systemd"]["network"]["networks"],
+        serde_json::json!({})
+    );
+    assert_eq!(d["config"]["boot"]["enableContainers"], true);
+    assert!(d["config"]["users"]["groups"]["voxnix"].is_object());
+    assert_eq!(
+        d["config"]["services"]["dbus"]["packages"][0],
+        d["config"]["services"]["voxnix"]["package"]
+    );
+
+    // The package's source went through lib.fileset (readFileType).
+    assert!(
+        is_store_path(d["package"]["src"].as_str().unwrap()),
+        "{}",
+        d["package"]
+    );
+}
+
+#[test]
+fn the_module_with_every_option_set_evaluates() {
+    let e = host("cases.everything");
+    assert_eq!(e["failedAssertions"], Json::Array(vec![]));
+    assert_eq!(e["warnings"], Json::Array(vec![]));
+    let (config, value) = config_toml(&e);
+    assert_eq!(config.bridge, "br-test");
+    assert_eq!(config.max_containers_per_owner, 3);
+    assert!(config.modules.contains(&"my-tools".to_string()));
+    assert_eq!(value["storage"]["zfs_pool"].as_str(), Some("rpool"));
+    assert_eq!(value["storage"]["mount_root"].as_str(), Some("/srv/voxnix"));
+    assert_eq!(
+        value["nix"]["extra_options"],
+        toml::Value::try_from(serde_json::json!([["sandbox", "false"]])).unwrap()
+    );
+    assert_eq!(
+        value["tailscale_auth_key_file"].as_str(),
+        Some("/run/agenix/tailscale")
+    );
+    assert_eq!(
+        value["telegram"]["allowed_chat_ids"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    // Secrets are paths handed to systemd, never values in the file.
+    let text = toml::to_string(&value).unwrap();
+    assert!(
+        !text.contains("/run/agenix/telegram") && !text.contains("/run/agenix/llm"),
+        "{text}"
+    );
+
+    let bot = service(&e, "voxnix-telegram");
+    assert_eq!(
+        setting_list(&bot["serviceConfig"]["LoadCredential"]),
+        [
+            "telegram-token:/run/agenix/telegram",
+            "llm-api-key:/run/agenix/llm"
+        ]
+    );
+    assert_eq!(bot["serviceConfig"]["User"], "voxnix-telegram");
+    assert!(
+        strings(&e["config"]["users"]["users"]["voxnix-telegram"]["extraGroups"])
+            .contains(&"voxnix".into())
+    );
+
+    // ZFS: the parent dataset's unit, the daemon without a mount namespace.
+    let parent = service(&e, "voxnix-zfs-parent");
+    let script = parent["script"].as_str().unwrap();
+    assert!(
+        script.contains("parent=rpool/vox/ws") && script.contains("root=/srv/voxnix"),
+        "{script}"
+    );
+    assert_eq!(e["config"]["boot"]["supportedFilesystems"]["zfs"], true);
+    assert_eq!(
+        e["config"]["boot"]["zfs"]["extraPools"],
+        Json::Array(vec![]),
+        "importPool = false"
+    );
+    let sc = &service(&e, "voxnix")["serviceConfig"];
+    assert!(setting_list(&sc["CapabilityBoundingSet"]).contains(&"CAP_SYS_ADMIN".to_string()));
+    assert!(
+        sc["ReadWritePaths"].is_null() && sc["ProtectSystem"].is_null(),
+        "{sc}"
+    );
+    assert!(
+        sc["ExecStart"]
+            .as_str()
+            .unwrap()
+            .contains("-voxnix-custom-9.9/bin/voxnix daemon")
+    );
+
+    let net = &e["config"]["networking"];
+    assert_eq!(net["nat"]["enable"], false);
+    assert_eq!(
+        net["interfaces"]["br-test"]["ipv4"]["addresses"][0]["address"],
+        "10.1.2.1"
+    );
+    let exec = service(&e, "voxnix-dnsmasq")["serviceConfig"]["ExecStart"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        exec.contains("--dhcp-range=10.1.2.10,10.1.2.20,1h"),
+        "{exec}"
+    );
+}
+
+#[test]
+fn nixpkgs_is_passed_as_a_path_not_copied_into_the_store() {
+    // The stand-in pkgs.path does not exist: copying it would fail the
+    // evaluation, and a real nixpkgs would be copied on every rebuild.
+    let d = host("cases.defaults");
+    assert_eq!(d["configToml"]["nix"]["nixpkgs"], "/nonexistent/nixpkgs");
+    let e = host("cases.everything");
+    assert_eq!(e["configToml"]["nix"]["nixpkgs"], "/srv/nixpkgs");
+}
+
+#[test]
+fn each_assertion_fires_with_its_message() {
+    let cases = host("assertions");
+    let cases = cases.as_object().unwrap();
+    for (name, case) in cases {
+        let expect = case["expect"].as_str().unwrap();
+        let failed = strings(&case["failed"]);
+        assert!(
+            failed.len() == 1 && failed[0].contains(expect),
+            "assertion case {name}: expected one failed assertion saying {expect:?}, got {failed:?}"
+        );
+    }
+    // Every assertion the module makes has a case.
+    let count = host("cases.defaults.assertionCount").as_u64().unwrap();
+    let distinct: std::collections::BTreeSet<String> = cases
+        .values()
+        .map(|c| {
+            strings(&c["failed"])[0]
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        cases.len() as u64 >= count,
+        "{count} assertions but only {} cases ({distinct:?})",
+        cases.len()
+    );
+}
+
+#[test]
+fn settings_overrides_drive_writable_paths_tmpfiles_and_hardening() {
+    // Only settings.storage.backend says zfs: the daemon must get the ZFS
+    // hardening (no mount namespace, CAP_SYS_ADMIN, /dev/zfs) and the parent
+    // dataset's unit, mounted where settings say.
+    let z = host("cases.settingsStorage");
+    assert_eq!(z["failedAssertions"], Json::Array(vec![]));
+    let sc = &service(&z, "voxnix")["serviceConfig"];
+    assert!(
+        setting_list(&sc["CapabilityBoundingSet"]).contains(&"CAP_SYS_ADMIN".to_string()),
+        "{sc}"
+    );
+    assert_eq!(setting_list(&sc["DeviceAllow"]), ["/dev/zfs rw"]);
+    assert!(sc["ReadWritePaths"].is_null(), "{sc}");
+    let script = service(&z, "voxnix-zfs-parent")["script"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(script.contains("root=/srv/by-settings-zfs"), "{script}");
+    assert!(
+        setting_list(&service(&z, "voxnix")["requires"])
+            .contains(&"voxnix-zfs-parent.service".to_string())
+    );
+
+    // Only settings.storage.dir_root moves the dir backend's root.
+    let d = host("cases.settingsDirRoot");
+    let writable = setting_list(&service(&d, "voxnix")["serviceConfig"]["ReadWritePaths"]);
+    assert!(
+        writable.contains(&"/srv/by-settings".to_string()),
+        "{writable:?}"
+    );
+    assert!(
+        !writable.contains(&"/var/lib/voxnix/storage".to_string()),
+        "{writable:?}"
+    );
+    let rules = strings(&d["config"]["systemd"]["tmpfiles"]["rules"]);
+    assert!(
+        rules.contains(&"d /srv/by-settings 0700 root root -".into()),
+        "{rules:?}"
+    );
+    assert_eq!(d["configToml"]["storage"]["dir_root"], "/srv/by-settings");
+}
+
+#[test]
+fn container_paths_follow_the_hosts_state_version() {
+    let old = host("cases.oldStateVersion");
+    assert_eq!(old["failedAssertions"], Json::Array(vec![]));
+    let (config, _) = config_toml(&old);
+    assert_eq!(
+        config.conf_dir,
+        Path::new("/etc/containers"),
+        "the daemon writes where container@.service reads"
+    );
+    let writable = setting_list(&service(&old, "voxnix")["serviceConfig"]["ReadWritePaths"]);
+    assert!(
+        writable.contains(&"/etc/containers".to_string())
+            && writable.contains(&"/var/lib/containers".to_string()),
+        "{writable:?}"
+    );
+    assert!(
+        !writable.iter().any(|p| p.contains("nixos-containers")),
+        "{writable:?}"
+    );
+    let rules = strings(&old["config"]["systemd"]["tmpfiles"]["rules"]);
+    assert!(
+        rules.contains(&"d /var/lib/containers 0700 root root -".into()),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn the_bridge_under_networkd_needs_no_carrier_and_does_not_hold_up_boot() {
+    let n = host("cases.networkd");
+    let net = &n["config"]["systemd"]["network"]["networks"]["40-br-vox"];
+    assert_eq!(
+        net["networkConfig"]["ConfigureWithoutCarrier"], true,
+        "{net}"
+    );
+    assert_eq!(net["linkConfig"]["RequiredForOnline"], "no", "{net}");
+    let nm = host("cases.networkManager");
+    assert_eq!(
+        strings(&nm["config"]["networking"]["networkmanager"]["unmanaged"]),
+        ["br-vox"]
+    );
+}
+
+#[test]
+fn extra_modules_are_copied_with_their_directory() {
+    let copies = host("extraCopies");
+    let e = host("cases.everything");
+    let script = e["library"].as_str().unwrap();
+    let tools = copies["my-tools"].as_str().unwrap();
+    assert!(
+        script.contains(&format!("import {tools}/my-tools.nix")),
+        "the stub must import the file inside a copy of its directory:\n{script}"
+    );
+    let dir = host("cases.extraModuleDir");
+    let my_dir = copies["my-dir"].as_str().unwrap();
+    assert!(
+        dir["library"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("import {my_dir}/default.nix")),
+        "{}",
+        dir["library"]
+    );
+    assert!(strings(&dir["configToml"]["modules"]).contains(&"my-dir".to_string()));
+
+    // The copy really works: put the directory into the store as the module
+    // does (a few bytes) and import the stub's path: its relative import
+    // resolves inside the copy.
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--read-write-mode", "--strict", "--json", "--option", "build-users-group", ""])
+        .args([
+            "-E",
+            "let d = builtins.path { path = ./nix/tests/eval/fixtures/extra-modules/my-tools; name = \"voxnix-extra-my-tools\"; }; \
+             m = import \"${d}/my-tools.nix\"; \
+             in { dir = toString d; text = (m.module { pkgs = { jq = null; }; }).environment.etc.\"my-tools/greeting\".text; }",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dir"], tools, "the store copy is the one the stub names");
+    assert_eq!(v["text"], "hello from a relative import");
+}
+
+#[test]
+fn option_paths_come_from_the_real_module_system() {
+    let paths = strings(&host("optionPaths"));
+    for wanted in [
+        "enable",
+        "package",
+        "settings",
+        "nixpkgs",
+        "extraModules",
+        "storage.zfs.importPool",
+    ] {
+        assert!(paths.contains(&wanted.to_string()), "{wanted}: {paths:?}");
+    }
+}
+
+// ---- mkContainer ------------------------------------------------------------
+
+fn container_ok(case: &str) -> Json {
+    let c = container(&format!("cases.{case}"));
+    assert_eq!(c["failedAssertions"], Json::Array(vec![]), "{case}");
+    assert_eq!(c["warnings"], Json::Array(vec![]), "{case}");
+    let boot = &c["config"]["boot"];
+    assert_eq!(
+        boot["isNspawnContainer"], true,
+        "{case}: an nspawn container, as declarative containers are"
+    );
+    assert_eq!(boot["isContainer"], true, "{case}");
+    assert_eq!(c["config"]["networking"]["useHostResolvConf"], false);
+    assert!(c["etc"]["voxnix/spec.json"].is_string(), "{case}");
+    c
+}
+
+#[test]
+fn every_module_evaluates_alone_and_all_together() {
+    let names = strings(&container("names"));
+    assert!(names.len() >= 7, "{names:?}");
+    for name in &names {
+        let c = container_ok(&format!("only-{name}"));
+        let modules: Vec<String> = serde_json::from_str(
+            c["config"]["system"]["systemBuilderArgs"]["voxnixModules"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(modules, [name.clone()]);
+    }
+    let none = container_ok("none");
+    assert_eq!(none["packages"], Json::Array(vec![]));
+    let all = container_ok("all");
+    let packages = strings(&all["packages"]);
+    assert!(packages.contains(&"ripgrep-14.1.1".into()), "{packages:?}");
+    let c = &all["config"];
+    assert_eq!(c["programs"]["git"]["enable"], true);
+    assert_eq!(c["programs"]["fish"]["enable"], true);
+    assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([22]));
+    assert_eq!(c["services"]["tailscale"]["enable"], true);
+    assert!(
+        c["systemd"]["services"]["voxnix-code-server"]["serviceConfig"]["ExecStart"].is_string()
+    );
+    assert_eq!(
+        c["networking"]["firewall"]["allowedTCPPorts"],
+        serde_json::json!([8080])
+    );
+    assert!(
+        strings(&c["systemd"]["tmpfiles"]["rules"])
+            .contains(&"d /workspace 0755 root root -".into())
+    );
+    assert_eq!(c["networking"]["hostName"], "all");
+    let ws = container_ok("workspaceFlag");
+    let modules: Vec<String> = serde_json::from_str(
+        ws["config"]["system"]["systemBuilderArgs"]["voxnixModules"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(modules, ["git", "workspace"]);
+}
+
+#[test]
+fn every_setting_of_every_module_reaches_the_configuration() {
+    let s = container_ok("everySetting");
+    let c = &s["config"];
+    assert_eq!(c["system"]["stateVersion"], "24.11");
+    assert_eq!(
+        c["programs"]["git"]["config"]["user"]["name"],
+        "Ada Lovelace"
+    );
+    assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([2222]));
+    assert_eq!(
+        c["users"]["users"]["root"]["openssh"]["authorizedKeys"]["keys"][0]
+            .as_str()
+            .map(|k| k.ends_with("ada@laptop")),
+        Some(true)
+    );
+    assert_eq!(
+        c["services"]["tailscale"]["interfaceName"],
+        "userspace-networking"
+    );
+    assert_eq!(
+        c["networking"]["firewall"]["allowedTCPPorts"],
+        serde_json::json!([]),
+        "code-server.open_firewall = false"
+    );
+    let packages = strings(&s["packages"]);
+    assert!(
+        packages.contains(&"nodejs-22.15.0".into())
+            && packages.contains(&"python3.13-requests-2.32.3".into()),
+        "{packages:?}"
+    );
+    let spec: Json = serde_json::from_str(s["etc"]["voxnix/spec.json"].as_str().unwrap()).unwrap();
+    assert_eq!(spec["settings"]["ssh"]["port"], 2222);
+}
+
+#[test]
+fn bad_container_specs_are_refused_with_their_message() {
+    let refused = container("refused");
+    for (name, case) in refused.as_object().unwrap() {
+        let failed = strings(&case["failed"]);
+        let expect = case["expect"].as_str().unwrap();
+        assert!(
+            failed.len() == 1 && failed[0].contains(expect),
+            "{name}: {failed:?}"
+        );
+    }
+    let failing = container("failing");
+    for (name, case) in failing.as_object().unwrap() {
+        let err = try_eval(&[
+            "-E",
+            &format!("(import ./nix/tests/eval/container.nix {{ }}).evalFailing \"{name}\""),
+        ])
+        .expect_err(name);
+        let expect = case["expect"].as_str().unwrap();
+        assert!(
+            err.contains(expect),
+            "{name}: expected {expect:?} in:\n{err}"
+        );
+    }
+}
+
+// ---- the flake ----------------------------------------------------------------
+
+#[test]
+fn the_flakes_outputs_evaluate() {
+    let f = eval(&["-E", "import ./nix/tests/eval/flake-outputs.nix { }"]);
+    assert_eq!(strings(&f["inputs"]), ["nixpkgs"]);
+    // Only outputs `nix flake check` knows (lib is a known community one).
+    for output in strings(&f["outputs"]) {
+        assert!(
+            [
+                "packages",
+                "checks",
+                "devShells",
+                "nixosModules",
+                "overlays",
+                "lib"
+            ]
+            .contains(&output.as_str()),
+            "unknown flake output {output}"
+        );
+    }
+    for output in ["packages", "checks", "devShells"] {
+        for (system, set) in f[output].as_object().unwrap() {
+            for (name, is_drv) in set.as_object().unwrap() {
+                assert_eq!(is_drv, true, "{output}.{system}.{name} is not a derivation");
+            }
+        }
+    }
+    assert!(f["checks"]["x86_64-linux"]["vm-lifecycle"] == true);
+    assert!(is_store_path(f["packageSrc"].as_str().unwrap()));
+    assert_eq!(
+        f["nixosModule"]["isPath"], true,
+        "nixosModules.default is the module's file"
+    );
+    assert!(
+        f["nixosModule"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("/nix/module.nix")
+    );
+    assert_eq!(f["nixosModule"]["importedTwice"], "br-vox");
+    assert_eq!(f["overlay"]["voxnix"], "voxnix-0.1.0");
+    assert_eq!(f["mkContainer"], true);
+    assert_eq!(f["catalog"], true);
+
+    // `nix flake check` (older releases) wants the overlay's arguments named
+    // final and prev.
+    let parsed = Command::new("nix-instantiate")
+        .args(["--parse", "flake.nix"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&parsed.stdout);
+    assert!(
+        text.contains("default = (final: (prev:"),
+        "overlay arguments: {text}"
+    );
+}
+
+// ---- mutations: known bugs put back must be caught ----------------------------
+
+/// A copy of what the Nix code reads (nix/, modules/, the flake, what the
+/// package's fileset names), with `edit` applied to one file.
+fn mutated_tree(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args([
+            "-r",
+            "nix",
+            "modules",
+            "flake.nix",
+            "Cargo.toml",
+            "Cargo.lock",
+            "src",
+            "data",
+            "benches",
+        ])
+        .arg(dir.path())
+        .current_dir(repo())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path: PathBuf = dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(from),
+        "{file} no longer contains {from:?}: update the mutation"
+    );
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    dir
+}
+
+#[test]
+fn mutation_the_toml_value_type_bug_is_caught() {
+    let tree = mutated_tree(
+        "nix/module.nix",
+        "\"toml value\" = format.type;",
+        "\"toml value\" = format.type.nestedTypes.elemType;",
+    );
+    let root = tree.path().to_str().unwrap();
+    let err = try_eval(&[
+        "nix/tests/eval/host.nix",
+        "--arg",
+        "root",
+        root,
+        "-A",
+        "cases.defaults",
+    ])
+    .expect_err("the module with the TOML bug evaluated");
+    assert!(err.contains("elemType"), "{err}");
+    // And the unmutated copy evaluates (the failure is the mutation's).
+    let clean = mutated_tree(
+        "nix/module.nix",
+        "\"toml value\" = format.type;",
+        "\"toml value\" = format.type;",
+    );
+    try_eval(&[
+        "nix/tests/eval/host.nix",
+        "--arg",
+        "root",
+        clean.path().to_str().unwrap(),
+        "-A",
+        "cases.defaults",
+    ])
+    .unwrap();
+}
+
+#[test]
+fn mutation_an_imported_module_function_is_caught() {
+    let tree = mutated_tree(
+        "flake.nix",
+        "nixosModules.default = ./nix/module.nix;",
+        "nixosModules.default = import ./nix/module.nix;",
+    );
+    let expr = format!(
+        "import ./nix/tests/eval/flake-outputs.nix {{ root = {}; }}",
+        tree.path().display()
+    );
+    let err = try_eval(&["-E", &expr]).expect_err("a module function passed");
+    assert!(err.contains("already declared"), "{err}");
+}
+
+#[test]
+fn mutation_a_missing_nspawn_flag_is_caught() {
+    let tree = mutated_tree("nix/mkContainer.nix", "boot.isNspawnContainer = true;", "");
+    let root = tree.path().to_str().unwrap();
+    let v = try_eval(&[
+        "nix/tests/eval/container.nix",
+        "--arg",
+        "root",
+        root,
+        "-A",
+        "cases.all.config.boot.isNspawnContainer",
+    ])
+    .unwrap();
+    assert_eq!(v, false, "the check in container_ok would see it");
+}
+
+#[test]
+fn config_toml_is_the_same_value_as_the_builtin_only_renderer() {
+    // nix/default-settings.nix renders without nixpkgs (for the example
+    // file); the module with the real lib must agree with it key for key.
+    let d = host("cases.defaults");
+    let builtin = eval(&["nix/default-settings.nix", "-A", "settings"]);
+    let mut a: BTreeMap<String, Json> = serde_json::from_value(d["configToml"].clone()).unwrap();
+    let mut b: BTreeMap<String, Json> = serde_json::from_value(builtin).unwrap();
+    a.remove("nix");
+    b.remove("nix");
+    assert_eq!(a, b);
+}
