@@ -30,7 +30,7 @@ async fn start_container(sandbox: &Sandbox, name: &str) -> Container {
         sandbox
             .root()
             .join(format!("etc/nixos-containers/{name}.conf")),
-        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\n",
+        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\nCOPY_RESOLV_CONF=0\n",
     )
     .expect("write conf");
     let out = sandbox

@@ -740,9 +740,17 @@ fn the_flakes_outputs_evaluate() {
         }
     }
     // build, clippy, fmt and one check per VM test file.
-    let checks: Vec<String> = f["checks"]["x86_64-linux"].as_object().unwrap().keys().cloned().collect();
+    let checks: Vec<String> = f["checks"]["x86_64-linux"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let mut expected: Vec<String> = ["build", "clippy", "fmt"].map(String::from).into();
-    for entry in std::fs::read_dir(repo().join("nix/tests")).unwrap().flatten() {
+    for entry in std::fs::read_dir(repo().join("nix/tests"))
+        .unwrap()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".nix") {
             if stem != "default" && stem != "common" {
@@ -752,7 +760,10 @@ fn the_flakes_outputs_evaluate() {
     }
     expected.sort();
     assert_eq!(checks, expected);
-    assert_eq!(f["checks"].as_object().unwrap().keys().collect::<Vec<_>>(), ["aarch64-linux", "x86_64-linux"]);
+    assert_eq!(
+        f["checks"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["aarch64-linux", "x86_64-linux"]
+    );
     assert_eq!(strings(&f["modules"]), strings(&f["libraryNames"]));
     assert!(strings(&f["modules"]).contains(&"git".to_string()));
     assert!(is_store_path(f["packageSrc"].as_str().unwrap()));

@@ -14,12 +14,40 @@ use zbus_systemd::{machine1, systemd1};
 
 use common::{eventually, leftovers, voxnix_bin};
 
+/// The stand-in reads the conf file as current NixOS does (nounset, and
+/// COPY_RESOLV_CONF without a default): a file without that key stops the
+/// container from starting, here as on NixOS.
+#[tokio::test]
+async fn a_conf_file_without_copy_resolv_conf_fails_as_on_nixos() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    std::fs::write(
+        sandbox.root().join("etc/nixos-containers/t2.conf"),
+        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\n",
+    )
+    .expect("write conf");
+    let out = sandbox
+        .exec(["systemctl", "start", "container@t2.service"])
+        .await
+        .expect("systemctl start");
+    assert!(
+        !out.status.success(),
+        "container@t2 started without COPY_RESOLV_CONF"
+    );
+    let log = sandbox
+        .exec(["journalctl", "-u", "container@t2.service", "--no-pager"])
+        .await
+        .expect("journalctl");
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("COPY_RESOLV_CONF: unbound variable"), "{log}");
+    sandbox.shutdown().expect("shutdown");
+}
+
 #[tokio::test]
 async fn container_lifecycle_over_the_real_bus() {
     let sandbox = Sandbox::boot().await.expect("boot");
     std::fs::write(
         sandbox.root().join("etc/nixos-containers/t1.conf"),
-        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\n",
+        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\nCOPY_RESOLV_CONF=0\n",
     )
     .expect("write conf");
 
@@ -112,8 +140,13 @@ async fn teardown_leaves_nothing_behind() {
     assert!(state_dir.exists(), "state directory exists while running");
     assert!(common::alive(pid), "appliance init is alive while running");
     // Start a container so there is a nested PID namespace and veths to clean.
+    // A conf file as NixOS writes one (its start script needs COPY_RESOLV_CONF).
     let out = sandbox
-        .exec(["systemctl", "start", "container@c1"])
+        .exec([
+            "sh",
+            "-c",
+            "echo COPY_RESOLV_CONF=0 > /etc/nixos-containers/c1.conf && systemctl start container@c1",
+        ])
         .await
         .expect("exec");
     assert!(
@@ -163,7 +196,7 @@ async fn two_sandboxes_run_side_by_side() {
             .exec([
                 "sh",
                 "-c",
-                "systemctl start container@same && machinectl list --no-legend",
+                "echo COPY_RESOLV_CONF=0 > /etc/nixos-containers/same.conf && systemctl start container@same && machinectl list --no-legend",
             ])
             .await
             .expect("exec");
@@ -209,7 +242,7 @@ fn cli_run_starts_a_container_and_exits_with_the_commands_status() {
             "--",
             "sh",
             "-c",
-            "systemctl start container@bar1 && machinectl list",
+            "echo COPY_RESOLV_CONF=0 > /etc/nixos-containers/bar1.conf && systemctl start container@bar1 && machinectl list",
         ])
         .output()
         .expect("run voxnix");
@@ -241,7 +274,12 @@ fn cli_run_keeps_logs_on_request() {
     let out = Command::new(voxnix_bin())
         .args(["sandbox", "run", "--keep-logs"])
         .arg(dir.path())
-        .args(["--", "systemctl", "start", "container@logme"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo COPY_RESOLV_CONF=0 > /etc/nixos-containers/logme.conf && systemctl start container@logme",
+        ])
         .output()
         .expect("run voxnix");
     assert!(

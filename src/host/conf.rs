@@ -1,6 +1,12 @@
 //! NixOS container conf files (`/etc/nixos-containers/NAME.conf`), the contract
 //! between voxnix and `container@.service`. Same keys and quoting as the files
-//! NixOS writes, so the template cannot tell voxnix's from its own.
+//! NixOS writes for declarative containers, so the template cannot tell
+//! voxnix's from its own.
+//!
+//! Current nixpkgs runs the start script with `nounset` and reads
+//! `COPY_RESOLV_CONF` without a default, so a file without it stops the
+//! container from starting; every key a declarative container's file always
+//! has is written here too ([`ALWAYS_WRITTEN`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,16 @@ pub struct ContainerConf {
     /// must be one shell word: NixOS word-splits the variable.
     pub extra_nspawn_flags: Vec<String>,
 }
+
+/// The keys NixOS writes into every declarative container's conf file, whatever
+/// its settings; the start script may read them without a default.
+pub const ALWAYS_WRITTEN: &[&str] = &[
+    "COPY_RESOLV_CONF",
+    "PRIVATE_USERS",
+    "INTERFACES",
+    "MACVLANS",
+    "EXTRA_NSPAWN_FLAGS",
+];
 
 /// A flag that would not survive NixOS's word splitting, or could inject more.
 pub fn flag_is_safe(flag: &str) -> bool {
@@ -46,15 +62,22 @@ impl ContainerConf {
             }
             out.push_str(&format!("HOST_BRIDGE={b}\n"));
         }
-        if !self.extra_nspawn_flags.is_empty() {
-            if !self.extra_nspawn_flags.iter().all(|f| flag_is_safe(f)) {
-                return None;
-            }
-            out.push_str(&format!(
-                "EXTRA_NSPAWN_FLAGS=\"{}\"\n",
-                self.extra_nspawn_flags.join(" ")
-            ));
+        // voxnix's containers take DNS from their DHCP lease
+        // (nix/mkContainer.nix: networking.useHostResolvConf = false), so the
+        // host's resolv.conf, which may name a resolver on the host's
+        // loopback, is not copied in.
+        out.push_str("COPY_RESOLV_CONF=0\n");
+        // As a declarative container without privateUsers: no user namespace.
+        out.push_str("PRIVATE_USERS=no\n");
+        out.push_str("INTERFACES=\"\"\n");
+        out.push_str("MACVLANS=\"\"\n");
+        if !self.extra_nspawn_flags.iter().all(|f| flag_is_safe(f)) {
+            return None;
         }
+        out.push_str(&format!(
+            "EXTRA_NSPAWN_FLAGS=\"{}\"\n",
+            self.extra_nspawn_flags.join(" ")
+        ));
         Some(out)
     }
 }
@@ -153,6 +176,26 @@ mod tests {
             kv["EXTRA_NSPAWN_FLAGS"],
             "--bind=/srv/ws:/workspace --load-credential=k:/run/k"
         );
+    }
+
+    #[test]
+    fn every_key_nixos_always_writes_is_written() {
+        for conf in [
+            ContainerConf::default(),
+            ContainerConf {
+                system_path: Some("/nix/store/abc-nixos-system".into()),
+                private_network: true,
+                host_bridge: Some("br-vox".into()),
+                extra_nspawn_flags: vec!["--bind=/a:/b".into()],
+            },
+        ] {
+            let kv = parse(&conf.render().unwrap());
+            for key in ALWAYS_WRITTEN {
+                assert!(kv.contains_key(*key), "{key} missing from {kv:?}");
+            }
+            assert_eq!(kv["COPY_RESOLV_CONF"], "0");
+            assert_eq!(kv["PRIVATE_USERS"], "no");
+        }
     }
 
     #[test]
