@@ -467,7 +467,23 @@ async fn the_sandbox_system_is_read_back_from_its_derivation() {
 
     let d = drv::read(&built.drv_path).unwrap();
     assert_eq!(d.name, "nixos-system-sbx-25.05");
-    assert_eq!(d.builder, "/bin/sh");
+    // The profiles' root is root-only, as nixos-container makes it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(e._tmp.path().join("profiles"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    // Built as current nixpkgs builds a toplevel: structured attributes.
+    assert_eq!(d.builder, "/bin/bash");
+    assert!(d.structured.is_some(), "{d:?}");
+    assert!(!d.env.contains_key("voxnixModules"));
+    assert_eq!(
+        std::fs::read_to_string(built.system_path.join("voxnix-modules")).unwrap(),
+        "[\"git\",\"fish\",\"workspace\"]\n"
+    );
     assert_eq!(
         d.outputs["out"].as_deref(),
         Some(built.system_path.to_str().unwrap())
@@ -506,6 +522,57 @@ async fn the_sandbox_system_is_read_back_from_its_derivation() {
     assert_eq!(
         e.builder.current_drv("sbx").unwrap(),
         Some(built.drv_path.clone())
+    );
+}
+
+/// The older layout (a variable per attribute, buildEnv's `pkgs`), built by
+/// real Nix, reads the same as the structured one.
+#[test]
+fn both_derivation_layouts_give_the_same_system_info() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.json");
+    std::fs::write(&spec, r#"{"name":"lay","modules":["git","fish"]}"#).unwrap();
+    let mut infos = Vec::new();
+    for structured in ["true", "false"] {
+        let out = std::process::Command::new(nix_bin_dir().join("nix-instantiate"))
+            .arg(repo().join("nix/sandbox/system.nix"))
+            .args(["--argstr", "specFile"])
+            .arg(&spec)
+            .args(["--arg", "structured", structured])
+            .args(["--option", "build-users-group", ""])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let drv_path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let d = drv::read(&drv_path).unwrap();
+        assert_eq!(d.structured.is_some(), structured == "true");
+        let sp = d
+            .input_drvs
+            .keys()
+            .find(|k| k.ends_with("-system-path.drv"))
+            .unwrap();
+        let sp = drv::read(Path::new(sp)).unwrap();
+        assert_eq!(
+            sp.env.contains_key("pkgs"),
+            structured == "false",
+            "buildEnv's list is `pkgs` only in the older layout"
+        );
+        assert!(
+            drv::installed_paths(&sp).is_some_and(|p| p.len() == 6),
+            "{sp:?}"
+        );
+        infos.push(drv::system_info(&drv_path).unwrap());
+    }
+    assert_eq!(infos[0], infos[1]);
+    assert_eq!(infos[0].modules, ["git", "fish"]);
+    let names: Vec<&str> = infos[0].packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["bash", "coreutils", "fish", "git", "less", "systemd"]
     );
 }
 

@@ -616,7 +616,7 @@ fn every_module_evaluates_alone_and_all_together() {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(modules, [name.clone()]);
+        assert_eq!(modules, std::slice::from_ref(name));
     }
     let none = container_ok("none");
     assert_eq!(none["packages"], Json::Array(vec![]));
@@ -752,10 +752,11 @@ fn the_flakes_outputs_evaluate() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".nix") {
-            if stem != "default" && stem != "common" {
-                expected.push(format!("vm-{stem}"));
-            }
+        if let Some(stem) = name.strip_suffix(".nix")
+            && stem != "default"
+            && stem != "common"
+        {
+            expected.push(format!("vm-{stem}"));
         }
     }
     expected.sort();

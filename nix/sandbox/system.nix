@@ -7,19 +7,25 @@
 #
 # The spec is checked by nix/spec.nix exactly as for a real build (an
 # unknown module is an evaluation error naming it).  The result mirrors the
-# shape of a NixOS toplevel:
+# shape of a NixOS toplevel as current nixpkgs builds it, with structured
+# attributes (the toplevel since nixpkgs PR #521677's series, buildEnv since
+# #434815): every attribute lives in the .drv's `__json` variable.
+# `structured = false` gives the older layout (one variable per attribute,
+# buildEnv's `pkgs`), which the .drv reader reads too:
 #
-#   nixos-system-<name>-<stateVersion>      env: voxnixModules (JSON list)
-#   ├── system-path                          env: pkgs (JSON, like buildEnv)
+#   nixos-system-<name>-<stateVersion>      voxnixModules (JSON list, a string)
+#   ├── system-path                          chosenOutputs (old: pkgs, JSON)
 #   │   ├── <package>-<version>  ...         the "installed" packages
 #   │   └── perl-5.40.0                      a builder tool, not installed
 #   └── voxnix-module-<module>-1.0  ...      one per selected module
 #       └── <package>-<version>  ...         that module's packages
 #
-# Every build is a `/bin/sh -c 'echo ... > $out'` (the toplevel also uses
-# /bin/mkdir), so a whole system builds in well under a second.
+# Every build is a one-line shell script, so a whole system builds in well
+# under a second.  With structured attributes Nix sets no variable per
+# attribute: the builder reads .attrs.sh (bash) for its output path.
 { specFile
 , system ? builtins.currentSystem
+, structured ? true
 , ...
 }:
 
@@ -68,31 +74,41 @@ let
   # Deduplicated: the same package may come from two modules.
   unique = builtins.attrNames (builtins.listToAttrs (map (p: { name = p; value = true; }) installed));
 
-  systemPath = builtins.derivation {
-    name = "system-path";
-    inherit system;
-    builder = "/bin/sh";
-    # Like nixpkgs' buildEnv: the installed outputs as JSON.
-    pkgs = builtins.toJSON (map (p: { paths = [ (leaf p) ]; priority = 5; }) unique);
-    perl = leaf "perl-5.40.0";
-    args = [ "-c" "echo $pkgs > $out" ];
-  };
+  # Like nixpkgs' buildEnv: the installed outputs, each { paths, priority }.
+  chosenOutputs = map (p: { paths = [ (leaf p) ]; priority = 5; }) unique;
+
+  # A derivation in the chosen layout; `script` writes "$out".
+  drv = attrs: script:
+    if structured then
+      builtins.derivation (attrs // {
+        inherit system;
+        __structuredAttrs = true;
+        builder = "/bin/bash";
+        args = [ "-c" "source .attrs.sh; out=\${outputs[out]}; ${script}" ];
+      })
+    else
+      builtins.derivation (attrs // {
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" script ];
+      });
+
+  systemPath = drv
+    ({ name = "system-path"; perl = leaf "perl-5.40.0"; }
+      // (if structured then { inherit chosenOutputs; } else { pkgs = builtins.toJSON chosenOutputs; }))
+    "echo installed > $out";
 in
-builtins.derivation {
+drv
+{
   name = "nixos-system-${name}-${stateVersion}";
-  inherit system;
-  builder = "/bin/sh";
   voxnixModules = builtins.toJSON modules;
   voxnixSettings = builtins.toJSON (specLib.settings spec);
   modulesDrvs = map moduleDrv modules;
   inherit systemPath;
-  args = [
-    "-c"
-    ''
-      /bin/mkdir $out
-      echo "$voxnixModules" > $out/voxnix-modules
-      echo "$systemPath" > $out/sw
-      echo ${stateVersion} > $out/nixos-version
-    ''
-  ];
 }
+  ''
+    /bin/mkdir $out
+    echo "$voxnixModules" > $out/voxnix-modules
+    echo "$systemPath" > $out/sw
+    echo ${stateVersion} > $out/nixos-version
+  ''

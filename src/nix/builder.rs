@@ -744,6 +744,18 @@ impl NixBuilder {
             progress(&format!("{name}'s profile already points at this system"));
             return Ok(previous);
         }
+        // The profiles' root root-only, as nixos-container makes it (each
+        // container's directory under it stays 0755 for its bind mount).
+        if !self.cfg.profiles_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.cfg.profiles_dir)
+                .map_err(|e| {
+                    NixError::io(format!("creating {}", self.cfg.profiles_dir.display()), e)
+                })?;
+        }
         if let Some(dir) = profile.parent() {
             Self::ensure_dir(dir)?;
         }

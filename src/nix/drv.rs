@@ -3,15 +3,22 @@
 //! system derivation: its voxnix modules and its main packages.
 //!
 //! Where the facts are in a system derivation:
-//! - modules: the env attribute `voxnixModules` (a JSON list of names) that
+//! - modules: the attribute `voxnixModules` (a JSON list of names) that
 //!   `nix/mkContainer.nix` puts on the NixOS toplevel through
 //!   `system.systemBuilderArgs`, and `nix/sandbox/system.nix` on its stand-in;
 //! - packages: the input derivations of the toplevel's `system-path` input
 //!   (NixOS's `environment.systemPackages`, joined by `buildEnv`). When that
-//!   derivation lists the installed paths in its `pkgs` attribute (as
-//!   `buildEnv` does), only inputs whose outputs are listed there count, so
-//!   `buildEnv`'s own tools are left out. Without a `system-path` input the
-//!   toplevel's direct inputs that have a version are used.
+//!   derivation lists the installed paths (as `buildEnv` does), only inputs
+//!   whose outputs are listed there count, so `buildEnv`'s own tools are left
+//!   out. Without a `system-path` input the toplevel's direct inputs that
+//!   have a version are used.
+//!
+//! Two layouts, both read: a derivation built with structured attributes
+//! (current nixpkgs' toplevel and `buildEnv`) has one variable, `__json`,
+//! holding every attribute, and `buildEnv` lists the installed paths in
+//! `chosenOutputs`; an older one has a variable per attribute, and
+//! `buildEnv` lists them in `pkgs` (JSON). Either list is
+//! `[{ "paths": [...], "priority": N }]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,8 +59,11 @@ pub struct Drv {
     /// Output name → store path (None for content-addressed outputs whose
     /// path is only known after the build).
     pub outputs: BTreeMap<String, Option<String>>,
-    /// Environment (non-UTF-8 bytes replaced).
+    /// Environment (non-UTF-8 bytes replaced); without `__json`.
     pub env: BTreeMap<String, String>,
+    /// With structured attributes: every attribute, from `__json` (a JSON
+    /// object); None for a derivation with a variable per attribute.
+    pub structured: Option<serde_json::Value>,
     /// Input derivation path → the outputs used.
     pub input_drvs: BTreeMap<String, Vec<String>>,
     pub input_srcs: Vec<String>,
@@ -146,7 +156,16 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Drv, String> {
         .iter()
         .map(|p| p.to_absolute_path())
         .collect();
+    let structured = d.structured_attrs().map(|attrs| {
+        serde_json::Value::Object(
+            attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    });
     Ok(Drv {
+        structured,
         name: d.name().to_string(),
         system: d.system().to_string(),
         builder: d.builder().to_string(),
@@ -176,13 +195,48 @@ pub fn read(path: &Path) -> Result<Drv, DrvError> {
     })
 }
 
-/// The modules recorded in a system derivation's env (empty when absent or
-/// not a JSON list of strings).
+impl Drv {
+    /// The derivation's attribute `name` as JSON, in either layout: from
+    /// `__json` when the derivation has structured attributes (the value as
+    /// Nix serialised it), else the variable's text as a JSON string.
+    pub fn attr(&self, name: &str) -> Option<serde_json::Value> {
+        match &self.structured {
+            Some(attrs) => attrs.get(name).cloned(),
+            None => self
+                .env
+                .get(name)
+                .map(|v| serde_json::Value::String(v.clone())),
+        }
+    }
+}
+
+/// An attribute that holds JSON: a string to parse (what `builtins.toJSON`
+/// gives), or, with structured attributes, possibly the value itself.
+fn json_attr(drv: &Drv, name: &str) -> Option<serde_json::Value> {
+    match drv.attr(name)? {
+        serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
+        other => Some(other),
+    }
+}
+
+/// The modules recorded in a system derivation (empty when absent or not a
+/// JSON list of strings).
 pub fn modules_of(drv: &Drv) -> Vec<String> {
-    drv.env
-        .get(MODULES_ENV)
-        .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+    json_attr(drv, MODULES_ENV)
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
         .unwrap_or_default()
+}
+
+/// The store paths `buildEnv` installs (`chosenOutputs`, or `pkgs` in the
+/// older layout); None when the derivation lists none.
+pub fn installed_paths(drv: &Drv) -> Option<BTreeSet<String>> {
+    #[derive(Deserialize)]
+    struct Chosen {
+        paths: Vec<String>,
+    }
+    let list = json_attr(drv, "chosenOutputs").or_else(|| json_attr(drv, "pkgs"))?;
+    let chosen: Vec<Chosen> = serde_json::from_value(list).ok()?;
+    Some(chosen.into_iter().flat_map(|c| c.paths).collect())
 }
 
 /// Reads a container's system derivation and the inputs that name its
@@ -201,18 +255,14 @@ pub fn system_info(drv_path: &Path) -> Result<SystemInfo, DrvError> {
         Some(sp) => {
             let sp = read(Path::new(sp))?;
             // buildEnv's list of installed paths, when it is there.
-            let listed = sp.env.get("pkgs");
+            let listed = installed_paths(&sp);
             for input in sp.input_drvs.keys() {
                 let Some(name) = name_from_path(Path::new(input)) else {
                     continue;
                 };
-                if let Some(listed) = listed {
+                if let Some(listed) = &listed {
                     let installed = match read(Path::new(input)) {
-                        Ok(d) => d
-                            .outputs
-                            .values()
-                            .flatten()
-                            .any(|out| listed.contains(out.as_str())),
+                        Ok(d) => d.outputs.values().flatten().any(|out| listed.contains(out)),
                         Err(e) => {
                             tracing::debug!(error = %e, "skipping an unreadable input of system-path");
                             false
@@ -316,5 +366,48 @@ mod tests {
         );
         assert_eq!(d.env["weird"], "a\"b\\c\nd");
         assert_eq!(modules_of(&d), ["git", "fish"]);
+    }
+
+    /// A one-output derivation with these environment variables, in ATerm.
+    fn drv_with_env(env: &[(&str, &str)]) -> Drv {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let env: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("({},{})", quote(k), quote(v)))
+            .collect();
+        let text = format!(
+            r#"Derive([("out","/nix/store/l5xl2kzn5scsfsx47194hbdf8k1kh5s0-sys","","")],[],[],"x86_64-linux","/bin/bash",[],[{}])"#,
+            env.join(",")
+        );
+        parse(text.as_bytes(), "sys").unwrap()
+    }
+
+    #[test]
+    fn structured_attributes_are_read_from_json() {
+        let structured = serde_json::json!({
+            "voxnixModules": "[\"git\"]",
+            "chosenOutputs": [{ "paths": ["/nix/store/a-git"], "priority": 5 }],
+        });
+        let d = drv_with_env(&[("__json", &structured.to_string())]);
+        assert_eq!(modules_of(&d), ["git"]);
+        assert_eq!(
+            installed_paths(&d).unwrap().into_iter().collect::<Vec<_>>(),
+            ["/nix/store/a-git"]
+        );
+        // A list given as a value (not a JSON string) reads the same.
+        let d = drv_with_env(&[("__json", r#"{"voxnixModules":["a","b"]}"#)]);
+        assert_eq!(modules_of(&d), ["a", "b"]);
+        // The older layout: a variable per attribute, buildEnv's `pkgs`.
+        let d = drv_with_env(&[
+            ("voxnixModules", r#"["fish"]"#),
+            ("pkgs", r#"[{"paths":["/nix/store/b-fish"],"priority":5}]"#),
+        ]);
+        assert_eq!(modules_of(&d), ["fish"]);
+        assert_eq!(
+            installed_paths(&d).unwrap().into_iter().collect::<Vec<_>>(),
+            ["/nix/store/b-fish"]
+        );
+        // Neither list: None, so every input of system-path counts.
+        assert_eq!(installed_paths(&drv_with_env(&[("x", "1")])), None);
     }
 }
