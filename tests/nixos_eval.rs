@@ -441,6 +441,17 @@ fn each_assertion_fires_with_its_message() {
 }
 
 #[test]
+fn a_bot_that_lets_nobody_in_is_warned_about() {
+    let b = host("cases.botForNobody");
+    assert_eq!(b["failedAssertions"], Json::Array(vec![]));
+    let warnings = strings(&b["warnings"]);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("the bot refuses everyone"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn settings_overrides_drive_writable_paths_tmpfiles_and_hardening() {
     // Only settings.storage.backend says zfs: the daemon must get the ZFS
     // hardening (no mount namespace, CAP_SYS_ADMIN, /dev/zfs) and the parent

@@ -132,6 +132,8 @@ let
     };
     settingsDirRoot = run { services.voxnix.settings.storage.dir_root = "/srv/by-settings"; };
     networkd = run { networking.useNetworkd = true; };
+    # The bot on, but nobody let in: a warning, not an error.
+    botForNobody = run { services.voxnix.telegram = { enable = true; tokenFile = secret "telegram"; }; };
     networkManager = run { networking.networkmanager.enable = true; };
     oldStateVersion = run { system.stateVersion = "21.11"; };
     extraModuleDir = run { services.voxnix.extraModules.my-dir = ./fixtures/extra-modules/my-dir; };
