@@ -181,11 +181,11 @@ impl Config {
     /// Every owner allowed the administrator's methods through a front end:
     /// `admin_owners`, plus `telegram:<id>` for each of the Telegram admins,
     /// so an admin chat is configured once for the bot and the daemon alike.
-    pub fn admins(&self) -> Result<Vec<crate::engine::Owner>, String> {
+    pub fn admins(&self) -> Result<Vec<crate::model::Owner>, String> {
         let mut out = Vec::new();
         for o in &self.admin_owners {
             let owner =
-                crate::engine::Owner::parse(o).map_err(|e| format!("admin_owners: '{o}': {e}"))?;
+                crate::model::Owner::parse(o).map_err(|e| format!("admin_owners: '{o}': {e}"))?;
             out.push(owner);
         }
         let ids = self.telegram.as_ref().and_then(|t| t.get("admin_chat_ids"));
@@ -195,7 +195,7 @@ impl Config {
             for id in ids.as_array().ok_or_else(bad)? {
                 let id = id.as_integer().ok_or_else(bad)?;
                 out.push(
-                    crate::engine::Owner::parse(&format!("telegram:{id}"))
+                    crate::model::Owner::parse(&format!("telegram:{id}"))
                         .map_err(|e| format!("[telegram] admin_chat_ids: {e}"))?,
                 );
             }

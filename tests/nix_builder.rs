@@ -728,7 +728,10 @@ fn drv_names_split_like_builtins_parse_drv_name() {
 async fn the_catalog_lists_the_library() {
     let e = env("nix/sandbox/system.nix");
     let started = Instant::now();
-    let catalog = e.builder.catalog(&CancelToken::never()).await.unwrap();
+    let catalog =
+        voxnix::nix::catalog::catalog_with_cancel(e.builder.config(), &CancelToken::never())
+            .await
+            .unwrap();
     eprintln!("catalog: {:?}", started.elapsed());
     let names: Vec<&str> = catalog.iter().map(|m| m.name.as_str()).collect();
     let mut files: Vec<String> = std::fs::read_dir(repo().join("modules"))

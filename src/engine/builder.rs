@@ -3,8 +3,8 @@
 //! run real Nix (`src/nix/`).
 
 use super::EngineError;
-use super::owner::Owner;
 use super::spec::ContainerSpec;
+use crate::model::Owner;
 use crate::nix::process::cancel_pair;
 use crate::nix::{NixBuilder, NixError};
 

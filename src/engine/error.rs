@@ -3,6 +3,9 @@
 
 use thiserror::Error;
 
+use crate::model::OwnerError;
+use crate::storage::StorageError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineError {
     #[error("{0}")]
@@ -67,6 +70,32 @@ impl From<crate::host::HostError> for EngineError {
         match e {
             crate::host::HostError::Timeout { .. } => EngineError::Timeout(e.to_string()),
             other => EngineError::HostError(other.to_string()),
+        }
+    }
+}
+
+/// An owner a caller named that is not one.
+impl From<OwnerError> for EngineError {
+    fn from(e: OwnerError) -> Self {
+        EngineError::InvalidArgument(e.0)
+    }
+}
+
+/// Storage's errors, each as the kind the API reports it as.
+impl From<StorageError> for EngineError {
+    fn from(e: StorageError) -> Self {
+        let m = e.to_string();
+        match e {
+            StorageError::QuotaExceeded { .. } => EngineError::QuotaExceeded(m),
+            StorageError::Busy { .. } => EngineError::Busy(m),
+            StorageError::SnapshotNotFound { .. } | StorageError::NotFound { .. } => {
+                EngineError::NotFound(m)
+            }
+            StorageError::InvalidArgument(_) => EngineError::InvalidArgument(m),
+            StorageError::PoolMissing { .. }
+            | StorageError::Misconfigured(_)
+            | StorageError::Command { .. }
+            | StorageError::Io { .. } => EngineError::HostError(m),
         }
     }
 }

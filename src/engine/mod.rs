@@ -9,7 +9,6 @@ pub mod builder;
 pub mod error;
 pub mod fault;
 pub mod operations;
-pub mod owner;
 pub mod reconcile;
 pub mod records;
 pub mod spec;
@@ -30,10 +29,10 @@ use crate::host::systemd::{JobKind, Systemd};
 use crate::host::{container_unit, exec, journal};
 use crate::storage::{Kept, Snapshot, Storage};
 
+pub use crate::model::Owner;
 pub use builder::Builder;
 pub use error::EngineError;
 pub use operations::{Event, OperationSnapshot, Operations};
-pub use owner::Owner;
 use records::{Phase, Record, RecordStore};
 use spec::ContainerSpec;
 
@@ -155,7 +154,12 @@ impl Engine {
         // The module library is the source of truth: adding a file to
         // modules/ adds a module. The configured list is the fallback when
         // the library cannot be read (and the log says so).
-        let catalog = match builder.nix().catalog(&crate::nix::cancel_pair().1).await {
+        let catalog = match crate::nix::catalog::catalog_with_cancel(
+            builder.nix().config(),
+            &crate::nix::cancel_pair().1,
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::EngineError;
-use super::owner::Owner;
+use crate::model::Owner;
 
 /// What the engine announces; the D-Bus API turns these into signals.
 #[derive(Debug, Clone)]

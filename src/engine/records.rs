@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::owner::Owner;
 use super::spec::ContainerSpec;
 use crate::atomic_file;
+use crate::model::Owner;
 
 pub const RECORD_VERSION: u32 = 1;
 

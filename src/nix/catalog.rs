@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::NixError;
-use super::builder::NixConfig;
+use super::config::NixConfig;
 use super::process::CancelToken;
+use super::run::run_checked;
 
 /// One library module.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ pub async fn catalog_with_cancel(
         .arg(library.as_os_str())
         .args(["-A", "catalog"])
         .args(cfg.option_args());
-    let out = super::builder::run_checked(&cmd, cfg.eval_timeout, cancel, &mut |_| {})
+    let out = run_checked(&cmd, cfg.eval_timeout, cancel, &mut |_| {})
         .await
         .map_err(|e| e.into_eval())?;
     parse_catalog(&out.stdout).map_err(|message| NixError::Output {

@@ -2,24 +2,33 @@
 //! (`nix-instantiate`, `nix-store --realise`, `nix-env` profiles), reading
 //! the module catalog, and reading system derivations back.
 //!
-//! - [`builder`]: [`NixBuilder`] and its [`NixConfig`] (the `[nix]` table).
+//! - [`builder`]: [`NixBuilder`], spec to installed system.
 //! - [`catalog`]: the module library from `nix/library.nix`.
+//! - [`config`]: [`NixConfig`] (the `[nix]` table) and names in paths.
+//! - [`run`]: one Nix command, its failure as Nix's own message.
 //! - [`drv`]: `.drv` files and [`drv::system_info`] (modules, packages).
 //! - [`process`]: one Nix command with a timeout and a cancellation that
 //!   stop its whole process tree.
 //! - [`output`]: Nix's stderr turned into progress lines and short errors.
+//!
+//! One way down: `process` and `output` at the bottom, `config` and `run`
+//! on them, `builder`, `catalog` and `drv` on top, none of those three
+//! importing another.
 
 pub mod builder;
 pub mod catalog;
+pub mod config;
 pub mod drv;
 pub mod output;
 pub mod process;
+pub mod run;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use builder::{Built, NixBuilder, NixConfig};
+pub use builder::{Built, NixBuilder};
 pub use catalog::{ModuleInfo, SettingInfo, catalog};
+pub use config::NixConfig;
 pub use drv::{DrvError, Package, SystemInfo, system_info};
 pub use process::{CancelToken, Canceller, cancel_pair};
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
-use crate::engine::Owner;
+use crate::model::Owner;
 
 use super::fsutil::{MEASURE_BUDGET, copy_tree, free_space, measure, sync_dir_quiet};
 use super::names::{

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::engine::{EngineError, Owner};
+use crate::model::Owner;
 
 pub use names::{decode_owner, encode_owner, human_bytes, parse_size};
 pub use zfs::{SystemZfs, ZfsOutput, ZfsRunner};
@@ -274,24 +274,6 @@ fn quota_message(what: &str, used: u64, quota: u64, needed: u64) -> String {
          containers) or ask the administrator for a larger quota",
     );
     s
-}
-
-impl From<StorageError> for EngineError {
-    fn from(e: StorageError) -> Self {
-        let m = e.to_string();
-        match e {
-            StorageError::QuotaExceeded { .. } => EngineError::QuotaExceeded(m),
-            StorageError::Busy { .. } => EngineError::Busy(m),
-            StorageError::SnapshotNotFound { .. } | StorageError::NotFound { .. } => {
-                EngineError::NotFound(m)
-            }
-            StorageError::InvalidArgument(_) => EngineError::InvalidArgument(m),
-            StorageError::PoolMissing { .. }
-            | StorageError::Misconfigured(_)
-            | StorageError::Command { .. }
-            | StorageError::Io { .. } => EngineError::HostError(m),
-        }
-    }
 }
 
 /// Live containers and kept workspaces, for retention.

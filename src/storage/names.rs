@@ -2,7 +2,7 @@
 //! names, snapshot ids, the names of kept (retired) workspaces, timestamps and
 //! sizes. Everything here is pure, so it is tested without touching a disk.
 
-use crate::engine::Owner;
+use crate::model::Owner;
 
 use super::StorageError;
 
@@ -74,8 +74,8 @@ pub fn decode_owner(s: &str) -> Option<Owner> {
 /// Checks a container name with the engine's rules (which also make it a
 /// valid dataset component and directory name).
 pub fn check_container_name(name: &str) -> Result<(), StorageError> {
-    crate::engine::spec::validate_name(name)
-        .map_err(|e| StorageError::InvalidArgument(format!("container {e}")))
+    crate::model::container_name::validate(name)
+        .map_err(|e| StorageError::InvalidArgument(format!("container name: {e}")))
 }
 
 /// Checks the reason given for a snapshot: 1-32 characters, lowercase letters,

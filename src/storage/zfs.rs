@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::Owner;
+use crate::model::Owner;
 
 use super::names::{
     encode_owner, format_stamp, kept_name, parse_kept_name, parse_snapshot_id, snapshot_id,

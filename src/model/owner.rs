@@ -6,7 +6,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::EngineError;
+/// A string that is not an owner; the message says what is wrong and what an
+/// owner looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OwnerError(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -16,9 +20,9 @@ impl Owner {
     pub const MAX_LEN: usize = 80;
 
     /// Parses `<kind>:<id>`: kind in [a-z]{1,16}, id in [A-Za-z0-9._@-]{1,63}.
-    pub fn parse(s: &str) -> Result<Self, EngineError> {
+    pub fn parse(s: &str) -> Result<Self, OwnerError> {
         let invalid = |why: &str| {
-            EngineError::InvalidArgument(format!(
+            OwnerError(format!(
                 "owner: '{}' is not an owner ({why}); owners look like 'telegram:123' or 'unix:1000'",
                 s.escape_default()
             ))

@@ -29,18 +29,25 @@
 //! appears twice in one JSON object (at any depth). Integers may also be written
 //! as whole JSON floats (`100.0`, `1e9`); fractions are rejected.
 //!
+//! Its parts: this file holds the spec's types and rules; [`size`] reads and
+//! writes sizes (`2G`), `strict_json` reads JSON refusing duplicate keys.
+//!
 //! The owner is never part of a client spec: the daemon decides it and adds it
 //! in [`ContainerSpec::to_build_json`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
-/// Longest container name. The host side of the container's veth pair is
-/// called `vb-<name>`, and Linux interface names have at most 15 characters.
-pub const NAME_MAX_LEN: usize = 11;
+use crate::model::container_name;
+pub use crate::model::container_name::NAME_MAX_LEN;
+
+mod size;
+mod strict_json;
+
+use size::{MIB, TIB, digit_run, digits_value};
+pub use size::{format_size, parse_size};
+use strict_json::parse_json;
 
 /// Largest accepted spec, in bytes of JSON text.
 pub const SPEC_MAX_BYTES: usize = 64 * 1024;
@@ -56,11 +63,6 @@ const ALLOWED_FIELDS: [&str; 8] = [
     "tasks_max",
     "settings",
 ];
-
-const KIB: u64 = 1024;
-const MIB: u64 = KIB * 1024;
-const GIB: u64 = MIB * 1024;
-const TIB: u64 = GIB * 1024;
 
 const MEMORY_MIN: u64 = 32 * MIB;
 const MEMORY_MAX: u64 = 16 * TIB;
@@ -110,52 +112,9 @@ fn err(field: impl Into<String>, rule: impl Into<String>) -> SpecError {
     }
 }
 
-/// Checks a container name: 1 to [`NAME_MAX_LEN`] characters, only lowercase
-/// ASCII letters, ASCII digits and `-`, starting and ending with a letter or
-/// digit (`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`, matched against the whole string).
+/// Checks a container name (the rule is [`crate::model::container_name`]'s).
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
-    const FIELD: &str = "name";
-    if name.is_empty() {
-        return Err(err(
-            FIELD,
-            "must not be empty; use 1 to 11 lowercase letters, digits and '-', like \"dev\"",
-        ));
-    }
-    let len = name.chars().count();
-    if len > NAME_MAX_LEN {
-        return Err(err(
-            FIELD,
-            format!(
-                "is {len} characters long; at most {NAME_MAX_LEN} are allowed, because the \
-                 host-side network interface 'vb-<name>' must fit Linux's 15-character limit"
-            ),
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        let hint = if c.is_ascii_uppercase() {
-            " (use lowercase)"
-        } else {
-            ""
-        };
-        return Err(err(
-            FIELD,
-            format!(
-                "contains {}, which is not allowed{hint}; use only lowercase letters a-z, \
-                 digits 0-9 and '-'",
-                describe_char(c)
-            ),
-        ));
-    }
-    if name.starts_with('-') {
-        return Err(err(FIELD, "must start with a letter or digit, not '-'"));
-    }
-    if name.ends_with('-') {
-        return Err(err(FIELD, "must end with a letter or digit, not '-'"));
-    }
-    Ok(())
+    container_name::validate(name).map_err(|e| err("name", e.0))
 }
 
 /// Parse and validate client JSON against the modules the daemon knows.
@@ -395,122 +354,6 @@ impl ContainerSpec {
     }
 }
 
-/// Units accepted by [`parse_size`] and used by [`format_size`], smallest first.
-const UNITS: [(char, u64); 6] = [
-    ('K', KIB),
-    ('M', MIB),
-    ('G', GIB),
-    ('T', TIB),
-    ('P', TIB * 1024),
-    ('E', TIB * 1024 * 1024),
-];
-
-/// Parses a size in bytes.
-///
-/// Accepted: ASCII digits, optionally followed by a unit. Units are powers
-/// of 1024, as in systemd's `MemoryMax=`: `K`, `M`, `G`, `T`, `P`, `E`, each
-/// optionally followed by `B` or `iB` (`2G`, `2GB` and `2GiB` are all 2×1024³
-/// bytes); a lone `B` means bytes. Units are case-insensitive. With a unit of
-/// `K` or larger the number may have up to 9 decimal places (`1.5G`); the
-/// result is rounded down to a whole byte. No signs, no whitespace, no
-/// exponents, no thousands separators. Values above `u64::MAX` bytes are
-/// rejected.
-///
-/// The error is a sentence fragment describing what is wrong with `s`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    const FRACTION_DIGITS_MAX: usize = 9;
-    if s.is_empty() {
-        return Err("the size is empty".into());
-    }
-    let int_end = digit_run(s);
-    if int_end == 0 {
-        return Err(if s.starts_with('-') {
-            "a size cannot be negative".into()
-        } else {
-            format!("\"{}\" does not start with a number", show(s))
-        });
-    }
-    // Everything before `int_end` is ASCII, so the slices below are on char
-    // boundaries.
-    let int_part = &s[..int_end];
-    let mut rest = &s[int_end..];
-    let mut fraction = "";
-    if let Some(after_dot) = rest.strip_prefix('.') {
-        let end = digit_run(after_dot);
-        if end == 0 {
-            return Err("expected digits after the decimal point".into());
-        }
-        fraction = &after_dot[..end];
-        rest = &after_dot[end..];
-    }
-    let multiplier = unit_multiplier(rest).ok_or_else(|| {
-        format!(
-            "unknown unit \"{}\"; use K, M, G, T, P or E (powers of 1024), optionally \
-             followed by B or iB, like \"512M\" or \"2GiB\"",
-            show(rest)
-        )
-    })?;
-    if !fraction.is_empty() && multiplier == 1 {
-        return Err(
-            "a byte count must be a whole number; use a unit (like \"1.5G\") for a fraction".into(),
-        );
-    }
-    if fraction.len() > FRACTION_DIGITS_MAX {
-        return Err(format!(
-            "at most {FRACTION_DIGITS_MAX} decimal places are allowed"
-        ));
-    }
-
-    let too_large = || "too large: the largest size is 16E (2^64 - 1 bytes)".to_string();
-    let significant = int_part.trim_start_matches('0');
-    // 20 digits already exceed u64::MAX once multiplied by any unit but "B";
-    // anything longer cannot fit at all.
-    if significant.len() > 20 {
-        return Err(too_large());
-    }
-    let whole = digits_value(significant).ok_or_else(too_large)?;
-    let mult = u128::from(multiplier);
-    let mut total = whole.checked_mul(mult).ok_or_else(too_large)?;
-    if !fraction.is_empty() {
-        // fraction < 10^9 and mult <= 2^60, so this cannot overflow u128.
-        let numerator = digits_value(fraction).ok_or_else(too_large)?;
-        let denominator = 10u128.pow(u32::try_from(fraction.len()).map_err(|_| too_large())?);
-        total = total
-            .checked_add(numerator * mult / denominator)
-            .ok_or_else(too_large)?;
-    }
-    u64::try_from(total).map_err(|_| too_large())
-}
-
-/// Formats a byte count for people, the way `du -h` does: below 1024 as
-/// bytes (`"1023B"`); otherwise in the largest unit (K, M, G, T, P, E; powers
-/// of 1024) that keeps the number at least 1, with one decimal below 10
-/// (`"2.0G"`, `"1.5K"`) and none from 10 on (`"512M"`). Rounded to the
-/// nearest shown digit, so the result is within 5% of `bytes`; it can be read
-/// back with [`parse_size`].
-pub fn format_size(bytes: u64) -> String {
-    if bytes < KIB {
-        return format!("{bytes}B");
-    }
-    let value = u128::from(bytes);
-    let mut index = UNITS.iter().rposition(|&(_, m)| bytes >= m).unwrap_or(0);
-    loop {
-        let (letter, m) = UNITS[index];
-        let m = u128::from(m);
-        let tenths = (value * 10 + m / 2) / m;
-        if tenths < 100 {
-            return format!("{}.{}{letter}", tenths / 10, tenths % 10);
-        }
-        let whole = (value + m / 2) / m;
-        if whole >= 1024 && index + 1 < UNITS.len() {
-            // Rounded up to the next unit ("1024M" reads better as "1.0G").
-            index += 1;
-            continue;
-        }
-        return format!("{whole}{letter}");
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Field checks
 
@@ -745,106 +588,6 @@ fn int_in_range(
 }
 
 // ---------------------------------------------------------------------------
-// JSON with duplicate keys rejected
-
-/// Parses JSON like `serde_json::from_str::<Value>`, but rejects an object
-/// with the same key twice (serde_json would silently keep the last one,
-/// which lets a spec say two things at once).
-fn parse_json(json: &str) -> Result<Value, SpecError> {
-    serde_json::from_str::<StrictValue>(json)
-        .map(|v| v.0)
-        .map_err(|e| {
-            let rule = match e.classify() {
-                serde_json::error::Category::Data => format!("{e}; each key may appear only once"),
-                serde_json::error::Category::Eof => {
-                    format!("is not valid JSON: it ends too early ({e})")
-                }
-                _ => format!("is not valid JSON: {e}"),
-            };
-            err("spec", rule)
-        })
-}
-
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        StrictValue::deserialize(deserializer).map(|v| v.0)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "duplicate key \"{}\"",
-                    show(&key)
-                )));
-            }
-            let StrictValue(v) = map.next_value()?;
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Small helpers
 
 /// "a string", "an object", ... for "expected X, got Y" messages.
@@ -884,44 +627,9 @@ fn field_name(key: &str) -> String {
     }
 }
 
-/// `'x'`, or `'\n' (U+000A)` / `'٣' (U+0663)` for anything but printable ASCII.
-fn describe_char(c: char) -> String {
-    if c.is_ascii_graphic() {
-        format!("'{c}'")
-    } else {
-        format!("'{}' (U+{:04X})", c.escape_debug(), u32::from(c))
-    }
-}
-
-/// Length in bytes of the leading run of ASCII digits.
-fn digit_run(s: &str) -> usize {
-    s.bytes().take_while(u8::is_ascii_digit).count()
-}
-
-/// The value of a string of ASCII digits (empty is 0), if it fits in u128.
-fn digits_value(digits: &str) -> Option<u128> {
-    digits.bytes().try_fold(0u128, |acc, b| {
-        acc.checked_mul(10)?
-            .checked_add(u128::from(b.checked_sub(b'0')?))
-    })
-}
-
-/// The multiplier for a unit suffix of [`parse_size`], or None if unknown.
-fn unit_multiplier(unit: &str) -> Option<u64> {
-    if unit.is_empty() || unit.eq_ignore_ascii_case("b") {
-        return Some(1);
-    }
-    let mut chars = unit.chars();
-    let letter = chars.next()?.to_ascii_uppercase();
-    let tail = chars.as_str();
-    if !(tail.is_empty() || tail.eq_ignore_ascii_case("b") || tail.eq_ignore_ascii_case("ib")) {
-        return None;
-    }
-    UNITS.iter().find(|&&(l, _)| l == letter).map(|&(_, m)| m)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::size::GIB;
     use super::*;
     use serde_json::json;
 
@@ -1556,89 +1264,5 @@ mod tests {
         let text = serde_json::to_string(&spec).expect("serialize");
         let back: ContainerSpec = serde_json::from_str(&text).expect("deserialize");
         assert_eq!(back, spec);
-    }
-
-    // --- parse_size / format_size --------------------------------------
-
-    #[test]
-    fn parse_size_accepts() {
-        for (s, n) in [
-            ("0", 0),
-            ("1048576", MIB),
-            ("1023B", 1023),
-            ("1b", 1),
-            ("1K", KIB),
-            ("1k", KIB),
-            ("1KB", KIB),
-            ("1KiB", KIB),
-            ("1kib", KIB),
-            ("512M", 512 * MIB),
-            ("2G", 2 * GIB),
-            ("2GiB", 2 * GIB),
-            ("1T", TIB),
-            ("1P", TIB * 1024),
-            ("15E", 15 * TIB * 1024 * 1024),
-            ("1.5K", 1536),
-            ("0.5G", GIB / 2),
-            ("2.0G", 2 * GIB),
-            ("0.001K", 1),
-            ("007M", 7 * MIB),
-            ("18446744073709551615", u64::MAX),
-            ("18446744073709551615B", u64::MAX),
-            ("0000000000000000000000000001K", KIB),
-        ] {
-            assert_eq!(parse_size(s), Ok(n), "{s}");
-        }
-    }
-
-    #[test]
-    fn parse_size_rejects() {
-        for (s, says) in [
-            ("", "empty"),
-            ("-1", "negative"),
-            ("+1", "does not start with a number"),
-            (" 1G", "does not start with a number"),
-            ("1G ", "unknown unit"),
-            ("1 G", "unknown unit"),
-            ("1X", "unknown unit"),
-            ("1GG", "unknown unit"),
-            ("1Gi", "unknown unit"),
-            ("1e3", "unknown unit"),
-            ("1,000", "unknown unit"),
-            ("1.", "digits after the decimal point"),
-            (".5G", "does not start with a number"),
-            ("1.5", "whole number"),
-            ("1.5B", "whole number"),
-            ("1.0000000001G", "decimal places"),
-            ("16E", "too large"),
-            ("18446744073709551616", "too large"),
-            ("99999999999999999999999999999999999999999999", "too large"),
-            ("٣G", "does not start with a number"),
-            ("3٣", "unknown unit"),
-            ("3G\u{301}", "unknown unit"),
-        ] {
-            let e = parse_size(s).expect_err(s);
-            assert!(e.contains(says), "{s:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn format_size_examples() {
-        for (n, s) in [
-            (0, "0B"),
-            (1023, "1023B"),
-            (1024, "1.0K"),
-            (1536, "1.5K"),
-            (10 * KIB, "10K"),
-            (512 * MIB, "512M"),
-            (2 * GIB, "2.0G"),
-            (3 * GIB / 2, "1.5G"),
-            (MIB - 1, "1.0M"),
-            (1023 * MIB + MIB / 2, "1.0G"),
-            (16 * TIB, "16T"),
-            (u64::MAX, "16E"),
-        ] {
-            assert_eq!(format_size(n), s, "{n}");
-        }
     }
 }
