@@ -212,7 +212,12 @@ let
     "CAP_FSETID"
     "CAP_LINUX_IMMUTABLE"
     "CAP_SYS_PTRACE"
-  ] ++ optional zfs "CAP_SYS_ADMIN";
+    # exec connects to a container's bus from inside its mount namespace
+    # (setns); joining the mount namespace of a container without a user
+    # namespace of its own takes both. (ZFS needs CAP_SYS_ADMIN as well.)
+    "CAP_SYS_ADMIN"
+    "CAP_SYS_CHROOT"
+  ];
 
   # Hardening that needs no mount namespace of its own.
   daemonConfinement = {
@@ -231,7 +236,9 @@ let
     ] ++ optional (!zfs) "~@mount";
     SystemCallErrorNumber = "EPERM";
     RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" ];
-    RestrictNamespaces = true;
+    # Only the two namespace kinds exec joins to reach a container's bus from
+    # inside it (src/host/ns_socket.rs); no unshare or clone of any kind.
+    RestrictNamespaces = "user mnt";
     RestrictRealtime = true;
     LockPersonality = true;
     MemoryDenyWriteExecute = true;

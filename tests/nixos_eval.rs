@@ -247,7 +247,10 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
         );
     }
     assert_eq!(sc["ProtectSystem"], "strict");
-    assert!(!setting_list(&sc["CapabilityBoundingSet"]).contains(&"CAP_SYS_ADMIN".to_string()));
+    // exec joins containers' user and mount namespaces, nothing else.
+    assert_eq!(sc["RestrictNamespaces"], "user mnt");
+    assert!(setting_list(&sc["SystemCallFilter"]).contains(&"~@mount".to_string()));
+    assert!(setting_list(&sc["DeviceAllow"]).is_empty(), "{sc}");
     assert_eq!(
         daemon["restartTriggers"][0],
         d["etc"]["voxnix/config.toml"]["source"]
@@ -309,6 +312,49 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
         "{}",
         d["package"]
     );
+}
+
+/// A unit setting as systemd reads it (lists space-separated, booleans yes/no).
+fn unit_value(v: &Json) -> String {
+    match v {
+        Json::Array(items) => items.iter().map(unit_value).collect::<Vec<_>>().join(" "),
+        Json::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The sandbox's daemon runs with the confinement the module gives the
+/// daemon on NixOS (dir backend), key for key, so the sandbox tests meet the
+/// same limits (exec's namespace joins among them).
+#[test]
+fn the_sandbox_daemon_is_confined_as_the_modules() {
+    let d = host("cases.defaults");
+    let sc = &service(&d, "voxnix")["serviceConfig"];
+    let sandbox = voxnix::sandbox::daemon::CONFINEMENT;
+    let mut keys = 0;
+    for line in sandbox.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.split_once('=').unwrap();
+        assert_eq!(
+            unit_value(&sc[key]),
+            value,
+            "{key} differs between nix/module.nix and the sandbox"
+        );
+        keys += 1;
+    }
+    assert!(keys >= 10, "{sandbox}");
+    // Every hardening key of the module's namespace-free confinement is there.
+    for key in [
+        "CapabilityBoundingSet",
+        "SystemCallFilter",
+        "RestrictNamespaces",
+        "NoNewPrivileges",
+    ] {
+        assert!(
+            sandbox.contains(&format!("{key}=")),
+            "{key} missing from the sandbox's unit"
+        );
+    }
 }
 
 #[test]
@@ -465,6 +511,10 @@ fn settings_overrides_drive_writable_paths_tmpfiles_and_hardening() {
     );
     assert_eq!(setting_list(&sc["DeviceAllow"]), ["/dev/zfs rw"]);
     assert!(sc["ReadWritePaths"].is_null(), "{sc}");
+    assert!(
+        !setting_list(&sc["SystemCallFilter"]).contains(&"~@mount".to_string()),
+        "zfs mounts: {sc}"
+    );
     let script = service(&z, "voxnix-zfs-parent")["script"]
         .as_str()
         .unwrap()

@@ -1,9 +1,12 @@
 //! Run a command inside a running container, without a subprocess on the host
 //! (no `machinectl`, `systemd-run` or `nsenter`).
 //!
-//! How: the container runs its own systemd and D-Bus. Its system bus socket is
-//! reachable from the host at `<proc_root>/<leader>/root/run/dbus/system_bus_socket`
-//! (`proc_root` is `/proc` for the daemon). Over that socket we ask the
+//! How: the container runs its own systemd and D-Bus. We connect to its system
+//! bus socket, `/run/dbus/system_bus_socket`, from inside the container's user
+//! and mount namespaces ([`super::ns_socket`], as systemd's `machine:`
+//! transport does), so the path, and any symlink the container put on it,
+//! resolves inside the container and never against the host's root; and we
+//! connect as the container's root. Over that socket we ask the
 //! container's systemd for a transient service `voxnix-exec-<random>.service`
 //! (`StartTransientUnit`), exactly what `systemd-run --machine --wait --pipe`
 //! does, with:
@@ -40,15 +43,14 @@
 //! a relative path with a `/` is rejected. The command runs as root, in `/`,
 //! with the environment systemd gives services.
 //!
-//! The container must not use a private user namespace (`privateUsers`): we
-//! talk to its bus as the host's root.
+//! Containers with and without a user namespace of their own work alike (the
+//! connecting child joins the user namespace only when it differs).
 
 use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -205,26 +207,26 @@ fn open_container_root(proc_root: &Path, leader: u32) -> Result<File, ExecError>
 /// `proc_root` is the `/proc` in which `leader` (machined's `Leader`) is valid:
 /// `/proc` for the daemon, `<sandbox root>/proc` in tests.
 pub async fn container_bus(proc_root: &Path, leader: u32) -> Result<Connection, ExecError> {
-    let root = open_container_root(proc_root, leader)?;
-    bus_in_root(root).await
+    open_container_root(proc_root, leader)?;
+    bus_inside(proc_root, leader).await
 }
 
-/// Connects to `<root>/run/dbus/system_bus_socket`, through the descriptor
-/// (so the socket is the one in the root that was checked, and the path is
-/// short enough for `sun_path` however long `proc_root` is).
-async fn bus_in_root(root: File) -> Result<Connection, ExecError> {
+/// The container's system bus, connected from inside its namespaces.
+pub const CONTAINER_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
+/// Connects to the container's [`CONTAINER_BUS_SOCKET`] from inside it.
+async fn bus_inside(proc_root: &Path, leader: u32) -> Result<Connection, ExecError> {
+    let proc_root = proc_root.to_path_buf();
     let stream = tokio::task::spawn_blocking(move || {
-        let socket = format!(
-            "/proc/self/fd/{}/run/dbus/system_bus_socket",
-            root.as_raw_fd()
-        );
-        UnixStream::connect(&socket).map_err(|e| {
-            if is_gone(&e) {
-                ExecError::NotRunning(format!("the container's bus is not up: {e}"))
-            } else {
-                ExecError::io("connecting to the container's bus")(e)
-            }
-        })
+        super::ns_socket::connect_in_container(&proc_root, leader, CONTAINER_BUS_SOCKET).map_err(
+            |e| {
+                if is_gone(&e) {
+                    ExecError::NotRunning(format!("the container's bus is not up: {e}"))
+                } else {
+                    ExecError::io("connecting to the container's bus")(e)
+                }
+            },
+        )
     })
     .await
     .map_err(|e| ExecError::Io {
@@ -265,7 +267,8 @@ pub async fn exec_in_container(
     validate(req)?;
     let root = open_container_root(proc_root, leader)?;
     let path = resolve_command(&root, &req.argv[0])?;
-    let conn = match tokio::time::timeout_at(deadline.into(), bus_in_root(root)).await {
+    drop(root);
+    let conn = match tokio::time::timeout_at(deadline.into(), bus_inside(proc_root, leader)).await {
         Ok(conn) => conn?,
         Err(_) => return Err(ExecError::Timeout(req.timeout)),
     };

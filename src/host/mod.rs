@@ -6,6 +6,7 @@ pub mod conf;
 pub mod exec;
 pub mod journal;
 pub mod machined;
+pub mod ns_socket;
 pub mod systemd;
 
 use thiserror::Error;

@@ -55,6 +55,26 @@ pub fn sandbox_config(extra: &str) -> String {
 pub const BINARY: &str = "/usr/local/lib/voxnix/voxnix";
 pub const ON_PATH: &str = "/usr/local/bin/voxnix";
 
+/// The confinement NixOS's `voxnix.service` has without a mount namespace
+/// of its own (nix/module.nix, `daemonConfinement`, dir backend), so that the
+/// sandbox's daemon meets the same limits: the capabilities, the system call
+/// filter and the namespaces it may join (exec connects from inside a
+/// container's user and mount namespaces). `tests/nixos_eval.rs` checks the
+/// two agree.
+pub const CONFINEMENT: &str = "\
+NoNewPrivileges=yes
+CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_FSETID CAP_LINUX_IMMUTABLE CAP_SYS_PTRACE CAP_SYS_ADMIN CAP_SYS_CHROOT
+SystemCallArchitectures=native
+SystemCallFilter=~@clock ~@cpu-emulation ~@debug ~@module ~@obsolete ~@raw-io ~@reboot ~@swap ~@mount
+SystemCallErrorNumber=EPERM
+RestrictAddressFamilies=AF_UNIX AF_NETLINK
+RestrictNamespaces=user mnt
+RestrictRealtime=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+DevicePolicy=closed
+";
+
 /// Adds the daemon (binary `voxnix`, config `config_toml`) to the appliance's
 /// boot: it is running, ready and owning its bus name when boot completes.
 pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
@@ -64,7 +84,7 @@ pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
     }
     let voxnix = Path::new(BINARY);
     let unit = format!(
-        "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n",
+        "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n{CONFINEMENT}\n[Install]\nWantedBy=multi-user.target\n",
         voxnix.display()
     );
     opts.extra_files.push(ExtraFile {
