@@ -48,6 +48,8 @@ let
       "Where the daemon keeps its records of containers and operations.";
     conf_dir = setting "absolute path" "/etc/nixos-containers"
       "NixOS's container configuration directory (`container@NAME.service` reads `NAME.conf` there).";
+    containers_dir = setting "absolute path" "/var/lib/nixos-containers"
+      "NixOS's container state directory: each container's root is `<containers_dir>/NAME`, removed on destroy (the module sets it from `system.stateVersion`).";
     bridge = setting "interface name" "br-vox"
       "The bridge containers join (`HOST_BRIDGE`). Set `services.voxnix.network.bridge` instead: the module creates that bridge.";
     builder = setting "builder" "nix"
@@ -187,8 +189,10 @@ let
     library = "/nix/store/00000000000000000000000000000000-voxnix-library";
     nixBin = "/nix/store/00000000000000000000000000000000-nix/bin";
     zfsBin = "/nix/store/00000000000000000000000000000000-zfs/bin/zfs";
-    # NixOS's container configuration directory for system.stateVersion >= 22.05.
+    # NixOS's container configuration and state directories for
+    # system.stateVersion >= 22.05.
     containerConfDir = "/etc/nixos-containers";
+    containerStateDir = "/var/lib/nixos-containers";
   };
 
   # Typed option -> the configuration key(s) it sets (`.` separates tables).
@@ -211,6 +215,7 @@ let
   # Keys the module computes (no typed option of their own).
   computed = {
     "conf_dir" = "NixOS's container configuration directory: /etc/nixos-containers, or /etc/containers on hosts whose system.stateVersion is older than 22.05";
+    "containers_dir" = "NixOS's container state directory: /var/lib/nixos-containers, or /var/lib/containers on hosts whose system.stateVersion is older than 22.05";
     "nix.library_dir" = "the module library: nix/ and modules/ of this source, plus extraModules";
     "nix.nix_bin_dir" = "the bin directory of nix.package";
     "storage.zfs_bin" = "boot.zfs.package's zfs (zfs backend only)";
@@ -238,7 +243,7 @@ let
 
   # The keys services.voxnix's typed options set.  `cfg` is shaped like
   # config.services.voxnix (only the typed options are read); `paths` has
-  # nixpkgs, library, nixBin, zfsBin and containerConfDir.
+  # nixpkgs, library, nixBin, zfsBin, containerConfDir and containerStateDir.
   overlay = { cfg, paths }:
     let
       tg = cfg.telegram;
@@ -248,6 +253,7 @@ let
     {
       bridge = cfg.network.bridge;
       conf_dir = paths.containerConfDir;
+      containers_dir = paths.containerStateDir;
       modules = builtins.sort builtins.lessThan
         (library.names ++ builtins.attrNames cfg.extraModules);
     }

@@ -161,6 +161,7 @@ let
       # toString: the path as it is, never a copy of nixpkgs in the store.
       nixpkgs = toString cfg.nixpkgs;
       containerConfDir = containerConfDir;
+      containerStateDir = containerStateDir;
       library = "${librarySource}";
       nixBin = "${config.nix.package}/bin";
       zfsBin = "${zfsPackage}/bin/zfs";
@@ -490,6 +491,10 @@ in
           message = concatMapStrings
             (n: "services.voxnix.extraModules.${n}: ${toString cfg.extraModules.${n}} does not exist (give a .nix file, or a directory with a default.nix). ")
             missingExtraNames;
+        }
+        {
+          assertion = cfg.settings.containers_dir == containerStateDir;
+          message = "services.voxnix.settings.containers_dir must be ${containerStateDir}: NixOS keeps the containers' roots there on this host (system.stateVersion ${config.system.stateVersion}).";
         }
         {
           assertion = cfg.settings.conf_dir == containerConfDir;

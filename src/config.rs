@@ -28,6 +28,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// NixOS's container conf directory.
     pub conf_dir: PathBuf,
+    /// NixOS's container state directory: containers' roots are
+    /// `<containers_dir>/NAME`, removed on destroy.
+    pub containers_dir: PathBuf,
     /// The bridge containers join (`HOST_BRIDGE`).
     pub bridge: String,
     pub builder: BuilderKind,
@@ -79,6 +82,7 @@ impl Default for Config {
         Self {
             state_dir: PathBuf::from("/var/lib/voxnix"),
             conf_dir: PathBuf::from("/etc/nixos-containers"),
+            containers_dir: PathBuf::from("/var/lib/nixos-containers"),
             bridge: "br-vox".into(),
             builder: BuilderKind::Nix,
             modules: vec![],

@@ -348,6 +348,7 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
             Some(&container_root),
             unit,
             1000,
+            None,
         )
         .ok()?;
         lines
@@ -391,8 +392,15 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
 
     // n bounds the result and keeps the newest lines.
     let t = Instant::now();
-    let last20 =
-        container_logs(&root, Some(&c.machine_id), Some(&container_root), unit, 20).expect("20");
+    let last20 = container_logs(
+        &root,
+        Some(&c.machine_id),
+        Some(&container_root),
+        unit,
+        20,
+        None,
+    )
+    .expect("20");
     eprintln!("container_logs(n = 20) took {:?}", t.elapsed());
     assert_eq!(last20.len(), 20);
     let newest = all.last().expect("some").timestamp_usec;
@@ -405,13 +413,38 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
         Some(&container_root),
         unit,
         1000,
+        None,
     )
     .expect("host only");
     assert!(!host_only.is_empty());
     assert!(host_only.iter().all(|l| l.source == LogSource::Host));
 
     // A unit nobody ran and no machine: nothing, and no error.
-    let none = container_logs(&root, None, None, "container@nobody.service", 10).expect("none");
+    // Lines from before a given time (an earlier container of the name) are
+    // left out, of both journals.
+    let oldest = all.first().expect("some").timestamp_usec;
+    let since = container_logs(
+        &root,
+        Some(&c.machine_id),
+        Some(&container_root),
+        unit,
+        1000,
+        Some(newest),
+    )
+    .expect("since");
+    assert!(
+        !since.is_empty() && since.len() < all.len(),
+        "{} of {}",
+        since.len(),
+        all.len()
+    );
+    assert!(
+        since
+            .iter()
+            .all(|l| l.timestamp_usec >= newest && l.timestamp_usec > oldest)
+    );
+    let none =
+        container_logs(&root, None, None, "container@nobody.service", 10, None).expect("none");
     assert!(none.is_empty(), "{none:?}");
 }
 
@@ -452,8 +485,15 @@ async fn logs_of_a_stopped_container() {
 
     // Its volatile root, and with it its journal, is gone; the host still has
     // the unit's lines, including the stop.
-    let lines =
-        container_logs(&root, Some(&c.machine_id), Some(&container_root), unit, 50).expect("logs");
+    let lines = container_logs(
+        &root,
+        Some(&c.machine_id),
+        Some(&container_root),
+        unit,
+        50,
+        None,
+    )
+    .expect("logs");
     assert!(!lines.is_empty());
     assert!(lines.len() <= 50);
     assert!(lines.iter().all(|l| l.source == LogSource::Host));
@@ -469,7 +509,7 @@ async fn logs_of_a_stopped_container() {
     // inside the journal root, not against the caller's /.
     let link = root.join(format!("var/log/journal/{}", c.machine_id));
     std::os::unix::fs::symlink(&kept, &link).expect("symlink");
-    let lines = container_logs(&root, Some(&c.machine_id), None, unit, 1000).expect("logs");
+    let lines = container_logs(&root, Some(&c.machine_id), None, unit, 1000, None).expect("logs");
     assert!(
         lines
             .iter()

@@ -103,3 +103,61 @@ async fn a_bus_socket_symlink_does_not_lead_exec_to_the_host() {
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), host_id);
     app.sandbox.shutdown().expect("shutdown");
 }
+
+/// Attack 6 of issue 13: a container's root (NixOS keeps it at
+/// `/var/lib/nixos-containers/NAME` across boots) and its GC roots outlived
+/// destroy, so the next container of that name, of any owner, booted the old
+/// tree: its `authorized_keys`, its users, its host keys. The sandbox's
+/// containers boot a volatile root, so the tree NixOS would keep is planted
+/// by hand here, as a hostile root would leave it: an immutable directory
+/// (as NixOS's `/var/empty`), a link to the host's `/`, a FIFO.
+#[tokio::test]
+async fn a_destroyed_container_leaves_nothing_the_next_holder_of_its_name_inherits() {
+    let app = Appliance::boot("").await;
+    let plant = |name: &str| {
+        format!(
+            "set -e; r=/var/lib/nixos-containers/{name}; mkdir -p $r/root/.ssh $r/var/empty \
+             /nix/var/nix/gcroots/per-container/{name}; \
+             echo 'ssh-ed25519 AAAA the-old-owner' > $r/root/.ssh/authorized_keys; \
+             ln -s / $r/host-root; mkfifo $r/fifo; chattr +i $r/var/empty; echo planted"
+        )
+    };
+    let gone = |name: &str| {
+        format!(
+            "for p in /var/lib/nixos-containers/{name} /nix/var/nix/gcroots/per-container/{name}; do \
+             test -e $p -o -L $p && echo \"left $p\"; done; test -e /etc/hostname && echo host-intact"
+        )
+    };
+
+    // Destroy removes the root and the GC roots, without following the link.
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    assert_eq!(app.sh(&plant("box")).await.trim(), "planted");
+    let out = app.cli(&["destroy", "--yes", "box"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(app.sh(&gone("box")).await.trim(), "host-intact");
+
+    // A create whose name has leftovers (a crash, a hand-made container)
+    // starts from a fresh root.
+    assert_eq!(app.sh(&plant("again")).await.trim(), "planted");
+    assert_eq!(app.create(r#"{"name":"again"}"#, "").await["ok"], true);
+    assert_eq!(app.sh(&gone("again")).await.trim(), "host-intact");
+
+    // Leftovers that cannot be removed (something mounted in them) make the
+    // create refuse the name, leaving nothing half-created.
+    let busy = "set -e; mkdir -p /var/lib/nixos-containers/stuck/mnt; \
+                mount -t tmpfs tmpfs /var/lib/nixos-containers/stuck/mnt; echo mounted";
+    assert_eq!(app.sh(busy).await.trim(), "mounted");
+    let v = app.create(r#"{"name":"stuck"}"#, "").await;
+    assert_eq!(v["ok"], false, "{v}");
+    let message = v.to_string();
+    assert!(
+        message.contains("cannot be removed") && message.contains("stuck"),
+        "{message}"
+    );
+    let list = app.cli(&["list", "--json"]).await;
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("stuck"),
+        "{list:?}"
+    );
+    app.sandbox.shutdown().expect("shutdown");
+}

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{BuilderKind, Config};
 use crate::host::conf::{ConfDir, ContainerConf};
+use crate::host::leftovers::{self, Leftovers};
 use crate::host::machined::Machined;
 use crate::host::systemd::{JobKind, Systemd};
 use crate::host::{container_unit, exec, journal};
@@ -106,6 +107,8 @@ pub struct Engine {
     pub(crate) systemd: Systemd,
     pub(crate) machined: Machined,
     pub(crate) confs: ConfDir,
+    /// Containers' roots and per-container GC roots, removed on destroy.
+    leftovers: Leftovers,
     pub(crate) records: RecordStore,
     pub(crate) storage: Storage,
     builder: Builder,
@@ -179,6 +182,10 @@ impl Engine {
             systemd: Systemd::new(bus).await?,
             machined: Machined::new(bus).await?,
             confs: ConfDir::new(cfg.conf_dir.clone()),
+            leftovers: Leftovers::new(
+                cfg.containers_dir.clone(),
+                leftovers::NIXOS_GCROOTS_PER_CONTAINER,
+            ),
             records,
             storage: Storage::new(cfg.storage.clone()),
             builder,
@@ -382,6 +389,7 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::HostError(format!("the record of '{name}' vanished during create"))
             })?;
+        self.clear_leftovers(op, name)?;
         let mut fresh_workspace = false;
         if record.spec.workspace {
             self.ops
@@ -593,6 +601,11 @@ impl Engine {
     /// idempotent (reconcile calls it after a crash at any point).
     pub(crate) async fn rollback_create(&self, name: &str) -> Result<(), EngineError> {
         self.remove_from_host(name).await?;
+        // Leftovers that could not be removed (maybe why the create failed)
+        // stay, and the next create of the name refuses it again.
+        if let Err(e) = self.remove_leftovers(name) {
+            tracing::warn!(container = name, "after a failed create: {e}");
+        }
         self.records
             .remove(name)
             .map_err(io("removing the record"))?;
@@ -620,6 +633,36 @@ impl Engine {
         self.systemd.reset_failed(&unit).await?;
         self.builder.remove(name).await?;
         Ok(())
+    }
+
+    /// Removes the container's root and GC roots: the next container of this
+    /// name, whoever owns it, must start from a fresh root.
+    fn remove_leftovers(&self, name: &str) -> Result<(), EngineError> {
+        self.leftovers.remove(name).map_err(|e| {
+            EngineError::HostError(format!("cannot remove what '{name}' left on the host: {e}"))
+        })
+    }
+
+    /// Clears what an earlier container of this name left (a crash before
+    /// its destroy finished, a hand-made container): a create starts from a
+    /// fresh root, or refuses the name.
+    fn clear_leftovers(&self, op: &str, name: &str) -> Result<(), EngineError> {
+        let found = self.leftovers.of(name);
+        if found.is_empty() {
+            return Ok(());
+        }
+        self.ops.progress(
+            op,
+            "cleaning",
+            &format!("removing what an earlier '{name}' left on the host"),
+        );
+        self.leftovers.remove(name).map_err(|e| {
+            EngineError::Conflict(format!(
+                "an earlier container named '{name}' left files on the host that cannot be \
+                 removed ({e}); an administrator must remove them before the name can be used \
+                 again, or choose another name"
+            ))
+        })
     }
 
     // ----- other lifecycle operations ----------------------------------------
@@ -704,6 +747,7 @@ impl Engine {
             self.tailscale_logout(&record.name).await;
         }
         self.remove_from_host(&record.name).await?;
+        self.remove_leftovers(&record.name)?;
         if record.spec.workspace {
             // Nothing is lost by surprise: the workspace is kept (with its
             // snapshots) for the retention period unless purged explicitly.
@@ -900,7 +944,9 @@ impl Engine {
                 "lines: {lines} is out of range; ask for 1 to 1000 lines"
             )));
         }
-        self.visible(scope, name)?;
+        let record = self.visible(scope, name)?;
+        // Only this container's lines: not those of an earlier one of the name.
+        let since_usec = Some(record.created_at.saturating_mul(1_000_000));
         let machine = self.machined.info(name).await?;
         let root = self.cfg.journal_root.clone();
         let proc_root = self.cfg.proc_root.clone();
@@ -915,6 +961,7 @@ impl Engine {
                 container_root.as_deref(),
                 &unit,
                 lines as usize,
+                since_usec,
             )
         })
         .await

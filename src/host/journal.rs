@@ -90,12 +90,16 @@ pub enum JournalError {
 /// - `container_root`: the running container's root as the caller sees it
 ///   (`/proc/<leader>/root`, see [`crate::host::exec::container_root`]), for a
 ///   container whose journal is not linked into the host's `/var/log/journal`.
+/// - `since_usec`: lines older than this (the container's creation) are left
+///   out: the host journal keeps the lines of an earlier container of the
+///   same name, which are not this one's (nor, maybe, its owner's).
 pub fn container_logs(
     journal_root: &Path,
     machine_id_hex: Option<&str>,
     container_root: Option<&Path>,
     unit: &str,
     n: usize,
+    since_usec: Option<u64>,
 ) -> Result<Vec<LogLine>, JournalError> {
     let n = n.min(MAX_LINES);
     if unit.is_empty() || unit.contains('\0') {
@@ -123,12 +127,12 @@ pub fn container_logs(
                 dirs.extend(JournalDir::open(root, &format!("{base}/{id}")));
             }
         }
-        read_tail(&dirs, None, n, LogSource::Container, &mut lines).map_err(|source| {
-            JournalError::Read {
+        read_tail(&dirs, None, n, since_usec, LogSource::Container, &mut lines).map_err(
+            |source| JournalError::Read {
                 which: "container",
                 source,
-            }
-        })?;
+            },
+        )?;
     }
 
     let host_id = std::fs::read_to_string(journal_root.join("etc/machine-id"))
@@ -144,11 +148,17 @@ pub fn container_logs(
         };
         dirs.extend(JournalDir::open(journal_root, &rel));
     }
-    read_tail(&dirs, Some(unit), n, LogSource::Host, &mut lines).map_err(|source| {
-        JournalError::Read {
-            which: "host",
-            source,
-        }
+    read_tail(
+        &dirs,
+        Some(unit),
+        n,
+        since_usec,
+        LogSource::Host,
+        &mut lines,
+    )
+    .map_err(|source| JournalError::Read {
+        which: "host",
+        source,
     })?;
 
     // Stable: equal timestamps keep container lines before host lines.
@@ -202,11 +212,12 @@ impl JournalDir {
 }
 
 /// Appends the newest `n` entries of the journals in `dirs` (only those of
-/// `unit`, if given) to `out`.
+/// `unit`, if given, and none older than `since_usec`) to `out`.
 fn read_tail(
     dirs: &[JournalDir],
     unit: Option<&str>,
     n: usize,
+    since_usec: Option<u64>,
     source: LogSource,
     out: &mut Vec<LogLine>,
 ) -> Result<(), SdJournalError> {
@@ -232,6 +243,7 @@ fn read_tail(
     let mut errors = 0;
     for item in q.iter()? {
         match item {
+            Ok(entry) if since_usec.is_some_and(|s| entry.realtime_usec() < s) => {}
             Ok(entry) => out.push(to_line(&entry, source)),
             Err(e) => {
                 errors += 1;
@@ -308,6 +320,7 @@ mod tests {
             Some(dir.path()),
             "container@x.service",
             20,
+            None,
         )
         .expect("no error");
         assert!(lines.is_empty());
@@ -317,11 +330,18 @@ mod tests {
     fn bad_arguments_are_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
-            container_logs(dir.path(), Some("../x"), None, "container@x.service", 5),
+            container_logs(
+                dir.path(),
+                Some("../x"),
+                None,
+                "container@x.service",
+                5,
+                None
+            ),
             Err(JournalError::InvalidArgument(_))
         ));
         assert!(matches!(
-            container_logs(dir.path(), None, None, "", 5),
+            container_logs(dir.path(), None, None, "", 5, None),
             Err(JournalError::InvalidArgument(_))
         ));
     }
@@ -329,7 +349,7 @@ mod tests {
     #[test]
     fn zero_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let lines = container_logs(dir.path(), None, None, "u.service", 0).expect("ok");
+        let lines = container_logs(dir.path(), None, None, "u.service", 0, None).expect("ok");
         assert!(lines.is_empty());
     }
 }

@@ -5,6 +5,7 @@
 pub mod conf;
 pub mod exec;
 pub mod journal;
+pub mod leftovers;
 pub mod machined;
 pub mod ns_socket;
 pub mod systemd;

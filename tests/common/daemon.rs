@@ -80,6 +80,21 @@ impl Appliance {
         if dropins.exists() {
             traces.push("unit drop-ins".into());
         }
+        for (what, dir) in [
+            ("container root", format!("var/lib/nixos-containers/{name}")),
+            (
+                "per-container GC roots",
+                format!("nix/var/nix/gcroots/per-container/{name}"),
+            ),
+            (
+                "per-container profile",
+                format!("nix/var/nix/profiles/per-container/{name}"),
+            ),
+        ] {
+            if root.join(dir).symlink_metadata().is_ok() {
+                traces.push(what.into());
+            }
+        }
         let record = root.join(format!("var/lib/voxnix/containers/{name}.json"));
         if record.exists() {
             traces.push("record".into());

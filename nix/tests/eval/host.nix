@@ -153,6 +153,7 @@ let
     llmModel = { config.services.voxnix.llm.baseUrl = "http://127.0.0.1:1/v1"; expect = "llm.model must be set"; };
     nixEnable = { config.nix.enable = false; expect = "nix.enable must be true"; };
     confDir = { config.services.voxnix.settings.conf_dir = "/etc/elsewhere"; expect = "conf_dir must be /etc/nixos-containers"; };
+    containersDir = { config.services.voxnix.settings.containers_dir = "/srv/roots"; expect = "containers_dir must be /var/lib/nixos-containers"; };
     confDirOld = { config = { system.stateVersion = "21.11"; services.voxnix.settings.conf_dir = "/etc/nixos-containers"; }; expect = "conf_dir must be /etc/containers"; };
   };
 in
