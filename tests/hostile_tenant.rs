@@ -161,3 +161,108 @@ async fn a_destroyed_container_leaves_nothing_the_next_holder_of_its_name_inheri
     );
     app.sandbox.shutdown().expect("shutdown");
 }
+
+/// Attack 5 of issue 13 (one half): the dir backend measures a workspace by
+/// its allocated blocks (as `du`), so a sparse file of any size passes the
+/// quota check, and the snapshot copy used to write it out in full: a
+/// container could fill the host's disk through its own snapshot. The copy
+/// is now bounded by what the quotas leave.
+#[tokio::test]
+async fn a_sparse_file_cannot_make_a_snapshot_fill_the_disk() {
+    let app = Appliance::boot("[storage]\nuser_quota = \"200M\"").await;
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    let out = exec_sh(
+        &app,
+        "box",
+        "truncate -s 2G /workspace/sparse && du -k /workspace/sparse",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let before = app.sh("df -k --output=used / | tail -n 1").await;
+
+    let snap = app.cli(&["snapshot", "box"]).await;
+    assert!(
+        !snap.status.success(),
+        "the snapshot copied a 2 GiB file: {snap:?}"
+    );
+    let stderr = String::from_utf8_lossy(&snap.stderr);
+    assert!(
+        stderr.contains("exceed"),
+        "a message a person can act on: {stderr}"
+    );
+
+    // Nothing was written, nothing is left half-made, the daemon serves.
+    let after = app.sh("df -k --output=used / | tail -n 1").await;
+    let grew = after.trim().parse::<i64>().unwrap_or(0) - before.trim().parse::<i64>().unwrap_or(0);
+    assert!(grew < 100 * 1024, "the disk use grew by {grew} KiB");
+    let snaps = app.cli(&["snapshots", "box", "--json"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&snaps.stdout).trim(),
+        "[]",
+        "{snaps:?}"
+    );
+    let out = exec_sh(&app, "box", "rm /workspace/sparse && echo ok").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let snap = app.cli(&["snapshot", "box"]).await;
+    assert!(snap.status.success(), "{snap:?}");
+    app.sandbox.shutdown().expect("shutdown");
+}
+
+/// Attack 5 (the other half): while a snapshot copies a running container's
+/// workspace, the container keeps swapping a directory for a link to the
+/// host's `/etc`. The copy used to look at an entry (`lstat`: a directory)
+/// and read it by path later (after the rest of its parent, here a large
+/// file): by then the link was there, and the appliance's `/etc` landed in
+/// the snapshot (and back in `/workspace` on a restore). The copy now opens
+/// each entry by descriptor right away, with O_NOFOLLOW, and checks it is
+/// what it looked at.
+#[tokio::test]
+async fn entries_swapped_for_links_during_a_snapshot_are_never_followed() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    // The files first; then the swapping loop as a unit of its own in the
+    // container (an exec's processes end with it).
+    let setup = "cd /workspace && mkdir a && echo mine > a/f && \
+                 dd if=/dev/zero of=b bs=1M count=150 status=none && echo ready";
+    let out = exec_sh(&app, "box", setup).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ready",
+        "{out:?}"
+    );
+    // A directory half the time, a link the other half, in 50 ms turns: the
+    // old copy's look-then-read window (the 150 MB of `b`) spans a turn.
+    let swapper = "systemd-run --unit=swapper --no-block sh -c 'cd /workspace; \
+                   end=$(($(date +%s) + 60)); while [ $(date +%s) -lt $end ]; do \
+                   sleep 0.05; mv a z && ln -s /etc a; sleep 0.05; rm a && mv z a; done' && echo started";
+    let out = exec_sh(&app, "box", swapper).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("started"),
+        "{out:?}"
+    );
+    let running = exec_sh(&app, "box", "sleep 1; systemctl is-active swapper").await;
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout).trim(),
+        "active",
+        "{running:?}"
+    );
+    let mut taken = 0;
+    for _ in 0..12 {
+        let snap = app.cli(&["snapshot", "box"]).await;
+        if snap.status.success() {
+            taken += 1;
+        }
+    }
+    // Whatever was taken holds nothing of the appliance's /etc.
+    let leaked = app
+        .sh("find /var/lib/voxnix/storage -path '*snapshots*' \\( -name passwd -o -name machine-id \\) | head -n 3")
+        .await;
+    assert_eq!(
+        leaked.trim(),
+        "",
+        "the appliance's files reached a snapshot ({taken} of 12 taken)"
+    );
+    let list = app.cli(&["list", "--json"]).await;
+    assert!(list.status.success(), "{list:?}");
+    app.sandbox.shutdown().expect("shutdown");
+}

@@ -150,15 +150,21 @@ impl DirBackend {
 
     /// Refuses when `needed` more bytes would not fit the owner's or the
     /// container's quota (the daemon's own accounting).
+    /// Refuses `needed` more bytes over a quota; otherwise returns the most
+    /// a copy of that size may then write (what the quotas and the file
+    /// system's free space leave): a tree that grows while it is copied is
+    /// cut off there, not let fill the disk.
     fn check_quota(
         &self,
         owner: &Owner,
         name: &str,
         p: &Paths,
         needed: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
+        let mut left = free_space(&p.cdir).unwrap_or(u64::MAX);
         if let Some(q) = self.cfg.container_quota_bytes()? {
             let used = self.size_of(&p.cdir)?;
+            left = left.min(q.saturating_sub(used));
             if used.saturating_add(needed) > q {
                 return Err(StorageError::QuotaExceeded {
                     what: format!("container '{name}'"),
@@ -170,6 +176,7 @@ impl DirBackend {
         }
         if let Some(q) = self.cfg.user_quota_bytes()? {
             let used = self.size_of(&p.owner_dir)?;
+            left = left.min(q.saturating_sub(used));
             if used.saturating_add(needed) > q || (needed == 0 && used >= q) {
                 return Err(StorageError::QuotaExceeded {
                     what: format!("owner {owner}"),
@@ -179,7 +186,7 @@ impl DirBackend {
                 });
             }
         }
-        Ok(())
+        Ok(left)
     }
 
     fn make_private_dir(p: &Path) -> Result<(), StorageError> {
@@ -361,7 +368,7 @@ impl DirBackend {
             });
         }
         let needed = self.size_of(&p.ws)?;
-        self.check_quota(owner, name, &p, needed)?;
+        let limit = self.check_quota(owner, name, &p, needed)?;
         Self::make_private_dir(&p.snaps)?;
         let id = self
             .unique_snapshot_id(&p, now, reason)
@@ -370,7 +377,7 @@ impl DirBackend {
             })?;
         let tmp = p.snaps.join(format!("{TMP_PREFIX}{id}"));
         Self::make_private_dir(&tmp)?;
-        let copied = copy_tree(&p.ws, &tmp.join("data"))
+        let copied = copy_tree(&p.ws, &tmp.join("data"), limit)
             .map_err(io_err(format!("copying {}", p.ws.display())))
             .and_then(|stats| {
                 tracing::debug!(?stats, "workspace copied");
@@ -466,7 +473,7 @@ impl DirBackend {
             Some(s) => s,
             None => self.size_of(&src)?,
         };
-        self.check_quota(owner, name, &p, needed)?;
+        let limit = self.check_quota(owner, name, &p, needed)?;
         let pre_id = self
             .unique_snapshot_id(&p, now, "pre-restore")
             .ok_or_else(|| StorageError::Busy {
@@ -477,7 +484,7 @@ impl DirBackend {
         let journal_path = p.cdir.join(JOURNAL);
 
         // 1. Copy the snapshot next to the workspace (same file system).
-        let prepared = copy_tree(&src, &staging)
+        let prepared = copy_tree(&src, &staging, limit)
             .map_err(io_err(format!("copying snapshot {id}")))
             .and_then(|_| self.fail_point("restore:copied"))
             .and_then(|()| Self::make_private_dir(&tmp))

@@ -6,14 +6,15 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{
-    DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink,
-};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, futimens, mknod, utimensat};
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags, fstatat, futimens, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 
 /// How long one measurement may walk before it gives up with a lower bound.
@@ -106,6 +107,8 @@ pub struct CopyStats {
     /// Files whose data was shared with the source (FICLONE) instead of copied.
     pub reflinked: u64,
     pub skipped_sockets: u64,
+    /// Bytes of file data written (or shared).
+    pub bytes: u64,
 }
 
 /// Copies the tree at `src` to `dst` (which must not exist). Regular files are
@@ -115,104 +118,208 @@ pub struct CopyStats {
 /// preserved; hard links inside the tree stay hard links. Sockets are skipped
 /// (they cannot be copied). Extended attributes and ACLs are not copied.
 /// On error the partial copy is left for the caller to remove.
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
-    let root_meta = fs::symlink_metadata(src)?;
-    if !root_meta.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not a directory", src.display()),
-        ));
-    }
+///
+/// The source may belong to a running, hostile container (a workspace), so
+/// it is walked by descriptor, never by path: every entry is looked at with
+/// `fstatat(AT_SYMLINK_NOFOLLOW)` and opened relative to its directory's
+/// descriptor with `O_NOFOLLOW` (files also `O_NONBLOCK`), and what was
+/// opened must be what was looked at (same kind, device and inode), so a
+/// directory or file swapped for a link, a FIFO or a device meanwhile is an
+/// error, never followed, opened or read. A file is copied up to the size it
+/// had when looked at, and the whole copy up to `max_bytes` of data: a tree
+/// that grows while it is copied cannot fill the disk.
+pub fn copy_tree(src: &Path, dst: &Path, max_bytes: u64) -> io::Result<CopyStats> {
+    let root = open_dir_at(None, src.as_os_str())?;
+    let root_stat = nix::sys::stat::fstat(&root).map_err(io::Error::from)?;
     let mut stats = CopyStats::default();
     let mut reflink_works = true;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Directories get their final mode, owner and times after their content.
-    let mut finish_dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let mut finish_dirs: Vec<(PathBuf, Attrs)> = Vec::new();
 
     make_dir(dst)?;
-    finish_dirs.push((dst.to_path_buf(), root_meta));
-    let mut stack: Vec<(PathBuf, PathBuf)> = vec![(src.to_path_buf(), dst.to_path_buf())];
-    while let Some((from_dir, to_dir)) = stack.pop() {
-        let mut names: Vec<OsString> = fs::read_dir(&from_dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()?;
-        names.sort();
-        for name in names {
-            let from = from_dir.join(&name);
+    finish_dirs.push((dst.to_path_buf(), Attrs::of(&root_stat)));
+    let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root, dst.to_path_buf())];
+    while let Some((dir, to_dir)) = stack.pop() {
+        for name in entry_names(&dir)? {
             let to = to_dir.join(&name);
-            let m = match fs::symlink_metadata(&from) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // vanished
-                Err(e) => return Err(e),
+            let st = match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::ENOENT) => continue, // vanished
+                Err(e) => return Err(e.into()),
             };
-            let ft = m.file_type();
-            if ft.is_dir() {
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            let attrs = Attrs::of(&st);
+            if kind == SFlag::S_IFDIR {
+                let sub = open_dir_at(Some(&dir), name.as_os_str())?;
+                same_as_looked_at(&sub, &st, &to_dir.join(&name))?;
                 make_dir(&to)?;
-                finish_dirs.push((to.clone(), m));
-                stack.push((from, to));
+                finish_dirs.push((to.clone(), attrs));
+                stack.push((sub, to));
                 continue;
             }
-            if m.nlink() > 1 {
-                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+            if st.st_nlink > 1 {
+                if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {
                     fs::hard_link(first, &to)?;
                     continue;
                 }
-                links.insert((m.dev(), m.ino()), to.clone());
+                links.insert((st.st_dev, st.st_ino), to.clone());
             }
-            if ft.is_file() {
-                copy_file(&from, &to, &m, &mut reflink_works, &mut stats)?;
-                stats.files += 1;
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&from)?;
-                symlink(&target, &to)?;
-                chown_nofollow(&to, &m)?;
-                set_times_nofollow(&to, &m)?;
-            } else if ft.is_socket() {
-                stats.skipped_sockets += 1;
-                links.remove(&(m.dev(), m.ino()));
-                tracing::debug!(path = %from.display(), "copy: skipping a socket");
-            } else {
-                let kind = if ft.is_fifo() {
-                    SFlag::S_IFIFO
-                } else if ft.is_char_device() {
-                    SFlag::S_IFCHR
-                } else {
-                    SFlag::S_IFBLK
-                };
-                mknod(
+            if kind == SFlag::S_IFREG {
+                let budget = max_bytes.saturating_sub(stats.bytes);
+                let n = copy_file_at(
+                    &dir,
+                    &name,
+                    &st,
                     &to,
-                    kind,
-                    Mode::from_bits_truncate(m.mode() & 0o7777),
-                    m.rdev(),
-                )
-                .map_err(io::Error::from)?;
-                chown_nofollow(&to, &m)?;
-                fs::set_permissions(&to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-                set_times_nofollow(&to, &m)?;
+                    budget,
+                    &mut reflink_works,
+                    &mut stats,
+                )?;
+                stats.bytes = stats.bytes.saturating_add(n);
+                stats.files += 1;
+            } else if kind == SFlag::S_IFLNK {
+                let target = readlinkat(&dir, name.as_os_str()).map_err(io::Error::from)?;
+                symlink(&target, &to)?;
+                chown_nofollow(&to, &attrs)?;
+                set_times_nofollow(&to, &attrs)?;
+            } else if kind == SFlag::S_IFSOCK {
+                stats.skipped_sockets += 1;
+                links.remove(&(st.st_dev, st.st_ino));
+                tracing::debug!(path = %to.display(), "copy: skipping a socket");
+            } else {
+                // FIFOs and devices are recreated, never opened.
+                mknod(&to, kind, Mode::from_bits_truncate(attrs.mode), st.st_rdev)
+                    .map_err(io::Error::from)?;
+                chown_nofollow(&to, &attrs)?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(attrs.mode))?;
+                set_times_nofollow(&to, &attrs)?;
             }
         }
     }
     // Deepest first, so setting a parent's times is not undone by its children.
-    for (dir, m) in finish_dirs.iter().rev() {
-        chown_nofollow(dir, m)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(m.mode() & 0o7777))?;
-        set_times_nofollow(dir, m)?;
+    for (dir, a) in finish_dirs.iter().rev() {
+        chown_nofollow(dir, a)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(a.mode))?;
+        set_times_nofollow(dir, a)?;
     }
     Ok(stats)
+}
+
+/// What a copy keeps of an entry.
+struct Attrs {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+}
+
+impl Attrs {
+    fn of(st: &FileStat) -> Attrs {
+        Attrs {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            atime: TimeSpec::new(st.st_atime, st.st_atime_nsec),
+            mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        }
+    }
+}
+
+/// Opens a directory (relative to `at`, or a path) without following a link.
+fn open_dir_at(at: Option<&OwnedFd>, name: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match at {
+        Some(dir) => openat(dir, name, flags, Mode::empty()),
+        None => nix::fcntl::open(name, flags, Mode::empty()),
+    };
+    fd.map_err(|e| match e {
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a directory (a link, or changed while it was copied)",
+                Path::new(name).display()
+            ),
+        ),
+        e => e.into(),
+    })
+}
+
+/// The names in a directory (without `.` and `..`), sorted.
+fn entry_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    let copy = dir.try_clone()?;
+    let mut d = nix::dir::Dir::from_fd(copy).map_err(io::Error::from)?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsString::from(std::ffi::OsStr::from_bytes(name)));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// An opened entry must be the one looked at: same kind, device and inode.
+fn same_as_looked_at(fd: &impl AsFd, looked: &FileStat, what: &Path) -> io::Result<()> {
+    let opened = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    let kind = |m: u32| m & SFlag::S_IFMT.bits();
+    if (kind(opened.st_mode), opened.st_dev, opened.st_ino)
+        != (kind(looked.st_mode), looked.st_dev, looked.st_ino)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} changed while it was being copied", what.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn make_dir(p: &Path) -> io::Result<()> {
     fs::DirBuilder::new().mode(0o700).create(p)
 }
 
-fn copy_file(
-    from: &Path,
+/// Copies one regular file, opened relative to its directory; returns the
+/// bytes written (at most its size when looked at, and at most `budget`).
+fn copy_file_at(
+    dir: &OwnedFd,
+    name: &OsString,
+    looked: &FileStat,
     to: &Path,
-    m: &fs::Metadata,
+    budget: u64,
     reflink_works: &mut bool,
     stats: &mut CopyStats,
-) -> io::Result<()> {
-    let mut src = File::open(from)?;
+) -> io::Result<u64> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let src: File = openat(dir, name.as_os_str(), flags, Mode::empty())
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} changed into a link while it was being copied",
+                    to.display()
+                ),
+            ),
+            e => e.into(),
+        })?
+        .into();
+    same_as_looked_at(&src, looked, to)?;
+    let size = u64::try_from(looked.st_size).unwrap_or(0);
+    if size > budget {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "copying {} would exceed the space this copy may use",
+                to.display()
+            ),
+        ));
+    }
     let mut dst = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -233,18 +340,16 @@ fn copy_file(
     if cloned {
         stats.reflinked += 1;
     } else {
-        io::copy(&mut src, &mut dst)?;
+        // Only what it had when looked at: a file that grows meanwhile is
+        // cut there.
+        io::copy(&mut (&src).take(size), &mut dst)?;
     }
+    let a = Attrs::of(looked);
     // Owner before mode: chown clears set-uid/set-gid bits.
-    std::os::unix::fs::fchown(&dst, Some(m.uid()), Some(m.gid())).or_else(ignore_eperm)?;
-    dst.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))?;
-    futimens(
-        &dst,
-        &TimeSpec::new(m.atime(), m.atime_nsec()),
-        &TimeSpec::new(m.mtime(), m.mtime_nsec()),
-    )
-    .map_err(io::Error::from)?;
-    Ok(())
+    std::os::unix::fs::fchown(&dst, Some(a.uid), Some(a.gid)).or_else(ignore_eperm)?;
+    dst.set_permissions(fs::Permissions::from_mode(a.mode))?;
+    futimens(&dst, &a.atime, &a.mtime).map_err(io::Error::from)?;
+    Ok(size)
 }
 
 /// Shares `src`'s data with `dst` (the FICLONE ioctl).
@@ -269,16 +374,16 @@ fn ignore_eperm(e: io::Error) -> io::Result<()> {
     }
 }
 
-fn chown_nofollow(p: &Path, m: &fs::Metadata) -> io::Result<()> {
-    std::os::unix::fs::lchown(p, Some(m.uid()), Some(m.gid())).or_else(ignore_eperm)
+fn chown_nofollow(p: &Path, a: &Attrs) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(a.uid), Some(a.gid)).or_else(ignore_eperm)
 }
 
-fn set_times_nofollow(p: &Path, m: &fs::Metadata) -> io::Result<()> {
+fn set_times_nofollow(p: &Path, a: &Attrs) -> io::Result<()> {
     utimensat(
         nix::fcntl::AT_FDCWD,
         p,
-        &TimeSpec::new(m.atime(), m.atime_nsec()),
-        &TimeSpec::new(m.mtime(), m.mtime_nsec()),
+        &a.atime,
+        &a.mtime,
         UtimensatFlags::NoFollowSymlink,
     )
     .map_err(io::Error::from)
