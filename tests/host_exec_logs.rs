@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use voxnix::host::exec::{ExecError, ExecRequest, exec_in_container};
-use voxnix::host::journal::{LogSource, container_logs};
+use voxnix::host::journal::{LogLine, LogSource, container_logs};
 use voxnix::sandbox::Sandbox;
 use zbus_systemd::{machine1, systemd1};
 
@@ -505,11 +505,21 @@ async fn logs_of_a_stopped_container() {
     );
 
     // NixOS's layout: /var/log/journal/<id> is an absolute symlink into the
-    // container's tree (nspawn --link-journal=try-guest). It is resolved
-    // inside the journal root, not against the caller's /.
+    // container's tree (nspawn --link-journal=try-guest). The link is not
+    // followed from the host's side; the journal is read through the
+    // stopped container's own directory, links resolved inside it.
     let link = root.join(format!("var/log/journal/{}", c.machine_id));
     std::os::unix::fs::symlink(&kept, &link).expect("symlink");
-    let lines = container_logs(&root, Some(&c.machine_id), None, unit, 1000, None).expect("logs");
+    let stopped_root = root.join("var/lib/nixos-containers/lg2");
+    let lines = container_logs(
+        &root,
+        Some(&c.machine_id),
+        Some(&stopped_root),
+        unit,
+        1000,
+        None,
+    )
+    .expect("logs");
     assert!(
         lines
             .iter()
@@ -517,4 +527,57 @@ async fn logs_of_a_stopped_container() {
         "the linked journal is read"
     );
     assert!(lines.iter().any(|l| l.source == LogSource::Host));
+}
+
+/// Attack 4 of issue 13: with NixOS's layout the host's
+/// `/var/log/journal/<id>` is a link into the container's tree, and the
+/// container may replace its journal directory there with a link of its own
+/// (here to the host's `/var/log/journal`). Followed from the host's side,
+/// `voxnix logs` showed the host's journal as the container's lines. The
+/// container's journal is now read only through its own root, where its
+/// links resolve inside it.
+#[tokio::test]
+async fn a_journal_link_planted_in_the_containers_tree_does_not_reach_the_hosts_journal() {
+    let sandbox = Sandbox::boot().await.expect("boot");
+    let root = sandbox.root();
+    let id = "0123456789abcdef0123456789abcdef";
+    let box_root = root.join("var/lib/nixos-containers/evil");
+    let guest_dir = box_root.join(format!("var/log/journal/{id}"));
+    std::fs::create_dir_all(guest_dir.parent().unwrap()).expect("guest tree");
+    // The container's "journal" is a link to the host's journal directory...
+    std::os::unix::fs::symlink("/var/log/journal", &guest_dir).expect("guest link");
+    // ... and the host links to it, as nspawn --link-journal=try-guest does.
+    std::os::unix::fs::symlink(
+        format!("/var/lib/nixos-containers/evil/var/log/journal/{id}"),
+        root.join(format!("var/log/journal/{id}")),
+    )
+    .expect("host link");
+    // The appliance has a journal of its own with plenty in it.
+    let out = sandbox
+        .exec(["journalctl", "--flush"])
+        .await
+        .expect("flush");
+    assert!(out.status.success());
+    for container_root in [None, Some(box_root.as_path())] {
+        let lines = container_logs(
+            &root,
+            Some(id),
+            container_root,
+            "container@evil.service",
+            1000,
+            None,
+        )
+        .expect("logs");
+        let from_host: Vec<&LogLine> = lines
+            .iter()
+            .filter(|l| l.source == LogSource::Container)
+            .collect();
+        assert!(
+            from_host.is_empty(),
+            "the host's journal read as the container's: {} lines, e.g. {:?}",
+            from_host.len(),
+            from_host.first()
+        );
+    }
+    sandbox.shutdown().expect("shutdown");
 }

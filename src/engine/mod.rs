@@ -950,11 +950,17 @@ impl Engine {
         let machine = self.machined.info(name).await?;
         let root = self.cfg.journal_root.clone();
         let proc_root = self.cfg.proc_root.clone();
+        let stopped_root = self.cfg.containers_dir.join(name);
         let unit = container_unit(name);
         tokio::task::spawn_blocking(move || {
-            let container_root = machine
-                .as_ref()
-                .map(|m| proc_root.join(m.leader.to_string()).join("root"));
+            // The container's journal is read only through its own root:
+            // the running container's, or its directory when stopped.
+            let container_root = Some(
+                machine
+                    .as_ref()
+                    .map(|m| proc_root.join(m.leader.to_string()).join("root"))
+                    .unwrap_or(stopped_root),
+            );
             journal::container_logs(
                 &root,
                 machine.as_ref().map(|m| m.id_hex.as_str()),

@@ -87,9 +87,10 @@ pub enum JournalError {
 ///
 /// - `journal_root`: the host's root, normally `/` (the sandbox's root in tests).
 /// - `machine_id_hex`: machined's `Id` of the container, 32 hex digits.
-/// - `container_root`: the running container's root as the caller sees it
-///   (`/proc/<leader>/root`, see [`crate::host::exec::container_root`]), for a
-///   container whose journal is not linked into the host's `/var/log/journal`.
+/// - `container_root`: the container's root as the caller sees it: the
+///   running container's (`/proc/<leader>/root`, see
+///   [`crate::host::exec::container_root`]) or, stopped, its directory
+///   (`/var/lib/nixos-containers/NAME`). Its journal is read only through it.
 /// - `since_usec`: lines older than this (the container's creation) are left
 ///   out: the host journal keeps the lines of an earlier container of the
 ///   same name, which are not this one's (nor, maybe, its owner's).
@@ -120,11 +121,16 @@ pub fn container_logs(
     let mut lines = Vec::with_capacity(2 * n);
     if let Some(id) = &machine_id {
         let mut dirs = Vec::new();
-        let mut roots = vec![journal_root];
-        roots.extend(container_root);
-        for root in roots {
-            for base in ["var/log/journal", "run/log/journal"] {
-                dirs.extend(JournalDir::open(root, &format!("{base}/{id}")));
+        for base in ["var/log/journal", "run/log/journal"] {
+            let rel = format!("{base}/{id}");
+            // On the host's side only a real directory (--link-journal=host):
+            // a link leads into the container's tree, where the container
+            // may have put links of its own, which resolved from here would
+            // point into the host (its journal). The container's journal is
+            // read through its own root instead, where they stay inside.
+            dirs.extend(JournalDir::open_without_links(journal_root, &rel));
+            if let Some(croot) = container_root {
+                dirs.extend(JournalDir::open(croot, &rel));
             }
         }
         read_tail(&dirs, None, n, since_usec, LogSource::Container, &mut lines).map_err(
@@ -183,13 +189,23 @@ struct JournalDir {
 }
 
 impl JournalDir {
-    /// `root/rel`, if it exists and is a directory.
+    /// `root/rel`, if it exists and is a directory, links in `rel` resolved
+    /// inside `root`.
     fn open(root: &Path, rel: &str) -> Option<JournalDir> {
-        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+        Self::open_with(root, rel, nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT)
+    }
+
+    /// `root/rel`, if it exists and is a directory reached without any link.
+    fn open_without_links(root: &Path, rel: &str) -> Option<JournalDir> {
+        Self::open_with(root, rel, nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS)
+    }
+
+    fn open_with(root: &Path, rel: &str, resolve: nix::fcntl::ResolveFlag) -> Option<JournalDir> {
+        use nix::fcntl::{OFlag, OpenHow, openat2};
         let root_dir = File::open(root).ok()?;
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+            .resolve(resolve);
         match openat2(&root_dir, rel, how) {
             Ok(fd) => {
                 use std::os::fd::AsRawFd;
@@ -204,7 +220,12 @@ impl JournalDir {
             // the kernel against our own root.
             Err(nix::errno::Errno::ENOSYS) => {
                 let path = root.join(rel);
-                path.is_dir().then_some(JournalDir { _fd: None, path })
+                let dir = if resolve.contains(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS) {
+                    path.symlink_metadata().is_ok_and(|m| m.is_dir())
+                } else {
+                    path.is_dir()
+                };
+                dir.then_some(JournalDir { _fd: None, path })
             }
             Err(_) => None,
         }
