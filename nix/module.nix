@@ -532,6 +532,13 @@ in
       # container@.service, nixos-container and machined's integration.
       boot.enableContainers = true;
 
+      # Before NixOS's start script runs mkdir/chmod/touch (as root, following
+      # links) on a container's tree: links and odd files in those places are
+      # removed, for every container of the host (src/host/container_root.rs).
+      systemd.services."container@".serviceConfig.ExecStartPre = [
+        "${lib.getExe cfg.package} container-pre-start ${containerStateDir}/%i"
+      ];
+
       # Only root owns org.voxnix.Voxnix1; the front-end group may call the
       # Manager interface (share/dbus-1/system.d of the package).
       services.dbus.packages = [ cfg.package ];

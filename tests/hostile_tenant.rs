@@ -137,10 +137,13 @@ async fn a_destroyed_container_leaves_nothing_the_next_holder_of_its_name_inheri
     assert_eq!(app.sh(&gone("box")).await.trim(), "host-intact");
 
     // A create whose name has leftovers (a crash, a hand-made container)
-    // starts from a fresh root.
+    // starts from a fresh root: none of the planted tree is in it.
     assert_eq!(app.sh(&plant("again")).await.trim(), "planted");
     assert_eq!(app.create(r#"{"name":"again"}"#, "").await["ok"], true);
-    assert_eq!(app.sh(&gone("again")).await.trim(), "host-intact");
+    let fresh = "r=/var/lib/nixos-containers/again; \
+                 for p in $r/root/.ssh/authorized_keys $r/host-root $r/fifo $r/var/empty; do \
+                 test -e $p -o -L $p && echo \"inherited $p\"; done; echo checked";
+    assert_eq!(app.sh(fresh).await.trim(), "checked");
 
     // Leftovers that cannot be removed (something mounted in them) make the
     // create refuse the name, leaving nothing half-created.
@@ -264,5 +267,56 @@ async fn entries_swapped_for_links_during_a_snapshot_are_never_followed() {
     );
     let list = app.cli(&["list", "--json"]).await;
     assert!(list.status.success(), "{list:?}");
+    app.sandbox.shutdown().expect("shutdown");
+}
+
+/// Attack 3 of issue 13: before every boot NixOS's start script runs, as the
+/// host's root, `mkdir -p`/`chmod 0700 "$root/root"` and `touch
+/// "$root/etc/machine-id"`, following links. A container that turns its
+/// `/root` into a link to `/` and its machine-id into a dangling link to a
+/// host path, then restarts, got the host's `/` set to 0700 and a file made
+/// on the host. `voxnix container-pre-start` (an ExecStartPre of the
+/// template) removes such links first.
+#[tokio::test]
+async fn links_in_the_containers_root_do_not_turn_the_start_script_against_the_host() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    let mode_before = app.sh("stat -c %a /").await;
+    let plant = "rm -rf /root && ln -s / /root && \
+                 rm -f /etc/machine-id && ln -s /etc/voxnix-touched-by-a-container /etc/machine-id && echo planted";
+    let out = exec_sh(&app, "box", plant).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "planted",
+        "{out:?}"
+    );
+
+    let restart = app.cli(&["restart", "box"]).await;
+    assert!(restart.status.success(), "{restart:?}");
+    assert_eq!(
+        app.sh("stat -c %a /").await,
+        mode_before,
+        "the appliance's / changed mode"
+    );
+    assert_eq!(
+        app.sh("test -e /etc/voxnix-touched-by-a-container && echo touched || echo untouched")
+            .await
+            .trim(),
+        "untouched"
+    );
+    // The container came back with plain ones, and says what was removed.
+    let out = exec_sh(&app, "box", "test -d /root -a ! -L /root && echo plain").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "plain",
+        "{out:?}"
+    );
+    let log = app
+        .sh("journalctl -u container@box.service --no-pager")
+        .await;
+    assert!(
+        log.contains("removed /var/lib/nixos-containers/box/root"),
+        "{log}"
+    );
     app.sandbox.shutdown().expect("shutdown");
 }

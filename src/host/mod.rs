@@ -3,6 +3,7 @@
 //! machinectl, nixos-container or systemd-run.
 
 pub mod conf;
+pub mod container_root;
 pub mod exec;
 pub mod journal;
 pub mod leftovers;

@@ -101,6 +101,13 @@ pub enum Command {
     Chat(crate::frontends::chat::terminal::ChatArgs),
     /// Run the Telegram bot (as the front-end group's user, from systemd).
     Telegram(crate::frontends::telegram::TelegramArgs),
+    /// Make a stopped container's root safe for NixOS's start script (run
+    /// by container@.service before each start; see src/host/container_root.rs).
+    #[command(hide = true)]
+    ContainerPreStart {
+        /// The container's root, e.g. /var/lib/nixos-containers/NAME.
+        root: PathBuf,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -191,6 +198,22 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Chat(a) => crate::frontends::chat::terminal::run(g.bus.clone(), a).await,
         Command::Telegram(a) => crate::frontends::telegram::run(g.bus.clone(), a).await,
+        Command::ContainerPreStart { root } => match crate::host::container_root::prepare(&root) {
+            Ok(repairs) => {
+                for path in repairs {
+                    // To the unit's journal: what a container had put there.
+                    eprintln!(
+                        "voxnix: removed {} before the start (not a plain directory or file)",
+                        path.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("voxnix: refusing to start: {}: {e}", root.display());
+                ExitCode::from(exit::HOST)
+            }
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "voxnix", &mut std::io::stdout());
             ExitCode::SUCCESS
