@@ -107,10 +107,10 @@ async fn a_bus_socket_symlink_does_not_lead_exec_to_the_host() {
 /// Attack 6 of issue 13: a container's root (NixOS keeps it at
 /// `/var/lib/nixos-containers/NAME` across boots) and its GC roots outlived
 /// destroy, so the next container of that name, of any owner, booted the old
-/// tree: its `authorized_keys`, its users, its host keys. The sandbox's
-/// containers boot a volatile root, so the tree NixOS would keep is planted
-/// by hand here, as a hostile root would leave it: an immutable directory
-/// (as NixOS's `/var/empty`), a link to the host's `/`, a FIFO.
+/// tree: its `authorized_keys`, its users, its host keys. Planted in the
+/// persistent root, as a hostile root would leave it: the old owner's key,
+/// an immutable directory (as NixOS's `/var/empty`), a link to the host's
+/// `/`, a FIFO.
 #[tokio::test]
 async fn a_destroyed_container_leaves_nothing_the_next_holder_of_its_name_inherits() {
     let app = Appliance::boot("").await;

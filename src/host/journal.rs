@@ -6,12 +6,12 @@
 //!   named after its machine id (machined's `Id`). Where it is depends on how
 //!   nspawn was told to link it:
 //!   - `<journal_root>/var/log/journal/<id>`: a symlink into the container's
-//!     tree (`--link-journal=try-guest`, NixOS's default) or a real directory
-//!     (`--link-journal=host`); also `<journal_root>/run/log/journal/<id>`;
-//!   - inside the running container, `<container_root>/var/log/journal/<id>` or
-//!     `<container_root>/run/log/journal/<id>`. This is the only place for a
-//!     container that was not linked (the sandbox's `--volatile=yes` containers,
-//!     whose journal lives on their tmpfs root and is gone once they stop).
+//!     tree (`--link-journal=try-guest`, NixOS's default), never followed from
+//!     the host's side (the container controls what lies behind it), or a real
+//!     directory (`--link-journal=host`); also `<journal_root>/run/log/journal/<id>`;
+//!   - inside the container's root, `<container_root>/var/log/journal/<id>` or
+//!     `<container_root>/run/log/journal/<id>`: the running container's
+//!     `/proc/<leader>/root`, or its directory when it is stopped.
 //!
 //!   Symlinks are resolved inside the root they were found in
 //!   (`openat2(RESOLVE_IN_ROOT)`), so this also works when `journal_root` or

@@ -25,13 +25,7 @@ let
     ];
   };
 
-  plain = v:
-    if builtins.isPath v then toString v
-    else if builtins.isFunction v then "<function>"
-    else if builtins.isList v then map plain v
-    else if builtins.isAttrs v then
-      (if v ? outPath then toString v.outPath else builtins.mapAttrs (_: plain) v)
-    else v;
+  plain = import ./plain.nix;
 
   run = spec:
     let config = (evalContainer spec).config; in

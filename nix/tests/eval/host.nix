@@ -32,16 +32,7 @@ let
     ];
   };
 
-  # JSON-safe without copying anything: paths stay strings (printing a path
-  # value as JSON would copy it into the store), derivations are their
-  # outPath, functions are named.
-  plain = v:
-    if builtins.isPath v then toString v
-    else if builtins.isFunction v then "<function>"
-    else if builtins.isList v then map plain v
-    else if builtins.isAttrs v then
-      (if v ? outPath then toString v.outPath else builtins.mapAttrs (_: plain) v)
-    else v;
+  plain = import ./plain.nix;
 
   # What a forced configuration looks like to a test.
   summarize = config:
