@@ -320,3 +320,57 @@ async fn links_in_the_containers_root_do_not_turn_the_start_script_against_the_h
     );
     app.sandbox.shutdown().expect("shutdown");
 }
+
+/// Attack 2 of issue 13: without a user namespace a container's root was the
+/// host's uid 0 (trusted by the host's Nix daemon through the socket NixOS
+/// binds in, `--option post-build-hook ...` running as host root). voxnix's
+/// containers now have a user namespace of their own: root inside, an
+/// unprivileged uid range outside, and the workspace still theirs.
+#[tokio::test]
+async fn a_containers_root_is_not_the_hosts_root() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    let out = exec_sh(
+        &app,
+        "box",
+        "id -u; cat /proc/self/uid_map; sleep 30 & echo $!",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first().copied(), Some("0"), "root inside: {stdout}");
+    let map: Vec<u64> = lines[1]
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(map.len(), 3, "{stdout}");
+    assert_eq!(map[0], 0);
+    assert!(map[1] >= 65536, "container root is host uid {}", map[1]);
+    assert!(map[2] <= 65536, "a range of {} uids", map[2]);
+    // Seen from the appliance, the container's processes are that uid.
+    let leader = app.sh("machinectl show box -p Leader --value").await;
+    let host_uid = app
+        .sh(&format!(
+            "awk '/^Uid:/ {{print $2}}' /proc/{}/status",
+            leader.trim()
+        ))
+        .await;
+    assert_eq!(
+        host_uid.trim().parse::<u64>().ok(),
+        Some(map[1]),
+        "{host_uid}"
+    );
+    // The workspace is its root's to use (idmapped), and lands as uid 0 on disk.
+    let out = exec_sh(
+        &app,
+        "box",
+        "echo mine > /workspace/f && stat -c %u /workspace/f",
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+    let on_disk = app
+        .sh("stat -c %u /var/lib/voxnix/storage/users/unix-0/containers/box/workspace/f")
+        .await;
+    assert_eq!(on_disk.trim(), "0");
+    app.sandbox.shutdown().expect("shutdown");
+}

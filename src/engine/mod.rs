@@ -527,7 +527,10 @@ impl Engine {
         }
         if record.spec.workspace {
             let path = self.storage.workspace_path(&record.owner, &record.name)?;
-            flags.push(format!("--bind={}:/workspace", path.display()));
+            // Idmapped: the container's root (an unprivileged uid range on
+            // the host) owns what host root owns in the workspace, and what
+            // it writes is stored as owned by uid 0, 1000 ... on disk.
+            flags.push(format!("--bind={}:/workspace:idmap", path.display()));
         }
         let conf = ContainerConf {
             system_path: record.system_path.clone(),

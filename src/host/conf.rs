@@ -67,8 +67,9 @@ impl ContainerConf {
         // host's resolv.conf, which may name a resolver on the host's
         // loopback, is not copied in.
         out.push_str("COPY_RESOLV_CONF=0\n");
-        // As a declarative container without privateUsers: no user namespace.
-        out.push_str("PRIVATE_USERS=no\n");
+        // A user namespace of its own, as NixOS's `privateUsers = "pick"`:
+        // the container's root is an unprivileged uid range on the host.
+        out.push_str("PRIVATE_USERS=pick\n");
         out.push_str("INTERFACES=\"\"\n");
         out.push_str("MACVLANS=\"\"\n");
         if !self.extra_nspawn_flags.iter().all(|f| flag_is_safe(f)) {
@@ -194,7 +195,7 @@ mod tests {
                 assert!(kv.contains_key(*key), "{key} missing from {kv:?}");
             }
             assert_eq!(kv["COPY_RESOLV_CONF"], "0");
-            assert_eq!(kv["PRIVATE_USERS"], "no");
+            assert_eq!(kv["PRIVATE_USERS"], "pick");
         }
     }
 

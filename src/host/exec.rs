@@ -545,7 +545,7 @@ async fn run_unit(
     let job = match tokio::time::timeout_at(deadline.into(), start).await {
         Ok(job) => job?,
         Err(_) => {
-            kill_and_release(&mgr, &unit, &name).await;
+            kill_and_release(&mgr, &unit, &service, &name).await;
             guard.armed = false;
             return Err(ExecError::Timeout(req.timeout));
         }
@@ -610,7 +610,7 @@ async fn run_unit(
     );
 
     if let Err(e) = outcome {
-        kill_and_release(&mgr, &unit, &name).await;
+        kill_and_release(&mgr, &unit, &service, &name).await;
         guard.armed = false;
         return Err(e);
     }
@@ -682,7 +682,19 @@ async fn release(mgr: &ManagerProxy<'_>, unit: &UnitProxy<'_>, name: &str) {
 }
 
 /// Kills everything in the unit, waits (bounded) for it to go down, releases it.
-async fn kill_and_release(mgr: &ManagerProxy<'_>, unit: &UnitProxy<'_>, name: &str) {
+///
+/// Down is `inactive`/`failed`, or `deactivating` once the main process is
+/// gone: every process of the unit has been sent SIGKILL by then, and a
+/// container's systemd can take many seconds to notice that the unit's
+/// cgroup emptied (seen in the sandbox: `deactivating (stop-sigterm)` for
+/// 12 s with the cgroup already removed); its own stop timeout ends that
+/// state, and the unit is collected (CollectMode) without us.
+async fn kill_and_release(
+    mgr: &ManagerProxy<'_>,
+    unit: &UnitProxy<'_>,
+    service: &ServiceProxy<'_>,
+    name: &str,
+) {
     if let Err(e) = mgr.kill_unit(name.to_string(), "all".into(), 9).await {
         tracing::debug!(unit = name, "KillUnit: {e}");
     }
@@ -690,6 +702,7 @@ async fn kill_and_release(mgr: &ManagerProxy<'_>, unit: &UnitProxy<'_>, name: &s
     while Instant::now() < until {
         match unit.active_state().await {
             Ok(s) if s == "inactive" || s == "failed" => break,
+            Ok(s) if s == "deactivating" && matches!(service.main_pid().await, Ok(0)) => break,
             Ok(_) => {}
             Err(_) => break,
         }
