@@ -33,6 +33,11 @@ pub struct Measure {
 /// allocated, each hard-linked file counted once, symlinks not followed, other
 /// file systems mounted inside not entered. A missing root measures 0.
 /// Entries that vanish or cannot be read during the walk are skipped.
+///
+/// The tree may be a running container's workspace, so it is walked by
+/// descriptor like [`copy_tree`]: a directory swapped for a link meanwhile is
+/// never entered (its `openat(O_NOFOLLOW)` fails, or opens something else,
+/// which is skipped).
 pub fn measure(root: &Path, budget: Duration) -> io::Result<Measure> {
     let deadline = Instant::now() + budget;
     let meta = match fs::symlink_metadata(root) {
@@ -48,20 +53,23 @@ pub fn measure(root: &Path, budget: Duration) -> io::Result<Measure> {
     let dev = meta.dev();
     let mut total = meta.blocks().saturating_mul(512);
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut stack: Vec<PathBuf> = Vec::new();
+    let mut stack: Vec<OwnedFd> = Vec::new();
     if meta.is_dir() {
-        stack.push(root.to_path_buf());
+        match open_dir_at(None, root.as_os_str()) {
+            Ok(fd) => stack.push(fd),
+            Err(e) => tracing::debug!(path = %root.display(), "measure: cannot open: {e}"),
+        }
     }
     let mut visited: u64 = 0;
     while let Some(dir) = stack.pop() {
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
+        let names = match entry_names(&dir) {
+            Ok(n) => n,
             Err(e) => {
-                tracing::debug!(path = %dir.display(), "measure: skipping unreadable directory: {e}");
+                tracing::debug!(path = %root.display(), "measure: skipping unreadable directory: {e}");
                 continue;
             }
         };
-        for entry in entries {
+        for name in names {
             visited += 1;
             if visited.is_multiple_of(1024) && Instant::now() > deadline {
                 tracing::warn!(
@@ -74,23 +82,26 @@ pub fn measure(root: &Path, budget: Duration) -> io::Result<Measure> {
                     complete: false,
                 });
             }
-            let Ok(entry) = entry else { continue };
-            let path = entry.path();
-            let Ok(m) = fs::symlink_metadata(&path) else {
+            let Ok(st) = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
                 continue;
             };
+            let is_dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
             // Do not descend into another file system mounted here. Only
             // directories are compared: on overlayfs, files report the device
             // of the layer they live on, not the overlay's.
-            if m.is_dir() && m.dev() != dev {
+            if is_dir && st.st_dev != dev {
                 continue;
             }
-            if !m.is_dir() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
+            if !is_dir && st.st_nlink > 1 && !seen.insert((st.st_dev, st.st_ino)) {
                 continue;
             }
-            total = total.saturating_add(m.blocks().saturating_mul(512));
-            if m.is_dir() {
-                stack.push(path);
+            total =
+                total.saturating_add(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512));
+            if is_dir
+                && let Ok(sub) = open_dir_at(Some(&dir), name.as_os_str())
+                && same_as_looked_at(&sub, &st, root).is_ok()
+            {
+                stack.push(sub);
             }
         }
     }
