@@ -125,7 +125,9 @@ async fn a_destroyed_container_leaves_nothing_the_next_holder_of_its_name_inheri
     let gone = |name: &str| {
         format!(
             "for p in /var/lib/nixos-containers/{name} /nix/var/nix/gcroots/per-container/{name}; do \
-             test -e $p -o -L $p && echo \"left $p\"; done; test -e /etc/hostname && echo host-intact"
+             test -e $p -o -L $p && echo \"left $p\"; done; \
+             for l in /var/log/journal/*; do [ -L $l ] && readlink $l | grep -q /var/lib/nixos-containers/{name}/ \
+             && echo \"left journal link $l\"; done; test -e /etc/hostname && echo host-intact"
         )
     };
 

@@ -185,6 +185,7 @@ impl Engine {
             leftovers: Leftovers::new(
                 cfg.containers_dir.clone(),
                 leftovers::NIXOS_GCROOTS_PER_CONTAINER,
+                cfg.journal_root.join("var/log/journal"),
             ),
             records,
             storage: Storage::new(cfg.storage.clone()),

@@ -1,7 +1,9 @@
 //! What a NixOS container leaves on the host besides its conf file: its root
-//! directory (`/var/lib/nixos-containers/NAME`, persistent across boots) and
-//! the GC roots directory NixOS's start script makes for it
-//! (`/nix/var/nix/gcroots/per-container/NAME`). A destroyed container must
+//! directory (`/var/lib/nixos-containers/NAME`, persistent across boots), the
+//! GC roots directory NixOS's start script makes for it
+//! (`/nix/var/nix/gcroots/per-container/NAME`), and the link nspawn's
+//! `--link-journal=try-guest` makes in the host's `/var/log/journal` to the
+//! journal in its root. A destroyed container must
 //! leave neither: the next container of that name, whoever owns it, would
 //! boot the old tree (its `authorized_keys`, its users, its host keys, its
 //! journal).
@@ -30,24 +32,48 @@ const LOCKED_FLAGS: libc::c_long = 0x10 | 0x20;
 pub struct Leftovers {
     containers_dir: PathBuf,
     gcroots_dir: PathBuf,
+    journal_dir: PathBuf,
 }
 
 impl Leftovers {
     /// `containers_dir`: NixOS's container state directory
     /// (`/var/lib/nixos-containers`, or `/var/lib/containers` on hosts older
     /// than 22.05); `gcroots_dir`: `/nix/var/nix/gcroots/per-container`.
-    pub fn new(containers_dir: impl Into<PathBuf>, gcroots_dir: impl Into<PathBuf>) -> Self {
+    /// `journal_dir`: the host's `/var/log/journal`.
+    pub fn new(
+        containers_dir: impl Into<PathBuf>,
+        gcroots_dir: impl Into<PathBuf>,
+        journal_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             containers_dir: containers_dir.into(),
             gcroots_dir: gcroots_dir.into(),
+            journal_dir: journal_dir.into(),
         }
     }
 
     /// The leftovers of `name` that exist now.
     pub fn of(&self, name: &str) -> Vec<PathBuf> {
-        [self.containers_dir.join(name), self.gcroots_dir.join(name)]
+        let mut found: Vec<PathBuf> = [self.containers_dir.join(name), self.gcroots_dir.join(name)]
             .into_iter()
             .filter(|p| p.symlink_metadata().is_ok())
+            .collect();
+        found.extend(self.journal_links(name));
+        found
+    }
+
+    /// Links in the host's journal directory that lead into `name`'s root
+    /// (only read, never followed).
+    fn journal_links(&self, name: &str) -> Vec<PathBuf> {
+        let root = self.containers_dir.join(name);
+        let Ok(entries) = fs::read_dir(&self.journal_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+            .filter(|e| fs::read_link(e.path()).is_ok_and(|target| target.starts_with(&root)))
+            .map(|e| e.path())
             .collect()
     }
 
@@ -173,8 +199,17 @@ mod tests {
         )
         .unwrap();
 
-        let l = Leftovers::new(&containers, &gcroots);
-        assert_eq!(l.of("box").len(), 2);
+        let journal = base.path().join("journal");
+        std::fs::create_dir_all(&journal).unwrap();
+        std::os::unix::fs::symlink(root.join("var/log/journal/abc"), journal.join("abc")).unwrap();
+        // Another container's link stays.
+        std::os::unix::fs::symlink(
+            containers.join("other/var/log/journal/def"),
+            journal.join("def"),
+        )
+        .unwrap();
+        let l = Leftovers::new(&containers, &gcroots, &journal);
+        assert_eq!(l.of("box").len(), 3);
         l.remove("box").unwrap();
         assert!(l.of("box").is_empty());
         assert_eq!(
@@ -185,6 +220,11 @@ mod tests {
             containers.is_dir(),
             "only the container's own directory goes"
         );
+        assert!(
+            journal.join("def").symlink_metadata().is_ok(),
+            "other containers' links stay"
+        );
+        assert!(journal.join("abc").symlink_metadata().is_err());
         // Nothing to remove is fine.
         l.remove("box").unwrap();
         l.remove("never").unwrap();
