@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use voxnix::host::exec::{ExecError, ExecRequest, exec_in_container};
-use voxnix::host::journal::{LogLine, LogSource, container_logs};
+use voxnix::host::journal::{ContainerJournal, LogLine, LogSource, container_logs};
 use voxnix::sandbox::Sandbox;
 use zbus_systemd::{machine1, systemd1};
 
@@ -75,6 +75,15 @@ async fn start_container(sandbox: &Sandbox, name: &str) -> Container {
         leader,
         machine_id,
         proc_root,
+    }
+}
+
+/// The running container's journal, read by the voxnix binary inside it.
+fn running(c: &Container) -> ContainerJournal<'_> {
+    ContainerJournal::Running {
+        proc_root: &c.proc_root,
+        leader: c.leader,
+        reader: Path::new(env!("CARGO_BIN_EXE_voxnix")),
     }
 }
 
@@ -332,7 +341,6 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
     let sandbox = Sandbox::boot().await.expect("boot");
     let c = start_container(&sandbox, "lg1").await;
     let root = sandbox.root();
-    let container_root = voxnix::host::exec::container_root(&c.proc_root, c.leader);
     let unit = "container@lg1.service";
 
     // Mark the container's journal with a line of our own.
@@ -342,15 +350,9 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
     assert_eq!(r.exit_code, 0);
 
     let found = eventually(Duration::from_secs(10), || async {
-        let lines = container_logs(
-            &root,
-            Some(&c.machine_id),
-            Some(&container_root),
-            unit,
-            1000,
-            None,
-        )
-        .ok()?;
+        let lines = container_logs(&root, Some(&c.machine_id), running(&c), unit, 1000, None)
+            .inspect_err(|e| eprintln!("not yet: {e}"))
+            .ok()?;
         lines
             .iter()
             .any(|l| l.source == LogSource::Container && l.message == "hello from lg1")
@@ -392,15 +394,8 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
 
     // n bounds the result and keeps the newest lines.
     let t = Instant::now();
-    let last20 = container_logs(
-        &root,
-        Some(&c.machine_id),
-        Some(&container_root),
-        unit,
-        20,
-        None,
-    )
-    .expect("20");
+    let last20 =
+        container_logs(&root, Some(&c.machine_id), running(&c), unit, 20, None).expect("20");
     eprintln!("container_logs(n = 20) took {:?}", t.elapsed());
     assert_eq!(last20.len(), 20);
     let newest = all.last().expect("some").timestamp_usec;
@@ -410,7 +405,7 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
     let host_only = container_logs(
         &root,
         Some("0123456789abcdef0123456789abcdef"),
-        Some(&container_root),
+        running(&c),
         unit,
         1000,
         None,
@@ -426,7 +421,7 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
     let since = container_logs(
         &root,
         Some(&c.machine_id),
-        Some(&container_root),
+        running(&c),
         unit,
         1000,
         Some(newest),
@@ -443,8 +438,15 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
             .iter()
             .all(|l| l.timestamp_usec >= newest && l.timestamp_usec > oldest)
     );
-    let none =
-        container_logs(&root, None, None, "container@nobody.service", 10, None).expect("none");
+    let none = container_logs(
+        &root,
+        None,
+        ContainerJournal::None,
+        "container@nobody.service",
+        10,
+        None,
+    )
+    .expect("none");
     assert!(none.is_empty(), "{none:?}");
 }
 
@@ -453,7 +455,6 @@ async fn logs_of_a_stopped_container() {
     let sandbox = Sandbox::boot().await.expect("boot");
     let c = start_container(&sandbox, "lg2").await;
     let root = sandbox.root();
-    let container_root = voxnix::host::exec::container_root(&c.proc_root, c.leader);
     let unit = "container@lg2.service";
     // Its journal persists in its root, /var/lib/nixos-containers/lg2, as a
     // NixOS container's does (the stand-in keeps a persistent root).
@@ -471,15 +472,8 @@ async fn logs_of_a_stopped_container() {
     // Through the running container's root (gone now) and the host's side
     // only, the container's own journal is not read; the host still has the
     // unit's lines, including the stop.
-    let lines = container_logs(
-        &root,
-        Some(&c.machine_id),
-        Some(&container_root),
-        unit,
-        50,
-        None,
-    )
-    .expect("logs");
+    let lines =
+        container_logs(&root, Some(&c.machine_id), running(&c), unit, 50, None).expect("logs");
     assert!(!lines.is_empty());
     assert!(lines.len() <= 50);
     assert!(lines.iter().all(|l| l.source == LogSource::Host));
@@ -503,7 +497,7 @@ async fn logs_of_a_stopped_container() {
     let lines = container_logs(
         &root,
         Some(&c.machine_id),
-        Some(&stopped_root),
+        ContainerJournal::Stopped(&stopped_root),
         unit,
         1000,
         None,
@@ -547,11 +541,11 @@ async fn a_journal_link_planted_in_the_containers_tree_does_not_reach_the_hosts_
         .await
         .expect("flush");
     assert!(out.status.success());
-    for container_root in [None, Some(box_root.as_path())] {
+    for container in [ContainerJournal::None, ContainerJournal::Stopped(&box_root)] {
         let lines = container_logs(
             &root,
             Some(id),
-            container_root,
+            container,
             "container@evil.service",
             1000,
             None,

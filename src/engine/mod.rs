@@ -16,6 +16,7 @@ pub mod watch;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -508,6 +509,21 @@ impl Engine {
     /// Writes the conf file and the unit's persistent properties (devices and
     /// resource limits), then reloads systemd.
     async fn install(&self, record: &Record) -> Result<(), EngineError> {
+        let text = self.render_conf(record)?;
+        self.confs
+            .write(&record.name, &text)
+            .map_err(io("writing the conf file"))?;
+        fault::point("create:conf-written");
+        let props = unit_properties(&record.spec);
+        self.systemd
+            .set_properties(&container_unit(&record.name), false, props)
+            .await?;
+        self.systemd.reload().await?;
+        Ok(())
+    }
+
+    /// The conf file NixOS's `container@.service` reads for `record`.
+    fn render_conf(&self, record: &Record) -> Result<String, EngineError> {
         let mut flags = Vec::new();
         if record.spec.modules.iter().any(|m| m == "tailscale") {
             // The key reaches the container as a systemd credential loaded
@@ -539,19 +555,9 @@ impl Engine {
             host_bridge: Some(self.cfg.bridge.clone()),
             extra_nspawn_flags: flags,
         };
-        let text = conf.render().ok_or_else(|| {
+        conf.render().ok_or_else(|| {
             EngineError::InvalidArgument("a path in the container's conf is not safe".into())
-        })?;
-        self.confs
-            .write(&record.name, &text)
-            .map_err(io("writing the conf file"))?;
-        fault::point("create:conf-written");
-        let props = unit_properties(&record.spec);
-        self.systemd
-            .set_properties(&container_unit(&record.name), false, props)
-            .await?;
-        self.systemd.reload().await?;
-        Ok(())
+        })
     }
 
     async fn start_unit(&self, name: &str) -> Result<(), EngineError> {
@@ -957,18 +963,21 @@ impl Engine {
         let stopped_root = self.cfg.containers_dir.join(name);
         let unit = container_unit(name);
         tokio::task::spawn_blocking(move || {
-            // The container's journal is read only through its own root:
-            // the running container's, or its directory when stopped.
-            let container_root = Some(
-                machine
-                    .as_ref()
-                    .map(|m| proc_root.join(m.leader.to_string()).join("root"))
-                    .unwrap_or(stopped_root),
-            );
+            // The container's journal is read only from its side: inside
+            // the running container's namespaces (by this binary again), or
+            // through its directory when it is stopped.
+            let container = match &machine {
+                Some(m) => journal::ContainerJournal::Running {
+                    proc_root: &proc_root,
+                    leader: m.leader,
+                    reader: Path::new("/proc/self/exe"),
+                },
+                None => journal::ContainerJournal::Stopped(&stopped_root),
+            };
             journal::container_logs(
                 &root,
                 machine.as_ref().map(|m| m.id_hex.as_str()),
-                container_root.as_deref(),
+                container,
                 &unit,
                 lines as usize,
                 since_usec,

@@ -21,6 +21,10 @@ pub struct ReconcileReport {
     pub interrupted: Vec<String>,
     /// Ready containers whose conf file was missing and was written again.
     pub repaired: Vec<String>,
+    /// Ready containers whose conf file was not what this voxnix writes
+    /// (an older voxnix's, e.g. without user namespaces, or edited by
+    /// hand), rewritten: in effect from their next start.
+    pub updated_confs: Vec<String>,
     /// Conf files or machines with no voxnix record: left alone, reported.
     pub unmanaged: Vec<String>,
     /// Record files that could not be read: left alone, reported.
@@ -67,6 +71,19 @@ impl Engine {
                                 .errors
                                 .push(format!("{name}: rewriting its conf: {e}")),
                         }
+                    } else if self.conf_is_outdated(&record) {
+                        match self.install(&record).await {
+                            Ok(()) => {
+                                tracing::info!(
+                                    container = %name,
+                                    "conf brought up to date; in effect from its next start"
+                                );
+                                report.updated_confs.push(name.clone());
+                            }
+                            Err(e) => report
+                                .errors
+                                .push(format!("{name}: updating its conf: {e}")),
+                        }
                     }
                     if record
                         .last_operation
@@ -88,6 +105,17 @@ impl Engine {
             tracing::info!("not managed by voxnix, left alone: {u}");
         }
         report
+    }
+}
+
+impl Engine {
+    /// Whether the conf file on disk differs from what this voxnix writes
+    /// for the record (unreadable counts as different).
+    fn conf_is_outdated(&self, record: &super::records::Record) -> bool {
+        let Ok(wanted) = self.render_conf(record) else {
+            return false;
+        };
+        std::fs::read_to_string(self.confs.path(&record.name)).map_or(true, |t| t != wanted)
     }
 }
 

@@ -1,8 +1,8 @@
 //! A container's persistent root, made safe for NixOS's start script.
 //!
 //! Before every boot, NixOS's `container@.service` runs, as the host's root,
-//! `mkdir -p`/`chmod` on `$root/etc`, `$root/var/lib`, `$root/var/lib/private`
-//! and `$root/root`, and `touch` on `$root/etc/os-release` and
+//! `mkdir -p` on `$root/usr/bin`, `mkdir -p`/`chmod` on `$root/etc`,
+//! `$root/var/lib`, `$root/var/lib/private` and `$root/root`, and `touch` on `$root/etc/os-release` and
 //! `$root/etc/machine-id`. All of these follow symlinks, and the tree is the
 //! container's: a container that turns its `/root` into a link to `/` gets
 //! the host's `/` set to 0700 at its next start (which it can trigger itself
@@ -18,7 +18,15 @@ use std::path::{Path, PathBuf};
 
 /// Directories NixOS's start script creates or changes, relative to the root
 /// (each listed after its parent).
-const DIRECTORIES: &[&str] = &["etc", "var", "var/lib", "var/lib/private", "root"];
+const DIRECTORIES: &[&str] = &[
+    "usr",
+    "usr/bin",
+    "etc",
+    "var",
+    "var/lib",
+    "var/lib/private",
+    "root",
+];
 /// Files it touches.
 const FILES: &[&str] = &["etc/os-release", "etc/machine-id"];
 
@@ -82,8 +90,12 @@ mod tests {
         std::os::unix::fs::symlink(host.path(), r.join("var/lib/private")).unwrap();
         std::fs::write(r.join("etc"), "a file where a directory goes").unwrap();
         std::fs::create_dir_all(r.join("usr")).unwrap();
+        // NixOS's `mkdir -p "$root/usr/bin"` would make a `bin` in any host
+        // directory the container pointed it at.
+        std::os::unix::fs::symlink(host.path(), r.join("usr/bin")).unwrap();
         let fixed = prepare(r).unwrap();
-        assert_eq!(fixed.len(), 3, "{fixed:?}");
+        assert_eq!(fixed.len(), 4, "{fixed:?}");
+        assert!(r.join("usr").is_dir() && r.join("usr/bin").symlink_metadata().is_err());
         assert!(host.path().is_dir(), "the link's target is untouched");
         assert!(!r.join("root").exists() && !r.join("etc").exists());
         assert!(r.join("var/lib").is_dir());

@@ -3,19 +3,19 @@
 //!
 //! A container's log is the merge of two journals:
 //! - the container's own journal (its systemd, services ...), in a directory
-//!   named after its machine id (machined's `Id`). Where it is depends on how
-//!   nspawn was told to link it:
-//!   - `<journal_root>/var/log/journal/<id>`: a symlink into the container's
-//!     tree (`--link-journal=try-guest`, NixOS's default), never followed from
-//!     the host's side (the container controls what lies behind it), or a real
-//!     directory (`--link-journal=host`); also `<journal_root>/run/log/journal/<id>`;
-//!   - inside the container's root, `<container_root>/var/log/journal/<id>` or
-//!     `<container_root>/run/log/journal/<id>`: the running container's
-//!     `/proc/<leader>/root`, or its directory when it is stopped.
-//!
-//!   Symlinks are resolved inside the root they were found in
-//!   (`openat2(RESOLVE_IN_ROOT)`), so this also works when `journal_root` or
-//!   `container_root` is a `/proc/<pid>/root` view.
+//!   named after its machine id (machined's `Id`), `var/log/journal/<id>` or
+//!   `run/log/journal/<id>` in the container's tree. It is read only from the
+//!   container's side, never by a path from the host (the host's
+//!   `/var/log/journal/<id>` is nspawn's link into the container's tree, and
+//!   whatever the container puts behind it, or swaps in while it is read,
+//!   would be resolved with the host's root):
+//!   - running: by a reader process inside the container's namespaces
+//!     ([`super::journal_in_container`]), where every link resolves in the
+//!     container and a file that blocks is the reader's problem, killed
+//!     after a bound;
+//!   - stopped: through its directory (`/var/lib/nixos-containers/NAME`),
+//!     links resolved inside it (`openat2(RESOLVE_IN_ROOT)`); nothing of the
+//!     container runs then to swap files under the reader.
 //! - the host journal's lines about the container's unit
 //!   (`_SYSTEMD_UNIT`, `UNIT` or `OBJECT_SYSTEMD_UNIT` = `container@NAME.service`):
 //!   nspawn's console output and systemd's start/stop messages. Only the host's
@@ -72,6 +72,8 @@ pub struct LogLine {
 pub enum JournalError {
     #[error("invalid log request: {0}")]
     InvalidArgument(String),
+    #[error("reading the container's own journal: {0}")]
+    Container(String),
     #[error("reading the {which} journal: {source}")]
     Read {
         which: &'static str,
@@ -80,24 +82,38 @@ pub enum JournalError {
     },
 }
 
+/// Where a container's own journal is read from.
+#[derive(Debug, Clone, Copy)]
+pub enum ContainerJournal<'a> {
+    /// Not read (no machine id, or nothing to read it from).
+    None,
+    /// A running container, read from inside its namespaces by `reader`
+    /// (the voxnix binary; the daemon's own is `/proc/self/exe`): `leader`
+    /// is machined's `Leader`, valid in `proc_root`. A container gone by
+    /// then has no lines, not an error.
+    Running {
+        proc_root: &'a Path,
+        leader: u32,
+        reader: &'a Path,
+    },
+    /// A stopped container's directory (`/var/lib/nixos-containers/NAME`).
+    Stopped(&'a Path),
+}
+
 /// The last `n` lines (at most [`MAX_LINES`]) of a container's log, oldest
 /// first: its own journal (when `machine_id_hex` is given and its journal is
-/// found) merged by time with the host journal's lines of `unit`
-/// (`container@NAME.service`).
+/// found through `container`) merged by time with the host journal's lines
+/// of `unit` (`container@NAME.service`).
 ///
 /// - `journal_root`: the host's root, normally `/` (the sandbox's root in tests).
 /// - `machine_id_hex`: machined's `Id` of the container, 32 hex digits.
-/// - `container_root`: the container's root as the caller sees it: the
-///   running container's (`/proc/<leader>/root`, see
-///   [`crate::host::exec::container_root`]) or, stopped, its directory
-///   (`/var/lib/nixos-containers/NAME`). Its journal is read only through it.
 /// - `since_usec`: lines older than this (the container's creation) are left
 ///   out: the host journal keeps the lines of an earlier container of the
 ///   same name, which are not this one's (nor, maybe, its owner's).
 pub fn container_logs(
     journal_root: &Path,
     machine_id_hex: Option<&str>,
-    container_root: Option<&Path>,
+    container: ContainerJournal<'_>,
     unit: &str,
     n: usize,
     since_usec: Option<u64>,
@@ -120,25 +136,24 @@ pub fn container_logs(
 
     let mut lines = Vec::with_capacity(2 * n);
     if let Some(id) = &machine_id {
-        let mut dirs = Vec::new();
-        for base in ["var/log/journal", "run/log/journal"] {
-            let rel = format!("{base}/{id}");
-            // On the host's side only a real directory (--link-journal=host):
-            // a link leads into the container's tree, where the container
-            // may have put links of its own, which resolved from here would
-            // point into the host (its journal). The container's journal is
-            // read through its own root instead, where they stay inside.
-            dirs.extend(JournalDir::open_without_links(journal_root, &rel));
-            if let Some(croot) = container_root {
-                dirs.extend(JournalDir::open(croot, &rel));
-            }
+        match container {
+            ContainerJournal::None => {}
+            ContainerJournal::Running {
+                proc_root,
+                leader,
+                reader,
+            } => lines.extend(super::journal_in_container::read(
+                reader, proc_root, leader, id, n, since_usec,
+            )?),
+            ContainerJournal::Stopped(root) => lines.extend(
+                own_journal(Some(root), id, n, since_usec).map_err(|source| {
+                    JournalError::Read {
+                        which: "container",
+                        source,
+                    }
+                })?,
+            ),
         }
-        read_tail(&dirs, None, n, since_usec, LogSource::Container, &mut lines).map_err(
-            |source| JournalError::Read {
-                which: "container",
-                source,
-            },
-        )?;
     }
 
     let host_id = std::fs::read_to_string(journal_root.join("etc/machine-id"))
@@ -174,6 +189,39 @@ pub fn container_logs(
     Ok(lines)
 }
 
+/// The newest `n` lines (none older than `since_usec`) of the journal of
+/// machine `id` (canonical) under `root`: `root/var/log/journal/<id>` and
+/// `root/run/log/journal/<id>`, links resolved inside `root` (a stopped
+/// container's directory). `None`: our own `/`, by plain paths (inside a
+/// running container's namespaces, where `/` is the container's root).
+pub(crate) fn own_journal(
+    root: Option<&Path>,
+    id: &str,
+    n: usize,
+    since_usec: Option<u64>,
+) -> Result<Vec<LogLine>, SdJournalError> {
+    let dirs: Vec<JournalDir> = ["var/log/journal", "run/log/journal"]
+        .iter()
+        .filter_map(|base| {
+            let rel = format!("{base}/{id}");
+            match root {
+                Some(root) => JournalDir::open(root, &rel),
+                None => JournalDir::plain(Path::new("/").join(rel)),
+            }
+        })
+        .collect();
+    let mut lines = Vec::new();
+    read_tail(
+        &dirs,
+        None,
+        n.min(MAX_LINES),
+        since_usec,
+        LogSource::Container,
+        &mut lines,
+    )?;
+    Ok(lines)
+}
+
 /// A machine id in canonical form (32 lowercase hex digits), if `s` is one.
 fn parse_machine_id(s: &str) -> Option<String> {
     let s = s.trim();
@@ -183,7 +231,7 @@ fn parse_machine_id(s: &str) -> Option<String> {
 /// A journal directory, opened with its symlinks resolved inside its root and
 /// kept open (as a descriptor) while the journal files are discovered.
 struct JournalDir {
-    /// Keeps the `/proc/self/fd/N` path valid.
+    /// Keeps the `/proc/self/fd/N` path valid (`None`: a plain path).
     _fd: Option<File>,
     path: PathBuf,
 }
@@ -191,21 +239,17 @@ struct JournalDir {
 impl JournalDir {
     /// `root/rel`, if it exists and is a directory, links in `rel` resolved
     /// inside `root`.
+    /// A directory by its plain path, if it is one (links followed).
+    fn plain(path: PathBuf) -> Option<JournalDir> {
+        path.is_dir().then_some(JournalDir { _fd: None, path })
+    }
+
     fn open(root: &Path, rel: &str) -> Option<JournalDir> {
-        Self::open_with(root, rel, nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT)
-    }
-
-    /// `root/rel`, if it exists and is a directory reached without any link.
-    fn open_without_links(root: &Path, rel: &str) -> Option<JournalDir> {
-        Self::open_with(root, rel, nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS)
-    }
-
-    fn open_with(root: &Path, rel: &str, resolve: nix::fcntl::ResolveFlag) -> Option<JournalDir> {
-        use nix::fcntl::{OFlag, OpenHow, openat2};
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
         let root_dir = File::open(root).ok()?;
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(resolve);
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
         match openat2(&root_dir, rel, how) {
             Ok(fd) => {
                 use std::os::fd::AsRawFd;
@@ -216,16 +260,11 @@ impl JournalDir {
                     path,
                 })
             }
-            // No openat2 (kernel < 5.6): the plain path, symlinks resolved by
-            // the kernel against our own root.
+            // Never a plain path instead (kernel < 5.6 has no openat2): its
+            // links would resolve against our own root.
             Err(nix::errno::Errno::ENOSYS) => {
-                let path = root.join(rel);
-                let dir = if resolve.contains(nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS) {
-                    path.symlink_metadata().is_ok_and(|m| m.is_dir())
-                } else {
-                    path.is_dir()
-                };
-                dir.then_some(JournalDir { _fd: None, path })
+                tracing::warn!("the kernel has no openat2 (Linux >= 5.6 needed): no journal read");
+                None
             }
             Err(_) => None,
         }
@@ -338,7 +377,7 @@ mod tests {
         let lines = container_logs(
             dir.path(),
             Some("0123456789abcdef0123456789abcdef"),
-            Some(dir.path()),
+            ContainerJournal::Stopped(dir.path()),
             "container@x.service",
             20,
             None,
@@ -354,7 +393,7 @@ mod tests {
             container_logs(
                 dir.path(),
                 Some("../x"),
-                None,
+                ContainerJournal::None,
                 "container@x.service",
                 5,
                 None
@@ -362,7 +401,7 @@ mod tests {
             Err(JournalError::InvalidArgument(_))
         ));
         assert!(matches!(
-            container_logs(dir.path(), None, None, "", 5, None),
+            container_logs(dir.path(), None, ContainerJournal::None, "", 5, None),
             Err(JournalError::InvalidArgument(_))
         ));
     }
@@ -370,7 +409,15 @@ mod tests {
     #[test]
     fn zero_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let lines = container_logs(dir.path(), None, None, "u.service", 0, None).expect("ok");
+        let lines = container_logs(
+            dir.path(),
+            None,
+            ContainerJournal::None,
+            "u.service",
+            0,
+            None,
+        )
+        .expect("ok");
         assert!(lines.is_empty());
     }
 }

@@ -6,8 +6,10 @@ pub mod conf;
 pub mod container_root;
 pub mod exec;
 pub mod journal;
+pub mod journal_in_container;
 pub mod leftovers;
 pub mod machined;
+pub mod namespaces;
 pub mod ns_socket;
 pub mod systemd;
 

@@ -21,46 +21,19 @@
 //! (a container can make `connect` block by never accepting).
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use super::namespaces::{JOIN_STEPS, Namespaces, join};
+
 /// How long the child may take to join and connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The steps of the child, reported back when one fails.
-const STEPS: [&str; 7] = [
-    "joining the container's user namespace",
-    "joining the container's mount namespace",
-    "dropping supplementary groups",
-    "becoming the container's root (gid)",
-    "becoming the container's root (uid)",
-    "creating a socket",
-    "connecting",
-];
-
-/// The container's namespaces, opened through `proc_root` (where `leader` is
-/// a valid PID).
-struct Namespaces {
-    user: Option<File>,
-    mnt: File,
-}
-
-fn open_namespaces(proc_root: &Path, leader: u32) -> io::Result<Namespaces> {
-    let dir = proc_root.join(leader.to_string()).join("ns");
-    let mnt = File::open(dir.join("mnt"))?;
-    let user = File::open(dir.join("user"))?;
-    // Join the user namespace only when it is not ours already (joining
-    // one's own user namespace is EINVAL).
-    let ours = std::fs::metadata("/proc/self/ns/user")?;
-    let theirs = user.metadata()?;
-    let user = ((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino())).then_some(user);
-    Ok(Namespaces { user, mnt })
-}
+/// The steps of the child after [`join`], reported back when one fails.
+const STEPS: [&str; 2] = ["creating a socket", "connecting"];
 
 /// Connects to `path` (absolute, inside the container) as the container's
 /// root, from inside its user and mount namespaces. Blocking; run it off the
@@ -72,7 +45,7 @@ pub fn connect_in_container(proc_root: &Path, leader: u32, path: &str) -> io::Re
             "the path must be absolute",
         ));
     }
-    let ns = open_namespaces(proc_root, leader)?;
+    let ns = Namespaces::open(proc_root, leader)?;
     let addr = unix_addr(path)?;
     let (parent, child) = socket_pair()?;
 
@@ -146,34 +119,17 @@ unsafe fn child_main(user_fd: RawFd, mnt_fd: RawFd, reply: RawFd, addr: &libc::s
             send(reply, [step, errno as u32], -1);
             libc::_exit(1)
         };
-        if user_fd >= 0 && libc::setns(user_fd, libc::CLONE_NEWUSER) != 0 {
-            fail(0);
-        }
-        if libc::setns(mnt_fd, libc::CLONE_NEWNS) != 0 {
-            fail(1);
-        }
-        if user_fd >= 0 {
-            // uid/gid 0 of the container's user namespace. setgroups may be
-            // refused ("deny" in /proc/<pid>/setgroups); the groups are then
-            // the unmapped ones and do not matter for the connection.
-            if libc::setgroups(0, std::ptr::null()) != 0 && *libc::__errno_location() != libc::EPERM
-            {
-                fail(2);
-            }
-            if libc::setresgid(0, 0, 0) != 0 {
-                fail(3);
-            }
-            if libc::setresuid(0, 0, 0) != 0 {
-                fail(4);
-            }
+        if let Err((step, errno)) = join(user_fd, mnt_fd) {
+            send(reply, [step, errno as u32], -1);
+            libc::_exit(1)
         }
         let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
-            fail(5);
+            fail(JOIN_STEPS.len() as u32);
         }
         let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         if libc::connect(s, (addr as *const libc::sockaddr_un).cast(), len) != 0 {
-            fail(6);
+            fail(JOIN_STEPS.len() as u32 + 1);
         }
         send(reply, [u32::MAX, 0], s);
         libc::_exit(0)
@@ -277,7 +233,12 @@ fn receive(parent: &OwnedFd, pid: libc::pid_t) -> io::Result<UnixStream> {
     match (data[0], received) {
         (u32::MAX, Some(fd)) => Ok(UnixStream::from(fd)),
         (step, _) => {
-            let what = STEPS.get(step as usize).copied().unwrap_or("connecting");
+            let what = JOIN_STEPS
+                .iter()
+                .chain(STEPS.iter())
+                .nth(step as usize)
+                .copied()
+                .unwrap_or("connecting");
             let errno = io::Error::from_raw_os_error(data[1] as i32);
             Err(io::Error::new(errno.kind(), format!("{what}: {errno}")))
         }

@@ -139,6 +139,13 @@ fn init_tracing(daemon: bool) {
 }
 
 pub fn main() -> ExitCode {
+    // The daemon's journal reader (src/host/journal_in_container.rs): it joins
+    // a container's namespaces, which needs a process without threads, so it
+    // runs before the argument parser, tracing and the async runtime.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::host::journal_in_container::SUBCOMMAND) {
+        return crate::host::journal_in_container::reader_main(&args[2..]);
+    }
     let cli = Cli::parse();
     init_tracing(matches!(
         cli.command,

@@ -46,12 +46,14 @@ mount -t cgroup2 cgroup2 "$root/sys/fs/cgroup"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-# Containers' roots and workspaces on a file system that can be idmapped
-# (user-namespaced containers bind them with :idmap), as ext4, btrfs or ZFS
-# are on a NixOS host; the overlay root cannot be.
-for d in var/lib/nixos-containers var/lib/voxnix/storage; do
-    mkdir -p "$root/$d"
-    mount -t tmpfs -o mode=0700 tmpfs "$root/$d"
+# Containers' roots, workspaces, per-container profiles and GC roots on a
+# file system that can be idmapped (user-namespaced containers bind them with
+# :idmap, NixOS's /nix binds too), as ext4, btrfs or ZFS are on a NixOS host;
+# the overlay root cannot be.
+for d in var/lib/nixos-containers:0700 var/lib/voxnix/storage:0700 \
+    nix/var/nix/profiles/per-container:0700 nix/var/nix/gcroots/per-container:0755; do
+    mkdir -p "$root/${d%:*}"
+    mount -t tmpfs -o "mode=${d##*:}" tmpfs "$root/${d%:*}"
 done
 
 echo "$name" > /proc/sys/kernel/hostname
