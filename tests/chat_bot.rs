@@ -583,7 +583,8 @@ async fn telegram_admins_get_host_health_through_the_front_end_user() {
     tg.send_text(ADMIN, "health check");
     let r = tg.wait_text(ADMIN, "Result:", T).await;
     tg.send_text(ADMIN, "/health");
-    let slash = tg.wait_text(ADMIN, "machined_reachable", T).await;
+    // A report a person reads, not the daemon's JSON.
+    let slash = tg.wait_text(ADMIN, "✅ systemd-machined answers", T).await;
     tg.send_text(ALICE, "/health");
     let refused = tg.wait_text(ALICE, "administrators", T).await;
     let pid = bot
@@ -769,7 +770,8 @@ async fn history_concurrency_and_commands_without_llm() {
 #[tokio::test]
 async fn terminal_chat_reads_lines_until_end_of_input() {
     let app = Appliance::boot("").await;
-    let input = "/list\n/create term git\n/list\n/storage\nhello there\n/destroy term\nno\n/destroy term\nyes\n/list\n";
+    let input = "/list\n/create term git\n/create term\n/list\n/logs term 200\n/storage\nhello there\n\
+                 /destroy term\nno\n/destroy term\nyes\n/storage\n/list\n";
     let out = chat_in_appliance(&app, &[], &[], input).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -777,13 +779,17 @@ async fn terminal_chat_reads_lines_until_end_of_input() {
     let expected = [
         "You have no containers yet",
         "✅ term is running at 10.100.0.",
+        // A taken name, said once.
+        "Could not create term: a container named 'term' already exists; choose another name.\n",
         "- term: running",
         "Storage: ",
-        "per container: term ",
         "I only understand commands here",
-        "Destroy term? ",
+        "Destroy term? This stops it and removes it. Its workspace is kept for 7 days \
+         (/storage lists kept workspaces; /recover term puts it into a new term).",
         "Kept term; nothing was destroyed.",
-        "term is destroyed.",
+        "term is destroyed. Its workspace is kept until ",
+        ": /create term and then /recover term puts it back.",
+        "Kept workspaces of destroyed containers: term (until ",
         "You have no containers yet",
     ];
     let mut rest: &str = &stdout;
@@ -791,6 +797,20 @@ async fn terminal_chat_reads_lines_until_end_of_input() {
         match rest.find(e) {
             Some(i) => rest = &rest[i + e.len()..],
             None => panic!("missing {e:?} (in order) in:\n{stdout}\n--- stderr ---\n{stderr}"),
+        }
+    }
+    assert!(!stdout.contains("That name is taken"), "{stdout}");
+    // The logs hold no empty lines (nspawn's console has blank ones).
+    assert!(
+        stdout.contains(" container ") && !stdout.lines().any(|l| l.ends_with(": ")),
+        "{stdout}"
+    );
+    // A conversation: no log lines between the person's lines, and no
+    // colour codes when piped.
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(!text.contains('\u{1b}'), "escape codes on {what}: {text:?}");
+        for level in [" WARN ", " INFO ", " ERROR ", " DEBUG "] {
+            assert!(!text.contains(level), "a log line on {what}: {text}");
         }
     }
     assert!(
@@ -841,13 +861,18 @@ async fn terminal_chat_admins_are_the_daemons_admin_owners() {
         assert_eq!(out.status.code(), Some(0), "{user}: {stdout}\n{stderr}");
         said.push(stdout);
     }
-    assert!(said[0].contains("machined_reachable"), "alice: {}", said[0]);
+    assert!(said[0].contains("Host health: "), "alice: {}", said[0]);
+    assert!(
+        !said[0].contains("machined_reachable"),
+        "not JSON: {}",
+        said[0]
+    );
     assert!(
         said[1].contains("/health is for administrators"),
         "bob: {}",
         said[1]
     );
-    assert!(!said[1].contains("machined_reachable"), "bob: {}", said[1]);
+    assert!(!said[1].contains("Host health"), "bob: {}", said[1]);
 }
 
 /// Runs `voxnix chat ARGS` in the appliance (behind `wrapper`, e.g. setpriv,

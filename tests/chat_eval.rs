@@ -153,6 +153,12 @@ impl Daemon for FakeDaemon {
         self.set_state(owner, name, "running")
     }
 
+    async fn repair(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {
+        self.find(owner, name).map(|_| ())
+    }
+    async fn restore_kept(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {
+        self.find(owner, name).map(|_| ())
+    }
     async fn destroy(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {
         self.find(owner, name)?;
         let mut st = self.lock();
@@ -273,7 +279,7 @@ impl Ui for RecordingUi {
         self.push(format!("done {name}: {text}"));
         true
     }
-    async fn confirm_destroy(&self, name: &str, _token: &str) {
+    async fn confirm_destroy(&self, name: &str, _what: &str, _token: &str) {
         self.push(format!("confirm: {name}"));
     }
 }

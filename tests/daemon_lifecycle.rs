@@ -127,6 +127,23 @@ async fn errors_are_typed_and_leave_nothing() {
         "{}",
         stderr(&out)
     );
+    // A name that looks like an option gets the name rule too, with the way
+    // to pass it.
+    let out = app.cli(&["create", "-a"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("InvalidArgument: name: must start with a letter or digit")
+            && stderr(&out).contains("--"),
+        "{}",
+        stderr(&out)
+    );
+    let out = app.cli(&["create", "--", "-a"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("InvalidArgument") && stderr(&out).contains("name"),
+        "{}",
+        stderr(&out)
+    );
     let out = app.cli(&["create", "ok1", "nosuchmod"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nosuchmod"), "{}", stderr(&out));
@@ -488,4 +505,103 @@ async fn next_change(
         .ok()
         .flatten()
         .expect("a ContainerStateChanged signal")
+}
+
+/// NixOS's own tools act on the same host: `nixos-container destroy NAME`
+/// removes a voxnix container's conf (and profile), and an admin may declare
+/// a NixOS container of the same name, whose conf is a link into
+/// /etc/static. Started without its conf, the template booted the container
+/// without its private network and workspace. voxnix now never starts a
+/// container whose conf is missing or not its own, says so in list, status
+/// and health, never silently writes it back (not even at a restart), and
+/// `repair` brings it back on request; destroy leaves another tool's conf.
+#[tokio::test]
+async fn a_conf_removed_or_replaced_outside_voxnix_stops_the_start() {
+    let app = Appliance::boot("").await;
+    assert!(app.cli(&["create", "peer"]).await.status.success());
+    assert!(app.cli(&["stop", "peer"]).await.status.success());
+    let conf = "/etc/nixos-containers/peer.conf";
+    // What nixos-container destroy does to the conf and profile.
+    app.sh(&format!(
+        "rm {conf} /nix/var/nix/profiles/per-container/peer -rf"
+    ))
+    .await;
+
+    let list: Value =
+        serde_json::from_str(&stdout(&app.cli(&["list", "--json"]).await)).expect("json");
+    assert_eq!(list[0]["conf"], "missing", "{list}");
+    let out = app.cli(&["list"]).await;
+    assert!(
+        stdout(&out).contains("voxnix repair peer"),
+        "{}",
+        stdout(&out)
+    );
+    let out = app.cli(&["start", "peer"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no conf file") && stderr(&out).contains("repair"),
+        "{}",
+        stderr(&out)
+    );
+    let unit = app.sh("systemctl is-active container@peer.service").await;
+    assert_ne!(unit.trim(), "active", "started without its conf");
+    let out = app.cli(&["restart", "peer"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let health = app.cli(&["health"]).await;
+    assert!(
+        stdout(&health).contains("⚠️ 'peer' has no conf file"),
+        "{}",
+        stdout(&health)
+    );
+    // A daemon restart does not write it back behind anyone's back.
+    app.sh("systemctl restart voxnix").await;
+    app.wait_daemon_active().await;
+    assert_eq!(
+        app.sh(&format!("test -e {conf} && echo back || echo gone"))
+            .await
+            .trim(),
+        "gone"
+    );
+    assert_eq!(app.cli(&["start", "peer"]).await.status.code(), Some(5));
+
+    // Repair writes it from the record; then it starts as before.
+    let out = app.cli(&["repair", "peer"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = app.cli(&["start", "peer"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value =
+        serde_json::from_str(&stdout(&app.cli(&["list", "--json"]).await)).expect("json");
+    assert_eq!(list[0]["conf"], "ok", "{list}");
+    assert_eq!(list[0]["state"], "running", "{list}");
+    assert!(app.cli(&["stop", "peer"]).await.status.success());
+
+    // Another tool's conf (no voxnix header) in its place: not started, not
+    // overwritten by repair or update, left in place by destroy.
+    let foreign = "PRIVATE_NETWORK=0\nCOPY_RESOLV_CONF=0\n";
+    std::fs::write(
+        app.sandbox.root().join(conf.trim_start_matches('/')),
+        foreign,
+    )
+    .expect("write");
+    let out = app.cli(&["start", "peer"]).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("not written by voxnix"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(app.cli(&["repair", "peer"]).await.status.code(), Some(5));
+    assert_eq!(
+        app.cli(&["update", "peer", "git"]).await.status.code(),
+        Some(5)
+    );
+    let out = app.cli(&["destroy", "--yes", "peer"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(app.sandbox.root().join(conf.trim_start_matches('/')))
+            .ok()
+            .as_deref(),
+        Some(foreign),
+        "another tool's conf is left as it was"
+    );
 }

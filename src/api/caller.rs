@@ -8,7 +8,11 @@ use crate::engine::{EngineError, Owner, Scope};
 /// The access settings the daemon enforces (part of its configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
-    /// gid of the front-end group (`voxnix` by default), if it exists.
+    /// The front-end group (`voxnix` by default).
+    pub frontend_group: String,
+    /// Its gid when the daemon started, if it existed then; looked up again
+    /// at a call while it is unknown (a group made after the daemon started
+    /// counts without a restart).
     pub frontend_gid: Option<u32>,
     /// Owner kinds a front-end group member may act as (e.g. `telegram`).
     pub frontend_owner_kinds: Vec<String>,
@@ -53,7 +57,13 @@ impl Caller {
         if uid == 0 {
             return Ok(Caller::Admin);
         }
-        let in_group = match (access.frontend_gid, creds.unix_group_ids()) {
+        let gid = access.frontend_gid.or_else(|| {
+            nix::unistd::Group::from_name(&access.frontend_group)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        });
+        let in_group = match (gid, creds.unix_group_ids()) {
             (Some(gid), Some(groups)) => groups.contains(&gid),
             _ => false,
         };
@@ -128,6 +138,7 @@ mod tests {
 
     fn access() -> Access {
         Access {
+            frontend_group: "voxnix".into(),
             frontend_gid: Some(990),
             frontend_owner_kinds: vec!["telegram".into()],
             admin_owners: vec![Owner::parse("telegram:7").unwrap(), Owner::unix(1001)],

@@ -13,6 +13,7 @@ pub trait Manager {
     fn list(&self, owner: &str) -> zbus::Result<String>;
     fn status(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn start(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn repair(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn stop(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn restart(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn destroy(&self, name: &str, owner: &str) -> zbus::Result<()>;

@@ -66,6 +66,16 @@ impl Container {
         Ok(self.engine.start(&scope, &self.name).await?)
     }
 
+    /// Writes the conf file again from the record (see the Manager's Repair).
+    async fn repair(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), ApiError> {
+        let scope = self.scope(conn, Some(&hdr)).await?;
+        Ok(self.engine.repair(&scope, &self.name).await?)
+    }
+
     async fn stop(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -100,6 +100,19 @@ impl Manager {
         Ok(self.engine.start(&scope, name).await?)
     }
 
+    /// Writes a container's conf file again from its record, after it was
+    /// removed outside voxnix (never over a conf another tool wrote).
+    async fn repair(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.repair(&scope, name).await?)
+    }
+
     /// Stops a container and waits until it is gone from machined.
     async fn stop(
         &self,

@@ -48,11 +48,12 @@ fn access_from(cfg: &Config) -> Access {
     let frontend_gid = match nix::unistd::Group::from_name(&cfg.frontend_group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
-            tracing::info!(group = %cfg.frontend_group, "front-end group does not exist; only root and local users can call");
+            tracing::info!(group = %cfg.frontend_group, "front-end group does not exist (yet): looked up again when a call comes");
             None
         }
     };
     Access {
+        frontend_group: cfg.frontend_group.clone(),
         frontend_gid,
         frontend_owner_kinds: cfg.frontend_owner_kinds.clone(),
         // Checked when the configuration loaded.

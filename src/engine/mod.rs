@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::config::{BuilderKind, Config};
-use crate::host::conf::{ConfDir, ContainerConf};
+use crate::host::conf::{ConfDir, ConfState, ContainerConf};
 use crate::host::leftovers::{self, Leftovers};
 use crate::host::machined::Machined;
 use crate::host::systemd::{JobKind, Systemd};
@@ -71,6 +71,10 @@ pub struct ContainerSummary {
     pub addresses: Vec<String>,
     pub modules: Vec<String>,
     pub created_at: u64,
+    /// Its conf file against what voxnix writes: anything but `ok` and
+    /// `outdated` means it was removed or replaced outside voxnix, and the
+    /// container is not started until it is repaired.
+    pub conf: ConfState,
 }
 
 /// Everything `status` reports.
@@ -392,18 +396,19 @@ impl Engine {
                 EngineError::HostError(format!("the record of '{name}' vanished during create"))
             })?;
         self.clear_leftovers(op, name)?;
-        let mut fresh_workspace = false;
         if record.spec.workspace {
             self.ops
                 .progress(op, "storage", "preparing the persistent /workspace");
             let path = self.storage.workspace_path(&record.owner, name)?;
-            fresh_workspace = !path.exists();
-            if let Err(e) = self.storage.ensure_workspace(&record.owner, name).await {
-                if fresh_workspace {
-                    self.drop_fresh_workspace(&record.owner, name).await;
-                }
-                return Err(e.into());
+            if path.symlink_metadata().is_err() {
+                // Recorded first: a rollback (after a failure or a crash)
+                // removes the workspace this create makes.
+                record.workspace_made_by_create = true;
+                self.records
+                    .put(&record)
+                    .map_err(io("writing the record"))?;
             }
+            self.storage.ensure_workspace(&record.owner, name).await?;
             let kept = self.storage.kept(&record.owner).await?;
             if let Some(k) = kept.into_iter().find(|k| k.container == name) {
                 self.ops.progress(
@@ -417,11 +422,7 @@ impl Engine {
                 );
             }
         }
-        let result = self.create_system(op, name, &mut record).await;
-        if result.is_err() && fresh_workspace {
-            self.drop_fresh_workspace(&record.owner, name).await;
-        }
-        result
+        self.create_system(op, name, &mut record).await
     }
 
     /// Removes a workspace this create made, unless the owner has kept data of
@@ -560,6 +561,71 @@ impl Engine {
         })
     }
 
+    /// The record's conf file against what voxnix writes for it.
+    pub(crate) fn conf_state(&self, record: &Record) -> ConfState {
+        match self.render_conf(record) {
+            Ok(wanted) => self.confs.state(&record.name, &wanted),
+            // Nothing to compare with (ensure_conf says why): voxnix's or not.
+            Err(_) => self.confs.state(&record.name, ""),
+        }
+    }
+
+    /// Before anything starts a container: its conf must be voxnix's. An
+    /// older voxnix's is brought up to date; a missing or foreign one stops
+    /// the start (started without it, NixOS's template would boot the
+    /// container without its private network and workspace).
+    async fn ensure_conf(&self, record: &Record) -> Result<(), EngineError> {
+        let wanted = self.render_conf(record)?;
+        match self.confs.state(&record.name, &wanted) {
+            ConfState::Ok => Ok(()),
+            ConfState::Outdated => {
+                tracing::info!(container = %record.name, "conf brought up to date before the start");
+                self.install(record).await
+            }
+            state => Err(EngineError::Conflict(conf_problem(
+                &record.name,
+                state,
+                &self.confs.path(&record.name),
+            ))),
+        }
+    }
+
+    /// Writes a container's conf again from its record, after it was removed
+    /// (or replaced and then removed) outside voxnix. A conf voxnix did not
+    /// write is never overwritten: whoever wrote it must remove it first.
+    pub async fn repair(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.visible(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.visible(scope, name)?;
+        self.ensure_ready(&record)?;
+        if self.conf_state(&record) == ConfState::Foreign {
+            return Err(EngineError::Conflict(conf_problem(
+                name,
+                ConfState::Foreign,
+                &self.confs.path(name),
+            )));
+        }
+        if let Some(system) = &record.system_path
+            && std::fs::symlink_metadata(system).is_err()
+        {
+            return Err(EngineError::Conflict(format!(
+                "'{name}'s system ({system}) is no longer in the Nix store (removed with its \
+                 conf outside voxnix); update it to build it again, or destroy it"
+            )));
+        }
+        record.begin("repair");
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        let result = self.install(&record).await;
+        if result.is_ok() {
+            tracing::info!(container = name, "conf written again from the record");
+        }
+        self.finish_record(record, &result)?;
+        result
+    }
+
     async fn start_unit(&self, name: &str) -> Result<(), EngineError> {
         let unit = container_unit(name);
         self.systemd.reset_failed(&unit).await?;
@@ -610,7 +676,15 @@ impl Engine {
     /// Undoes everything a create may have done, in reverse, each step
     /// idempotent (reconcile calls it after a crash at any point).
     pub(crate) async fn rollback_create(&self, name: &str) -> Result<(), EngineError> {
+        let made = self
+            .records
+            .get(name)
+            .map_err(io("reading the record"))?
+            .filter(|r| r.workspace_made_by_create);
         self.remove_from_host(name).await?;
+        if let Some(r) = made {
+            self.drop_fresh_workspace(&r.owner, name).await;
+        }
         // Leftovers that could not be removed (maybe why the create failed)
         // stay, and the next create of the name refuses it again.
         if let Err(e) = self.remove_leftovers(name) {
@@ -635,9 +709,24 @@ impl Engine {
         fault::point("destroy:stopped");
         self.systemd.revert(&unit).await?;
         fault::point("destroy:reverted");
-        self.confs
-            .remove(name)
-            .map_err(io("removing the conf file"))?;
+        // Never another tool's conf (e.g. a NixOS declarative container's,
+        // a link into /etc/static): only voxnix's, or nothing.
+        let foreign = self
+            .records
+            .get(name)
+            .ok()
+            .flatten()
+            .is_some_and(|r| self.conf_state(&r) == ConfState::Foreign);
+        if foreign {
+            tracing::warn!(
+                container = name,
+                "its conf file was not written by voxnix; left in place"
+            );
+        } else {
+            self.confs
+                .remove(name)
+                .map_err(io("removing the conf file"))?;
+        }
         fault::point("destroy:conf-removed");
         self.systemd.reload().await?;
         self.systemd.reset_failed(&unit).await?;
@@ -683,6 +772,7 @@ impl Engine {
         let _guard = lock.lock().await;
         let mut record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
+        self.ensure_conf(&record).await?;
         record.begin("start");
         self.records
             .put(&record)
@@ -719,6 +809,7 @@ impl Engine {
         let _guard = lock.lock().await;
         let mut record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
+        self.ensure_conf(&record).await?;
         record.begin("restart");
         self.records
             .put(&record)
@@ -871,13 +962,14 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| ("inactive".into(), "dead".into()));
             let running = machines.contains(&r.name);
+            let conf = self.conf_state(&r);
             async move {
                 let addresses = if running {
                     self.machined.addresses(&r.name).await.unwrap_or_default()
                 } else {
                     vec![]
                 };
-                summary(&r, &active, running, &addresses)
+                summary(&r, &active, running, &addresses, conf)
             }
         });
         // At most 8 address look-ups at once per list (see `reads`).
@@ -916,6 +1008,7 @@ impl Engine {
                 &unit_status.active_state,
                 machine.is_some(),
                 &addresses,
+                self.conf_state(&record),
             ),
             unit,
             sub_state: unit_status.sub_state.clone(),
@@ -1066,6 +1159,18 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
+        // An update writes the conf: never over another tool's, and not
+        // one removed outside voxnix (repair brings that back first).
+        match self.conf_state(&record) {
+            ConfState::Ok | ConfState::Outdated => {}
+            state => {
+                return Err(EngineError::Conflict(conf_problem(
+                    name,
+                    state,
+                    &self.confs.path(name),
+                )));
+            }
+        }
         // Back to the client form of the spec, with the new modules, and
         // through the same validation as a create.
         let mut client = record.spec.to_client_json();
@@ -1198,9 +1303,26 @@ impl Engine {
                 );
             }
         }
-        Ok(
-            serde_json::json!({ "owner": owner.as_str(), "usage": total, "human": total.human(), "containers": containers }),
-        )
+        // Workspaces of destroyed containers, each until it expires
+        // (`u64::MAX`: until purged), and for how long a destroy keeps one.
+        let kept: Vec<serde_json::Value> = if scope.allows(owner) {
+            self.storage
+                .kept(owner)
+                .await?
+                .into_iter()
+                .map(|k| serde_json::json!({ "container": k.container, "id": k.id, "expires": k.expires }))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(serde_json::json!({
+            "owner": owner.as_str(),
+            "usage": total,
+            "human": total.human(),
+            "containers": containers,
+            "kept": kept,
+            "keep_days": self.storage.config().keep_days,
+        }))
     }
 
     fn with_workspace(&self, scope: &Scope, name: &str) -> Result<Record, EngineError> {
@@ -1237,7 +1359,7 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
-        self.while_stopped(name, || self.storage.restore(&r.owner, name, id))
+        self.while_stopped(&r, || self.storage.restore(&r.owner, name, id))
             .await
     }
 
@@ -1266,20 +1388,23 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
-        self.while_stopped(name, || self.storage.restore_kept(&r.owner, name))
+        self.while_stopped(&r, || self.storage.restore_kept(&r.owner, name))
             .await
     }
 
     /// Runs `act` with the container stopped if it was running, and starts it
     /// again afterwards, also when `act` failed (its error is returned then).
-    async fn while_stopped<T, E, F, Fut>(&self, name: &str, act: F) -> Result<T, EngineError>
+    async fn while_stopped<T, E, F, Fut>(&self, record: &Record, act: F) -> Result<T, EngineError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
         EngineError: From<E>,
     {
+        let name = record.name.as_str();
         let was_running = self.machined.info(name).await?.is_some();
         if was_running {
+            // Checked before it is stopped: it must be able to start again.
+            self.ensure_conf(record).await?;
             self.stop_unit(name).await?;
         }
         let done = act().await;
@@ -1310,7 +1435,13 @@ pub fn derive_state(phase: Phase, active_state: &str, machine_running: bool) -> 
     }
 }
 
-fn summary(r: &Record, active: &str, running: bool, addresses: &[IpAddr]) -> ContainerSummary {
+fn summary(
+    r: &Record,
+    active: &str,
+    running: bool,
+    addresses: &[IpAddr],
+    conf: ConfState,
+) -> ContainerSummary {
     ContainerSummary {
         name: r.name.clone(),
         owner: r.owner.to_string(),
@@ -1319,6 +1450,26 @@ fn summary(r: &Record, active: &str, running: bool, addresses: &[IpAddr]) -> Con
         addresses: addresses.iter().map(IpAddr::to_string).collect(),
         modules: r.spec.modules.clone(),
         created_at: r.created_at,
+        conf,
+    }
+}
+
+/// What a person reads when a container's conf is not voxnix's, with what
+/// to do about it.
+pub fn conf_problem(name: &str, state: ConfState, path: &std::path::Path) -> String {
+    match state {
+        ConfState::Missing => format!(
+            "'{name}' has no conf file ({}): it was removed outside voxnix (e.g. by \
+             nixos-container destroy), and voxnix does not start a container without one; \
+             destroy it, or repair it to write its conf again from voxnix's record",
+            path.display()
+        ),
+        _ => format!(
+            "'{name}'s conf file ({}) was not written by voxnix (another tool's, e.g. a NixOS \
+             declarative container of the same name), and voxnix does not start it; remove \
+             that file or that container, then repair '{name}', or destroy '{name}'",
+            path.display()
+        ),
     }
 }
 

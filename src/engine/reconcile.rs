@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::Engine;
 use super::records::Phase;
+use super::{Engine, conf_problem};
+use crate::host::conf::ConfState;
 use crate::host::container_unit;
 
 /// What reconcile did and found.
@@ -19,8 +20,9 @@ pub struct ReconcileReport {
     pub finished_destroys: Vec<String>,
     /// Start/stop/restart interrupted by a crash (nothing to undo; recorded).
     pub interrupted: Vec<String>,
-    /// Ready containers whose conf file was missing and was written again.
-    pub repaired: Vec<String>,
+    /// Ready containers whose conf file was removed or replaced outside
+    /// voxnix: left as found, reported (health says what to do).
+    pub conf_problems: Vec<String>,
     /// Ready containers whose conf file was not what this voxnix writes
     /// (an older voxnix's, e.g. without user namespaces, or edited by
     /// hand), rewritten: in effect from their next start.
@@ -64,15 +66,9 @@ impl Engine {
                         .push(format!("{name}: finishing its destroy: {e}")),
                 },
                 Phase::Ready => {
-                    if !self.confs.exists(&name) {
-                        match self.install(&record).await {
-                            Ok(()) => report.repaired.push(name.clone()),
-                            Err(e) => report
-                                .errors
-                                .push(format!("{name}: rewriting its conf: {e}")),
-                        }
-                    } else if self.conf_is_outdated(&record) {
-                        match self.install(&record).await {
+                    match self.conf_state(&record) {
+                        ConfState::Ok => {}
+                        ConfState::Outdated => match self.install(&record).await {
                             Ok(()) => {
                                 tracing::info!(
                                     container = %name,
@@ -83,6 +79,13 @@ impl Engine {
                             Err(e) => report
                                 .errors
                                 .push(format!("{name}: updating its conf: {e}")),
+                        },
+                        // Removed or replaced outside voxnix: said, never
+                        // silently undone (health shows it until repaired).
+                        state => {
+                            let problem = conf_problem(&name, state, &self.confs.path(&name));
+                            tracing::warn!(container = %name, "{problem}");
+                            report.conf_problems.push(problem);
                         }
                     }
                     if record
@@ -108,17 +111,6 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Whether the conf file on disk differs from what this voxnix writes
-    /// for the record (unreadable counts as different).
-    fn conf_is_outdated(&self, record: &super::records::Record) -> bool {
-        let Ok(wanted) = self.render_conf(record) else {
-            return false;
-        };
-        std::fs::read_to_string(self.confs.path(&record.name)).map_or(true, |t| t != wanted)
-    }
-}
-
 /// What the admin's HostHealth reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
@@ -128,6 +120,12 @@ pub struct Health {
     pub in_flight: Vec<String>,
     pub unmanaged: Vec<String>,
     pub unreadable_records: Vec<String>,
+    /// Containers whose conf file was removed or replaced outside voxnix,
+    /// each with what to do.
+    pub conf_problems: Vec<String>,
+    /// The front-end group (the bot's), and whether it exists now.
+    pub frontend_group: String,
+    pub frontend_group_exists: bool,
 }
 
 impl Engine {
@@ -150,6 +148,19 @@ impl Engine {
                 .into_iter()
                 .map(|(p, why)| format!("{}: {why}", p.display()))
                 .collect(),
+            conf_problems: records
+                .values()
+                .filter(|r| r.phase == Phase::Ready)
+                .filter_map(|r| match self.conf_state(r) {
+                    ConfState::Ok | ConfState::Outdated => None,
+                    state => Some(conf_problem(&r.name, state, &self.confs.path(&r.name))),
+                })
+                .collect(),
+            frontend_group: self.cfg.frontend_group.clone(),
+            frontend_group_exists: nix::unistd::Group::from_name(&self.cfg.frontend_group)
+                .ok()
+                .flatten()
+                .is_some(),
         }
     }
 

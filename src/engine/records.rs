@@ -49,6 +49,11 @@ pub struct Record {
     /// The system's derivation (`.drv`), for introspection.
     pub drv_path: Option<String>,
     pub last_operation: Option<LastOperation>,
+    /// Set (and written) before a create makes the workspace, so that a
+    /// rollback, also one after a crash, removes what the create made and
+    /// nothing older.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workspace_made_by_create: bool,
 }
 
 pub fn now_secs() -> u64 {
@@ -76,6 +81,7 @@ impl Record {
                 finished_at: None,
                 outcome: None,
             }),
+            workspace_made_by_create: false,
         }
     }
 

@@ -3,4 +3,6 @@
 
 pub mod chat;
 pub mod cli;
+pub mod format;
+pub mod health;
 pub mod telegram;

@@ -11,7 +11,28 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::atomic_file;
+
+/// The first line of every conf file voxnix writes: how it knows its own.
+pub const HEADER: &str = "# Managed by voxnix: edits are overwritten.\n";
+
+/// How a container's conf file compares with the one voxnix writes for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfState {
+    /// Exactly what voxnix writes.
+    Ok,
+    /// voxnix's (it starts with [`HEADER`]) but not what it writes now: an
+    /// older voxnix's, or edited (edits are overwritten).
+    Outdated,
+    /// No conf file: removed outside voxnix (e.g. `nixos-container destroy`).
+    Missing,
+    /// A file voxnix did not write (no header, a link, not a file,
+    /// unreadable): another tool's, e.g. a NixOS declarative container's.
+    Foreign,
+}
 
 /// What voxnix puts in a container's conf file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +67,7 @@ pub fn flag_is_safe(flag: &str) -> bool {
 impl ContainerConf {
     /// Renders the file; `None` if a flag is unsafe.
     pub fn render(&self) -> Option<String> {
-        let mut out = String::from("# Managed by voxnix: edits are overwritten.\n");
+        let mut out = String::from(HEADER);
         if let Some(p) = &self.system_path {
             if !flag_is_safe(p) {
                 return None;
@@ -125,6 +146,21 @@ impl ConfDir {
         atomic_file::write(&self.path(name), text.as_bytes(), 0o644)
     }
 
+    /// How `name`'s conf file compares with `wanted` (what voxnix writes).
+    /// Never follows a link: NixOS's own conf files are links into /etc/static.
+    pub fn state(&self, name: &str, wanted: &str) -> ConfState {
+        let path = self.path(name);
+        match path.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfState::Missing,
+            Ok(m) if m.is_file() => match std::fs::read_to_string(&path) {
+                Ok(text) if text == wanted => ConfState::Ok,
+                Ok(text) if text.starts_with(HEADER) => ConfState::Outdated,
+                _ => ConfState::Foreign,
+            },
+            _ => ConfState::Foreign,
+        }
+    }
+
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
         atomic_file::remove(&self.path(name))
     }
@@ -156,6 +192,28 @@ impl ConfDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conf_is_voxnix_own_outdated_missing_or_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let confs = ConfDir::new(dir.path());
+        let wanted = ContainerConf::default().render().unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Missing);
+        confs.write("a", &wanted).unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Ok);
+        confs
+            .write("a", &format!("{HEADER}PRIVATE_NETWORK=1\n"))
+            .unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Outdated);
+        confs.write("a", "PRIVATE_NETWORK=1\n").unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Foreign);
+        // NixOS's declarative confs are links into /etc/static: never ours.
+        std::fs::remove_file(confs.path("a")).unwrap();
+        let target = dir.path().join("static.conf");
+        std::fs::write(&target, &wanted).unwrap();
+        std::os::unix::fs::symlink(&target, confs.path("a")).unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Foreign);
+    }
 
     #[test]
     fn renders_nixos_keys_and_parses_back() {

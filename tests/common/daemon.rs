@@ -95,6 +95,20 @@ impl Appliance {
                 traces.push(what.into());
             }
         }
+        // A workspace (of any owner) under the name: only a live container
+        // has one (a destroy moves it to the owner's kept workspaces).
+        if let Ok(users) = std::fs::read_dir(root.join("var/lib/voxnix/storage/users")) {
+            for u in users.flatten() {
+                if u.path()
+                    .join("containers")
+                    .join(name)
+                    .symlink_metadata()
+                    .is_ok()
+                {
+                    traces.push(format!("workspace of {}", u.file_name().to_string_lossy()));
+                }
+            }
+        }
         let record = root.join(format!("var/lib/voxnix/containers/{name}.json"));
         if record.exists() {
             traces.push("record".into());

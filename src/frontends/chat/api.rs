@@ -104,7 +104,9 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidArgument => "Fix the request and try again.",
             ErrorKind::NotFound => "You have no container of that name; /list shows yours.",
-            ErrorKind::Conflict => "That name is taken; pick another one.",
+            ErrorKind::Conflict => {
+                "Something is in the way (a name taken, a file voxnix did not write); /status says more."
+            }
             ErrorKind::AccessDenied => "This is not allowed for you here.",
             ErrorKind::BuildFailed => {
                 "Check the module names (/modules); the administrator can see the build log."
@@ -176,15 +178,20 @@ impl ApiFailure {
     pub fn summary(&self, action: &str) -> String {
         tracing::warn!(action, kind = self.kind.as_str(), message = %redact(&self.message), "request failed");
         let mut s = format!("Could not {action}");
-        if self.kind.message_is_for_people() && !self.message.is_empty() {
+        let said = self.kind.message_is_for_people() && !self.message.is_empty();
+        if said {
             s.push_str(": ");
             s.push_str(self.message.trim_end_matches('.'));
             s.push('.');
         } else {
             s.push('.');
         }
-        s.push(' ');
-        s.push_str(self.kind.advice());
+        // A conflict's message already says what to do (choose another
+        // name, repair, remove what is in the way): not said twice.
+        if !(said && self.kind == ErrorKind::Conflict) {
+            s.push(' ');
+            s.push_str(self.kind.advice());
+        }
         s
     }
 
@@ -278,6 +285,11 @@ pub trait Daemon: Send + Sync + 'static {
     fn stop(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
     fn restart(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
     fn destroy(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
+    /// Writes a container's conf again from its record (`Repair`).
+    fn repair(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
+    /// Puts the kept workspace of an earlier container of this name into
+    /// the container (`RestoreKept`).
+    fn restore_kept(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
     /// The daemon's status JSON.
     fn status(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
     /// The daemon's log lines JSON (an array).
@@ -477,6 +489,14 @@ impl Daemon for DbusDaemon {
         bus(self.proxy.destroy(name, owner.as_str()).await)
     }
 
+    async fn repair(&self, owner: &Owner, name: &str) -> R<()> {
+        bus(self.proxy.repair(name, owner.as_str()).await)
+    }
+
+    async fn restore_kept(&self, owner: &Owner, name: &str) -> R<()> {
+        bus(self.proxy.restore_kept(name, owner.as_str()).await)
+    }
+
     async fn status(&self, owner: &Owner, name: &str) -> R<Value> {
         json(&bus(self.proxy.status(name, owner.as_str()).await)?)
     }
@@ -590,6 +610,15 @@ mod tests {
             "host details stay in the log: {s}"
         );
         assert!(f.for_model().get("message").is_none());
+        // A taken name is said once.
+        let f = ApiFailure::new(
+            ErrorKind::Conflict,
+            "a container named 'dev' already exists; choose another name",
+        );
+        assert_eq!(
+            f.summary("create dev"),
+            "Could not create dev: a container named 'dev' already exists; choose another name."
+        );
     }
 
     #[test]

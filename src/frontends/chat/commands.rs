@@ -18,6 +18,8 @@ pub enum Command {
     Stop(String),
     Restart(String),
     Destroy(String),
+    Repair(String),
+    Recover(String),
     Status(String),
     Logs {
         name: String,
@@ -41,6 +43,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("stop", "NAME", "stop a container"),
     ("restart", "NAME", "restart a container"),
     ("destroy", "NAME", "destroy a container (asks first)"),
+    (
+        "recover",
+        "NAME",
+        "put the kept workspace of a destroyed NAME into the new NAME",
+    ),
+    (
+        "repair",
+        "NAME",
+        "write a container's conf again after it was removed outside voxnix",
+    ),
     ("status", "NAME", "details of a container"),
     ("logs", "NAME [N]", "last log lines of a container"),
     ("modules", "", "modules a container can be built from"),
@@ -77,6 +89,8 @@ pub fn parse(text: &str) -> Option<Command> {
         "stop" => one("/stop NAME", Command::Stop),
         "restart" => one("/restart NAME", Command::Restart),
         "destroy" => one("/destroy NAME", Command::Destroy),
+        "repair" => one("/repair NAME", Command::Repair),
+        "recover" => one("/recover NAME", Command::Recover),
         "status" => one("/status NAME", Command::Status),
         "logs" => match args.as_slice() {
             [name] => Command::Logs {

@@ -69,8 +69,14 @@ pub trait Ui: Send + Sync {
     /// The end of a create: the progress display, if one was started, now
     /// shows `text`. Returns whether it did (else the caller says it).
     fn progress_done(&self, name: &str, text: &str) -> impl Future<Output = bool> + Send;
-    /// Asks the person to confirm destroying `name`; `token` identifies it.
-    fn confirm_destroy(&self, name: &str, token: &str) -> impl Future<Output = ()> + Send;
+    /// Asks the person to confirm destroying `name` (`what` says what will
+    /// happen, and what is kept); `token` identifies it.
+    fn confirm_destroy(
+        &self,
+        name: &str,
+        what: &str,
+        token: &str,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 #[derive(Debug)]
@@ -223,6 +229,25 @@ impl<D: Daemon> ChatService<D> {
                     ui.say(&f.summary(&format!("destroy {n}"))).await;
                 }
             }
+            Command::Repair(n) => {
+                let r = self.daemon.repair(owner, &n).await;
+                let text = match r {
+                    Ok(()) => format!(
+                        "{n} is repaired: its conf was written again from voxnix's record. /start {n} when you want it running."
+                    ),
+                    Err(f) => f.summary(&format!("repair {n}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Recover(n) => {
+                let text = match self.daemon.restore_kept(owner, &n).await {
+                    Ok(()) => format!(
+                        "{n} has the workspace of the earlier {n} back (its own is kept in turn; /storage lists it)."
+                    ),
+                    Err(f) => f.summary(&format!("recover the kept workspace of {n}")),
+                };
+                ui.say(&text).await;
+            }
             Command::Status(n) => {
                 let text = match self.daemon.status(owner, &n).await {
                     Ok(v) => format_status(&v),
@@ -263,7 +288,7 @@ impl<D: Daemon> ChatService<D> {
             }
             Command::Storage => {
                 let text = match self.daemon.storage_usage(owner).await {
-                    Ok(v) => format!("Storage: {}", storage_summary(&v)),
+                    Ok(v) => format_storage(&v),
                     Err(f) => f.summary("read your storage use"),
                 };
                 ui.say(&text).await;
@@ -279,7 +304,7 @@ impl<D: Daemon> ChatService<D> {
                     return;
                 }
                 let text = match self.daemon.host_health(&s.owner).await {
-                    Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    Ok(v) => crate::frontends::health::report(&v),
                     Err(f) => f.summary("read the host's health"),
                 };
                 ui.say(&text).await;
@@ -335,7 +360,30 @@ impl<D: Daemon> ChatService<D> {
         ui: &U,
     ) -> Result<(), ApiFailure> {
         // Only the person's own containers get a confirmation at all.
-        self.daemon.status(&s.owner, name).await?;
+        let status = self.daemon.status(&s.owner, name).await?;
+        let what = if status["workspace"].as_bool() == Some(true) {
+            let days = self
+                .daemon
+                .storage_usage(&s.owner)
+                .await
+                .ok()
+                .and_then(|v| v["keep_days"].as_u64());
+            match days {
+                Some(0) => format!(
+                    "This stops it and removes it. Its workspace is kept until you delete it (/storage lists kept workspaces; /recover {name} puts it into a new {name})."
+                ),
+                Some(d) => format!(
+                    "This stops it and removes it. Its workspace is kept for {d} day{} (/storage lists kept workspaces; /recover {name} puts it into a new {name}).",
+                    if d == 1 { "" } else { "s" }
+                ),
+                None => format!(
+                    "This stops it and removes it. Its workspace is kept for a while (/storage lists kept workspaces; /recover {name} puts it into a new {name})."
+                ),
+            }
+        } else {
+            "This stops it and removes it, with everything in it (it has no workspace to keep)."
+                .to_string()
+        };
         let token = self.new_token();
         {
             let mut p = self.pending_lock();
@@ -351,7 +399,7 @@ impl<D: Daemon> ChatService<D> {
             });
         }
         tracing::info!(owner = %s.owner, container = name, "destroy confirmation shown");
-        ui.confirm_destroy(name, &token).await;
+        ui.confirm_destroy(name, &what, &token).await;
         Ok(())
     }
 
@@ -393,7 +441,7 @@ impl<D: Daemon> ChatService<D> {
         } else {
             tracing::info!(owner = %s.owner, container = %name, "destroy confirmed by the person");
             match self.daemon.destroy(&s.owner, &name).await {
-                Ok(()) => Confirmation::Destroyed(format!("{name} is destroyed.")),
+                Ok(()) => Confirmation::Destroyed(self.destroyed_text(s, &name).await),
                 Err(f) => Confirmation::Failed(f.summary(&format!("destroy {name}"))),
             }
         };
@@ -412,6 +460,36 @@ impl<D: Daemon> ChatService<D> {
             );
         }
         outcome
+    }
+
+    /// "NAME is destroyed.", and what is kept of it, until when, and how to
+    /// get it back.
+    async fn destroyed_text(&self, s: &Session, name: &str) -> String {
+        let mut t = format!("{name} is destroyed.");
+        let kept = self
+            .daemon
+            .storage_usage(&s.owner)
+            .await
+            .ok()
+            .and_then(|v| {
+                v["kept"]
+                    .as_array()?
+                    .iter()
+                    .rev()
+                    .find(|k| k["container"] == name)
+                    .and_then(|k| k["expires"].as_u64())
+            });
+        if let Some(expires) = kept {
+            let until = if expires == u64::MAX {
+                "until you delete it".to_string()
+            } else {
+                format!("until {}", crate::frontends::format::date(expires))
+            };
+            t.push_str(&format!(
+                " Its workspace is kept {until}: /create {name} and then /recover {name} puts it back."
+            ));
+        }
+        t
     }
 
     // ---- the agent -------------------------------------------------------
@@ -682,6 +760,43 @@ fn format_status(v: &Value) -> String {
     let mut t = format!("{}: {}\n", s("name"), s("state"));
     t.push_str(&format!("Addresses: {}\n", s("addresses")));
     t.push_str(&format!("Modules: {}\n", s("modules")));
+    let packages: Vec<String> = v["system"]["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            Some(match p["version"].as_str().filter(|v| !v.is_empty()) {
+                Some(ver) => format!("{name} {ver}"),
+                None => name.to_string(),
+            })
+        })
+        .collect();
+    if !packages.is_empty() {
+        const SHOWN: usize = 20;
+        let mut line = packages
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if packages.len() > SHOWN {
+            line.push_str(&format!(" and {} more", packages.len() - SHOWN));
+        }
+        t.push_str(&format!("Packages: {line}\n"));
+    }
+    match v["conf"].as_str() {
+        Some("missing") => t.push_str(&format!(
+            "⚠️ Its conf file was removed outside voxnix; it will not start. /repair {} writes it again, /destroy {} removes it.\n",
+            s("name"),
+            s("name")
+        )),
+        Some("foreign") => t.push_str(&format!(
+            "⚠️ Its conf file was not written by voxnix; it will not start until that file is removed and /repair {} is run.\n",
+            s("name")
+        )),
+        _ => {}
+    }
     if let Some(u) = v["uptime_secs"].as_u64() {
         t.push_str(&format!("Up for: {}\n", human_duration(u)));
     }
@@ -693,6 +808,33 @@ fn format_status(v: &Value) -> String {
     }
     if let Some(os) = v["os_release"]["PRETTY_NAME"].as_str() {
         t.push_str(&format!("OS: {os}\n"));
+    }
+    t
+}
+
+/// `/storage`: the use, and the workspaces kept of destroyed containers,
+/// each until when.
+fn format_storage(v: &Value) -> String {
+    let mut t = format!("Storage: {}", storage_summary(v));
+    let kept: Vec<String> = v["kept"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| {
+            let name = k["container"].as_str()?;
+            let expires = k["expires"].as_u64()?;
+            Some(if expires == u64::MAX {
+                format!("{name} (until you delete it)")
+            } else {
+                format!("{name} (until {})", crate::frontends::format::date(expires))
+            })
+        })
+        .collect();
+    if !kept.is_empty() {
+        t.push_str(&format!(
+            "\nKept workspaces of destroyed containers: {}. /create NAME, then /recover NAME puts one back.",
+            kept.join(", ")
+        ));
     }
     t
 }
@@ -710,6 +852,10 @@ fn human_duration(secs: u64) -> String {
 pub fn format_logs(v: &Value) -> String {
     let mut t = String::new();
     for l in v.as_array().into_iter().flatten() {
+        // Blank lines (nspawn's console has them) say nothing.
+        if l["message"].as_str().is_none_or(|m| m.trim().is_empty()) {
+            continue;
+        }
         let secs = l["timestamp_usec"].as_u64().unwrap_or(0) / 1_000_000;
         let day = secs % 86_400;
         t.push_str(&format!(
@@ -728,6 +874,44 @@ pub fn format_logs(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_packages_and_a_conf_problem() {
+        let v = serde_json::json!({
+            "name": "dev", "state": "stopped", "addresses": [], "modules": ["git"],
+            "conf": "missing",
+            "system": {"packages": [{"name": "git", "version": "2.44.1"}, {"name": "hello", "version": ""}]}
+        });
+        let t = format_status(&v);
+        assert!(t.contains("Packages: git 2.44.1, hello\n"), "{t}");
+        assert!(t.contains("/repair dev"), "{t}");
+        let many: Vec<Value> = (0..25)
+            .map(|i| serde_json::json!({"name": format!("p{i:02}"), "version": "1"}))
+            .collect();
+        let t = format_status(&serde_json::json!({"name": "x", "system": {"packages": many}}));
+        assert!(t.contains("p19 1 and 5 more"), "{t}");
+        assert!(!format_status(&serde_json::json!({"name": "x"})).contains("Packages"));
+    }
+
+    #[test]
+    fn logs_skip_blank_lines_and_storage_lists_kept_workspaces() {
+        let v = serde_json::json!([
+            {"timestamp_usec": 1_000_000, "source": "host", "identifier": "container demo", "message": ""},
+            {"timestamp_usec": 2_000_000, "source": "container", "identifier": "sshd", "message": "hi"}
+        ]);
+        assert_eq!(format_logs(&v), "00:00:02 container sshd: hi\n");
+        let v = serde_json::json!({
+            "human": "1 MiB used",
+            "kept": [{"container": "old", "id": "old.1", "expires": 1_796_169_600u64},
+                     {"container": "pin", "id": "pin.1", "expires": u64::MAX}]
+        });
+        let t = format_storage(&v);
+        assert!(
+            t.contains("old (until 2026-12-02), pin (until you delete it)"),
+            "{t}"
+        );
+        assert!(!format_storage(&serde_json::json!({"human": "x"})).contains("Kept"));
+    }
 
     #[test]
     fn clip_marks_cuts_on_char_boundaries() {

@@ -48,9 +48,9 @@ impl Ui for TerminalUi {
         true
     }
 
-    async fn confirm_destroy(&self, name: &str, _token: &str) {
+    async fn confirm_destroy(&self, name: &str, what: &str, _token: &str) {
         out(&format!(
-            "Destroy {name}? This stops it and removes it. Type yes to confirm; anything else keeps it."
+            "Destroy {name}? {what} Type yes to confirm; anything else keeps it."
         ));
     }
 }

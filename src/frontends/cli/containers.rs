@@ -31,6 +31,10 @@ pub struct Global {
         hide_short_help = true
     )]
     pub bus: Option<String>,
+    /// Log what voxnix does to standard error (-v: info, -vv: debug); also
+    /// VOXNIX_LOG or RUST_LOG (e.g. VOXNIX_LOG=debug).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -223,7 +227,29 @@ pub async fn list(g: &Global) -> ExitCode {
     } else {
         print_table(&["NAME", "STATE", "OWNER", "ADDRESSES", "MODULES"], &rows);
     }
+    for c in v.as_array().into_iter().flatten() {
+        if let Some(note) = conf_note(c) {
+            println!("{note}");
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// What a person reads about a container whose conf file was removed or
+/// replaced outside voxnix (`conf` in List and Status), if it was.
+fn conf_note(c: &Value) -> Option<String> {
+    let name = c["name"].as_str().unwrap_or("?");
+    match c["conf"].as_str()? {
+        "missing" => Some(format!(
+            "{name}: its conf file was removed outside voxnix (e.g. nixos-container destroy); \
+             it will not start: `voxnix repair {name}` writes it again, `voxnix destroy {name}` removes it"
+        )),
+        "foreign" => Some(format!(
+            "{name}: its conf file is another tool's (not written by voxnix); it will not \
+             start: remove that file or container, then `voxnix repair {name}`; or `voxnix destroy {name}`"
+        )),
+        _ => None,
+    }
 }
 
 pub async fn create(g: &Global, a: CreateArgs) -> ExitCode {
@@ -362,6 +388,7 @@ pub enum Verb {
     Start,
     Stop,
     Restart,
+    Repair,
 }
 
 pub async fn simple(g: &Global, verb: Verb, name: &str) -> ExitCode {
@@ -373,6 +400,10 @@ pub async fn simple(g: &Global, verb: Verb, name: &str) -> ExitCode {
         Verb::Start => (m.start(name, &g.owner).await, "started"),
         Verb::Stop => (m.stop(name, &g.owner).await, "stopped"),
         Verb::Restart => (m.restart(name, &g.owner).await, "restarted"),
+        Verb::Repair => (
+            m.repair(name, &g.owner).await,
+            "repaired: its conf file was written again from voxnix's record; start it when you want",
+        ),
     };
     match r {
         Ok(()) => {
@@ -509,9 +540,13 @@ pub async fn status(g: &Global, name: &str) -> ExitCode {
         ),
         ("Workspace", s(&v, "workspace")),
         ("System", s(&v, "system_path")),
+        ("Conf", s(&v, "conf")),
     ];
     for (k, val) in rows {
         println!("{k:>10}: {val}");
+    }
+    if let Some(note) = conf_note(&v) {
+        println!("{note}");
     }
     ExitCode::SUCCESS
 }
@@ -581,25 +616,7 @@ pub async fn health(g: &Global) -> ExitCode {
     };
     match m.host_health(&g.owner).await {
         Ok(text) => print_json_or(g, &text, |v| {
-            let list = |k: &str| {
-                let items: Vec<&str> = v[k]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                if items.is_empty() {
-                    "none".to_string()
-                } else {
-                    items.join(", ")
-                }
-            };
-            println!("systemd:            {}", s(v, "systemd_version"));
-            println!("machined reachable: {}", v["machined_reachable"]);
-            println!("containers:         {}", v["containers"]);
-            println!("in flight:          {}", list("in_flight"));
-            println!("unmanaged:          {}", list("unmanaged"));
-            println!("unreadable records: {}", list("unreadable_records"));
+            print!("{}", crate::frontends::health::report(v));
         }),
         Err(e) => fail(&e),
     }

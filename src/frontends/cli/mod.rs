@@ -37,6 +37,9 @@ pub enum Command {
     },
     /// Start a stopped container.
     Start { name: String },
+    /// Write a container's conf file again from voxnix's record, after it
+    /// was removed outside voxnix (e.g. by nixos-container destroy).
+    Repair { name: String },
     /// Stop a running container.
     Stop { name: String },
     /// Stop and start a container.
@@ -128,14 +131,71 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 11;
 }
 
-fn init_tracing(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
+/// Logs go to standard error: the journal for the daemon and the bot (run by
+/// systemd). For a person's commands and the chat, nothing unless asked
+/// (`-v`, `VOXNIX_LOG`, `RUST_LOG`): what goes wrong is said in the
+/// command's own words, never between a person's lines. Colour only on a
+/// terminal.
+fn init_tracing(service: bool, verbose: u8) {
+    use std::io::IsTerminal;
+    let default = match (service, verbose) {
+        (true, 0) => "info",
+        (false, 0) => "off",
+        (_, 1) => "info",
+        _ => "debug",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOXNIX_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+/// Subcommands whose first argument is a container name.
+const NAME_FIRST: &[&str] = &[
+    "create",
+    "update",
+    "start",
+    "repair",
+    "stop",
+    "restart",
+    "destroy",
+    "status",
+    "logs",
+    "exec",
+    "snapshot",
+    "snapshots",
+    "restore",
+];
+
+/// `voxnix create -a`: the argument parser sees an unknown option where a
+/// name goes. Answered by the name rule, as every other name is, with the
+/// way to pass such a name anyway (`--`).
+fn name_taken_for_an_option(args: &[String], e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let at = args.iter().position(|a| NAME_FIRST.contains(&a.as_str()))?;
+    if args.get(at + 1) != Some(arg) {
+        return None;
+    }
+    // `--bogus dev` is a mistyped option before a name, not a name.
+    if arg.starts_with("--") && args.len() > at + 2 {
+        return None;
+    }
+    let why = crate::model::container_name::validate(arg).err()?;
+    Some(format!(
+        "voxnix: InvalidArgument: name: {why} (got {arg:?}; a name that starts with '-' is \
+         read as an option: `voxnix {} -- NAME` passes it as a name)",
+        args[at]
+    ))
 }
 
 pub fn main() -> ExitCode {
@@ -146,11 +206,20 @@ pub fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(crate::host::journal_in_container::SUBCOMMAND) {
         return crate::host::journal_in_container::reader_main(&args[2..]);
     }
-    let cli = Cli::parse();
-    init_tracing(matches!(
-        cli.command,
-        Command::Daemon { .. } | Command::Telegram(_)
-    ));
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            if let Some(msg) = name_taken_for_an_option(&args, &e) {
+                eprintln!("{msg}");
+                return ExitCode::from(exit::USAGE);
+            }
+            e.exit()
+        }
+    };
+    init_tracing(
+        matches!(cli.command, Command::Daemon { .. } | Command::Telegram(_)),
+        cli.global.verbose,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,6 +242,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Start { name } => containers::simple(g, containers::Verb::Start, &name).await,
         Command::Stop { name } => containers::simple(g, containers::Verb::Stop, &name).await,
         Command::Restart { name } => containers::simple(g, containers::Verb::Restart, &name).await,
+        Command::Repair { name } => containers::simple(g, containers::Verb::Repair, &name).await,
         Command::Destroy { name, yes, purge } => containers::destroy(g, &name, yes, purge).await,
         Command::Status { name } => containers::status(g, &name).await,
         Command::Logs { name, lines } => containers::logs(g, &name, lines).await,

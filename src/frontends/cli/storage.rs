@@ -20,24 +20,6 @@ pub enum StorageCommand {
     RestoreKept { name: String },
 }
 
-fn date(secs: u64) -> String {
-    if secs == u64::MAX {
-        return "until purged".into();
-    }
-    // Days since the epoch → a civil date (UTC), enough for people to read.
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
     let m = match connect(g).await {
         Ok(m) => m,
@@ -72,7 +54,7 @@ pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
                     let until = if expires == u64::MAX {
                         "until purged".to_string()
                     } else {
-                        format!("until {}", date(expires))
+                        format!("until {}", crate::frontends::format::date(expires))
                     };
                     println!(
                         "{:<12} {}  kept {until}",

@@ -1,0 +1,31 @@
+//! Small formatting helpers shared by the front ends.
+
+/// A UTC date (`2026-12-08`) for seconds since the epoch; `until purged`
+/// for `u64::MAX` (what storage uses for "no expiry").
+pub fn date(secs: u64) -> String {
+    if secs == u64::MAX {
+        return "until purged".into();
+    }
+    // Days since the epoch → a civil date (UTC), enough for people to read.
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(1_796_169_600), "2026-12-02");
+        assert_eq!(super::date(u64::MAX), "until purged");
+    }
+}
