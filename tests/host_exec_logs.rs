@@ -414,6 +414,45 @@ async fn logs_merge_the_containers_journal_and_the_host_unit() {
     assert!(!host_only.is_empty());
     assert!(host_only.iter().all(|l| l.source == LogSource::Host));
 
+    // Any local user can log a line with `UNIT=` (and `OBJECT_SYSTEMD_UNIT=`)
+    // set to the container's unit: it is in the journal, but not in the
+    // container's logs (only fields the journal sets itself count).
+    let out = sandbox
+        .exec([
+            "sh",
+            "-c",
+            "useradd -u 1700 -M mallory && printf 'MESSAGE=forged-for-lg1\nUNIT=container@lg1.service\n\
+             OBJECT_SYSTEMD_UNIT=container@lg1.service\n' | setpriv --reuid=1700 --regid=1700 \
+             --clear-groups logger --journald && journalctl --flush && echo ok",
+        ])
+        .await
+        .expect("forge");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{out:?}");
+    let logged = eventually(Duration::from_secs(10), || async {
+        let o = sandbox
+            .exec([
+                "journalctl",
+                "-o",
+                "cat",
+                "--no-pager",
+                "MESSAGE=forged-for-lg1",
+            ])
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout)
+            .contains("forged-for-lg1")
+            .then_some(())
+    })
+    .await;
+    assert!(logged.is_some(), "the forged line is in the host's journal");
+    let after =
+        container_logs(&root, Some(&c.machine_id), running(&c), unit, 1000, None).expect("logs");
+    assert!(
+        !after.iter().any(|l| l.message.contains("forged-for-lg1")),
+        "a line forged by a local user shows in the container's logs"
+    );
+    assert!(after.iter().any(|l| l.source == LogSource::Host));
+
     // A unit nobody ran and no machine: nothing, and no error.
     // Lines from before a given time (an earlier container of the name) are
     // left out, of both journals.

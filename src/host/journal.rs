@@ -17,7 +17,8 @@
 //!     links resolved inside it (`openat2(RESOLVE_IN_ROOT)`); nothing of the
 //!     container runs then to swap files under the reader.
 //! - the host journal's lines about the container's unit
-//!   (`_SYSTEMD_UNIT`, `UNIT` or `OBJECT_SYSTEMD_UNIT` = `container@NAME.service`):
+//!   (`_SYSTEMD_UNIT` = `container@NAME.service`, or `UNIT` from PID 1, or
+//!   `OBJECT_SYSTEMD_UNIT` from root: never a field any sender may set):
 //!   nspawn's console output and systemd's start/stop messages. Only the host's
 //!   own journal directories are read (those of `<journal_root>/etc/machine-id`).
 //!
@@ -294,9 +295,42 @@ fn read_tail(
         Err(e) if is_absent(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
+    match unit {
+        None => read_matching(&journal, &[], n, since_usec, source, out),
+        // Only fields the journal sets itself (underscore fields) decide
+        // whose a line is; `UNIT=` and `OBJECT_SYSTEMD_UNIT=` are the
+        // sender's to write (`logger --journald`), so they count only from
+        // PID 1 (systemd's messages about the unit) and from root
+        // (journald's and coredump's), as journalctl -u does. One query per
+        // kind, each newest-first with the limit: forged lines cannot crowd
+        // out real ones either.
+        Some(unit) => {
+            let u = unit.as_bytes();
+            let kinds: [&[(&str, &[u8])]; 3] = [
+                &[("_SYSTEMD_UNIT", u)],
+                &[("UNIT", u), ("_PID", b"1")],
+                &[("OBJECT_SYSTEMD_UNIT", u), ("_UID", b"0")],
+            ];
+            for terms in kinds {
+                read_matching(&journal, terms, n, since_usec, source, out)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Appends the newest `n` entries of `journal` matching all of `terms`.
+fn read_matching(
+    journal: &Journal,
+    terms: &[(&str, &[u8])],
+    n: usize,
+    since_usec: Option<u64>,
+    source: LogSource,
+    out: &mut Vec<LogLine>,
+) -> Result<(), SdJournalError> {
     let mut q = journal.query();
-    if let Some(unit) = unit {
-        q.match_unit(unit);
+    for (field, value) in terms {
+        q.match_exact(field, value);
     }
     q.seek_tail().limit(n);
     let start = out.len();
