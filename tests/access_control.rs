@@ -3,6 +3,7 @@
 mod common;
 
 use common::daemon::Appliance;
+use serde_json::Value;
 
 async fn as_user(app: &Appliance, user: &str, args: &str) -> (Option<i32>, String, String) {
     let bin = voxnix::sandbox::daemon::ON_PATH;
@@ -142,4 +143,37 @@ async fn a_front_end_group_made_after_the_daemon_started_counts_at_once() {
         report.contains("✅ front-end group 'voxnix' exists"),
         "{report}"
     );
+}
+
+/// No timing oracle on another owner's containers: while one owner's
+/// container is mid-operation (its name locked), another owner asking to
+/// snapshot, restore or purge that name gets NotFound at once, as for a
+/// name nobody has, not after the operation lets the lock go.
+#[tokio::test]
+async fn another_owners_busy_container_answers_not_found_at_once() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    let op = m
+        .create(r#"{"name":"busy"}"#, "telegram:1")
+        .await
+        .expect("create accepted");
+    // The create holds the name's lock from here to its end.
+    let snap = m.snapshot("busy", "telegram:2").await;
+    let restore = m.restore_snapshot("busy", "telegram:2", "x").await;
+    let purge = m.purge("busy", "telegram:2").await;
+    let still_running: Value =
+        serde_json::from_str(&m.get_operation(&op, "telegram:1").await.expect("op")).expect("json");
+    assert_eq!(
+        still_running["done"], false,
+        "answered while the create still ran: {still_running}"
+    );
+    for (what, r) in [
+        ("snapshot", snap.map(|_| ())),
+        ("restore", restore.map(|_| ())),
+        ("purge", purge.map(|_| ())),
+    ] {
+        let err = r.expect_err(what).to_string();
+        assert!(err.contains("NotFound"), "{what}: {err}");
+    }
+    assert_eq!(app.wait_op(&m, &op, "telegram:1").await["ok"], true);
 }

@@ -605,3 +605,81 @@ async fn a_conf_removed_or_replaced_outside_voxnix_stops_the_start() {
         "another tool's conf is left as it was"
     );
 }
+
+/// One owner's long commands must not starve the others: exec used to hold
+/// one of the daemon's 12 read permits for its whole run, so 12 `sleep`s of
+/// one owner froze list, status and logs for everyone. Commands now run
+/// outside the read permits, at most 4 per owner (the next is refused at
+/// once, `Busy`), and reads are shared fairly between owners.
+#[tokio::test]
+async fn one_owners_long_commands_do_not_hold_up_another() {
+    let app = Appliance::boot("").await;
+    for (name, owner) in [("one", "telegram:1"), ("two", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    let m = app.manager().await;
+    // Owner 1 floods: 12 commands of 60 s at once.
+    let mut flood = Vec::new();
+    for _ in 0..12 {
+        let m = m.clone();
+        flood.push(tokio::spawn(async move {
+            m.exec("one", "telegram:1", &["sleep", "60"], 90).await
+        }));
+    }
+    // Those beyond its share are refused at once, saying why.
+    let mut busy = 0;
+    for _ in 0..100 {
+        busy = 0;
+        for f in &flood {
+            if f.is_finished() {
+                busy += 1;
+            }
+        }
+        if busy >= 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(busy, 8, "8 of the 12 commands end at once");
+    let mut running = Vec::new();
+    for f in flood {
+        if f.is_finished() {
+            let err = f.await.expect("join").expect_err("refused");
+            assert!(
+                err.to_string().contains("Busy") && err.to_string().contains("wait for one"),
+                "{err}"
+            );
+        } else {
+            running.push(f);
+        }
+    }
+    assert_eq!(running.len(), 4);
+    // While owner 1's four run, owner 2 (and owner 1's own reads) are answered.
+    let list: Value =
+        serde_json::from_str(&m.list("telegram:2").await.expect("list")).expect("json");
+    assert_eq!(list[0]["name"], "two", "{list}");
+    let status: Value =
+        serde_json::from_str(&m.status("two", "telegram:2").await.expect("status")).expect("json");
+    assert_eq!(status["state"], "running");
+    let logs = m.logs("two", "telegram:2", 10).await;
+    assert!(logs.is_ok(), "{logs:?}");
+    let (code, out, _, _) = m
+        .exec("two", "telegram:2", &["echo", "still served"], 10)
+        .await
+        .expect("owner 2's command");
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).trim()),
+        (0, "still served")
+    );
+    assert!(m.list("telegram:1").await.is_ok());
+    assert!(
+        running.iter().all(|f| !f.is_finished()),
+        "all of this was answered while owner 1's commands still ran"
+    );
+    for f in running {
+        f.abort();
+    }
+}

@@ -183,3 +183,38 @@ async fn no_workspace_opt_out_and_quota() {
     );
     assert!(app.traces_of("more").await.is_empty());
 }
+
+/// `destroy --purge` by root on another owner's container deletes that
+/// owner's kept data, never root's own of the same name.
+#[tokio::test]
+async fn roots_purge_of_another_owners_container_purges_that_owners_kept_data() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    // Root's own "pz", destroyed: its workspace is kept.
+    assert_eq!(app.create(r#"{"name":"pz"}"#, "").await["ok"], true);
+    assert!(app.cli(&["destroy", "--yes", "pz"]).await.status.success());
+    // telegram:7's "pz", destroyed by root with --purge.
+    assert_eq!(
+        app.create(r#"{"name":"pz"}"#, "telegram:7").await["ok"],
+        true
+    );
+    let out = app.cli(&["destroy", "--yes", "--purge", "pz"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let kept = |owner: &'static str| {
+        let m = m.clone();
+        async move {
+            let v: Value = serde_json::from_str(&m.kept(owner).await.expect("kept")).expect("json");
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|k| k["container"] == "pz")
+                .count()
+        }
+    };
+    assert_eq!(
+        kept("telegram:7").await,
+        0,
+        "the owner's kept data is purged"
+    );
+    assert_eq!(kept("").await, 1, "root's own kept workspace is left");
+}

@@ -5,6 +5,7 @@
 //! container has a lock that serializes operations on it; name reservation is
 //! serialized by one short lock so two creates of one name cannot both win.
 
+pub mod admission;
 pub mod builder;
 pub mod error;
 pub mod fault;
@@ -37,11 +38,6 @@ pub use error::EngineError;
 pub use operations::{Event, OperationSnapshot, Operations};
 use records::{Phase, Record, RecordStore};
 use spec::ContainerSpec;
-
-/// Read requests served at once (see `Engine::reads`): 12 × at most ~8
-/// concurrent bus calls each stays well below the bus's 128 pending replies,
-/// leaving room for the operations running alongside.
-const READ_CONCURRENCY: usize = 12;
 
 /// Which containers a caller may see and act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +121,8 @@ pub struct Engine {
     /// allows a connection only so many pending replies (128 on the system
     /// bus): past that, calls fail with LimitsExceeded. Requests wait here
     /// instead, so load shows as latency, never as errors.
-    reads: tokio::sync::Semaphore,
+    /// Fair admission of reads and commands, per owner (see admission.rs).
+    admission: admission::Admission,
     locks: crate::keyed_locks::KeyedLocks,
     /// Containers voxnix is stopping on purpose, and since when.
     expected_stops: Mutex<HashMap<String, Instant>>,
@@ -198,7 +195,7 @@ impl Engine {
             known_modules,
             catalog,
             names: tokio::sync::Mutex::new(()),
-            reads: tokio::sync::Semaphore::new(READ_CONCURRENCY),
+            admission: admission::Admission::new(),
             locks: crate::keyed_locks::KeyedLocks::new(),
             expected_stops: Mutex::new(HashMap::new()),
             ops: Operations::new(events.clone()),
@@ -279,11 +276,8 @@ impl Engine {
         }
     }
 
-    async fn read_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, EngineError> {
-        self.reads
-            .acquire()
-            .await
-            .map_err(|_| EngineError::HostError("the daemon is shutting down".into()))
+    async fn read_permit(&self, scope: &Scope) -> Result<admission::Permit, EngineError> {
+        self.admission.read(scope).await
     }
 
     fn timeout(&self, secs: u64) -> Duration {
@@ -942,7 +936,7 @@ impl Engine {
     }
 
     pub async fn list(&self, scope: &Scope) -> Result<Vec<ContainerSummary>, EngineError> {
-        let _permit = self.read_permit().await?;
+        let _permit = self.read_permit(scope).await?;
         let (records, _) = self.records.load_all();
         let visible: Vec<Record> = records
             .into_values()
@@ -983,7 +977,7 @@ impl Engine {
     }
 
     pub async fn status(&self, scope: &Scope, name: &str) -> Result<ContainerStatus, EngineError> {
-        let _permit = self.read_permit().await?;
+        let _permit = self.read_permit(scope).await?;
         let record = self.visible(scope, name)?;
         let unit = container_unit(name);
         let (unit_status, machine) =
@@ -1041,7 +1035,7 @@ impl Engine {
         name: &str,
         lines: u32,
     ) -> Result<Vec<journal::LogLine>, EngineError> {
-        let _permit = self.read_permit().await?;
+        let _permit = self.read_permit(scope).await?;
         if lines == 0 || lines > 1000 {
             return Err(EngineError::InvalidArgument(format!(
                 "lines: {lines} is out of range; ask for 1 to 1000 lines"
@@ -1088,7 +1082,8 @@ impl Engine {
         argv: Vec<String>,
         timeout_secs: u32,
     ) -> Result<exec::ExecResult, EngineError> {
-        let _permit = self.read_permit().await?;
+        // Commands run for minutes: never on a read permit (see admission.rs).
+        let _permit = self.admission.exec(scope)?;
         self.visible(scope, name)?;
         if argv.is_empty() {
             return Err(EngineError::InvalidArgument(
@@ -1180,8 +1175,9 @@ impl Engine {
         let op = self.ops.begin("update", name, &record.owner);
         let engine = self.clone();
         let (op_id, name) = (op.clone(), name.to_string());
+        let asked = (record.owner.clone(), record.created_at);
         tokio::spawn(async move {
-            let result = engine.run_update(&op_id, &name, new_spec).await;
+            let result = engine.run_update(&op_id, &name, asked, new_spec).await;
             engine.ops.finish(
                 &op_id,
                 result.map(|s| serde_json::json!({ "name": name, "state": s })),
@@ -1194,15 +1190,21 @@ impl Engine {
         self: &Arc<Self>,
         op: &str,
         name: &str,
+        (owner, created_at): (Owner, u64),
         new_spec: ContainerSpec,
     ) -> Result<String, EngineError> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
+        // Checked again under the lock: while this update waited, the
+        // container may have been destroyed and its name taken by another
+        // owner, or be mid-destroy.
         let mut record = self
             .records
             .get(name)
             .map_err(io("reading the record"))?
+            .filter(|r| r.owner == owner && r.created_at == created_at)
             .ok_or_else(|| EngineError::not_found(name))?;
+        self.ensure_ready(&record)?;
         let previous = record.clone();
         record.begin("update");
         self.records
@@ -1336,6 +1338,10 @@ impl Engine {
     }
 
     pub async fn snapshot(&self, scope: &Scope, name: &str) -> Result<Snapshot, EngineError> {
+        // Visible first, so that another owner's busy container of the name
+        // answers NotFound at once, not after its lock (no timing oracle);
+        // checked again once the lock is held.
+        self.with_workspace(scope, name)?;
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
@@ -1355,6 +1361,7 @@ impl Engine {
         name: &str,
         id: &str,
     ) -> Result<(), EngineError> {
+        self.with_workspace(scope, name)?;
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
@@ -1370,8 +1377,17 @@ impl Engine {
 
     /// Removes the kept workspace of a destroyed container, explicitly.
     pub async fn purge(&self, owner: &Owner, name: &str) -> Result<u32, EngineError> {
+        // Kept data is the owner's own (by owner and name): the name's lock
+        // is needed only against this owner's own container of the name,
+        // never another's (whose busy lock would tell its existence).
+        let ours = self
+            .records
+            .get(name)
+            .ok()
+            .flatten()
+            .is_some_and(|r| &r.owner == owner);
         let lock = self.lock_for(name);
-        let _guard = lock.lock().await;
+        let _guard = if ours { Some(lock.lock().await) } else { None };
         let n = self.storage.purge_kept(owner, name).await?;
         if n == 0 {
             return Err(EngineError::NotFound(format!(
@@ -1384,6 +1400,7 @@ impl Engine {
     /// Puts the kept workspace of an earlier container of this name back into
     /// the (re-created) container; its current workspace is kept in turn.
     pub async fn restore_kept(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.with_workspace(scope, name)?;
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;

@@ -436,11 +436,24 @@ pub async fn destroy(g: &Global, name: &str, yes: bool, purge: bool) -> ExitCode
         Ok(m) => m,
         Err(c) => return c,
     };
+    // Whose kept data a purge deletes: the container's owner (root
+    // destroying another owner's container purges that owner's, not its own).
+    let owner = if g.owner.is_empty() && purge {
+        match m.status(name, "").await {
+            Ok(t) => serde_json::from_str::<Value>(&t)
+                .ok()
+                .and_then(|v| v["owner"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        g.owner.clone()
+    };
     if let Err(e) = m.destroy(name, &g.owner).await {
         return fail(&e);
     }
     if purge {
-        return match m.purge(name, &g.owner).await {
+        return match m.purge(name, &owner).await {
             Ok(_) => {
                 if !g.json {
                     println!("{name} destroyed, its workspace deleted");
