@@ -279,8 +279,8 @@ impl Ui for RecordingUi {
         self.push(format!("done {name}: {text}"));
         true
     }
-    async fn confirm_destroy(&self, name: &str, _what: &str, _token: &str) {
-        self.push(format!("confirm: {name}"));
+    async fn confirm(&self, question: &str, _yes: &str, _no: &str, _token: &str) {
+        self.push(format!("confirm: {question}"));
     }
 }
 

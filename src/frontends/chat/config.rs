@@ -83,7 +83,19 @@ pub struct LlmConfig {
     /// Messages of history sent with a request (whole turns, newest first),
     /// besides the system prompt.
     pub history_max_sent: usize,
+    /// Programs the agent's `run_command` may run without asking the person
+    /// first (matched on the command's first word, which must be one of
+    /// these exactly). Anything else waits for the person's confirmation:
+    /// the model reads text others can write (logs, files, banners).
+    pub read_only_commands: Vec<String>,
 }
+
+/// Programs that only look: no shells, interpreters, package managers,
+/// `find` (-delete, -exec), `git` (hooks and config run programs).
+pub const DEFAULT_READ_ONLY_COMMANDS: &[&str] = &[
+    "ls", "cat", "head", "tail", "wc", "df", "du", "ps", "uname", "id", "whoami", "uptime", "free",
+    "date", "pwd", "stat", "ss",
+];
 
 impl Default for LlmConfig {
     fn default() -> Self {
@@ -100,6 +112,10 @@ impl Default for LlmConfig {
             history_idle_secs: 30 * 60,
             history_max_kept: 200,
             history_max_sent: 40,
+            read_only_commands: DEFAULT_READ_ONLY_COMMANDS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         }
     }
 }
@@ -265,6 +281,15 @@ impl ChatConfig {
             && !(0.0..=2.0).contains(&t)
         {
             return Err(llm("temperature must be 0-2".into()));
+        }
+        if let Some(bad) = l
+            .read_only_commands
+            .iter()
+            .find(|c| c.is_empty() || c.contains('/') || c.chars().any(char::is_whitespace))
+        {
+            return Err(llm(format!(
+                "read_only_commands: {bad:?} is not a program name (no paths, no spaces)"
+            )));
         }
         let t = &self.telegram;
         if !(1..=50).contains(&t.poll_timeout_secs) {

@@ -48,9 +48,9 @@ impl Ui for TerminalUi {
         true
     }
 
-    async fn confirm_destroy(&self, name: &str, what: &str, _token: &str) {
+    async fn confirm(&self, question: &str, _yes: &str, _no: &str, _token: &str) {
         out(&format!(
-            "Destroy {name}? {what} Type yes to confirm; anything else keeps it."
+            "{question} Type yes to confirm; anything else says no."
         ));
     }
 }

@@ -629,14 +629,14 @@ impl Ui for TelegramUi {
         self.edit(pm.id, &full).await
     }
 
-    async fn confirm_destroy(&self, name: &str, what: &str, token: &str) {
+    async fn confirm(&self, question: &str, yes: &str, no: &str, token: &str) {
         let keyboard = InlineKeyboardMarkup::new([[
-            InlineKeyboardButton::callback("✅ Destroy", format!("vx:d:{token}:y")),
-            InlineKeyboardButton::callback("❌ Keep", format!("vx:d:{token}:n")),
+            InlineKeyboardButton::callback(yes, format!("vx:d:{token}:y")),
+            InlineKeyboardButton::callback(no, format!("vx:d:{token}:n")),
         ]]);
         let r = self
             .bot
-            .send_message(self.chat, format!("Destroy container {name}? {what}"))
+            .send_message(self.chat, question.to_string())
             .reply_markup(keyboard)
             .await;
         if let Err(e) = r {
