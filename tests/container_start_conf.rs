@@ -383,8 +383,9 @@ async fn the_stand_in_reads_each_conf_key_as_nixos_does() {
         "INTERFACES=\"\"\nMACVLANS=\"\"\n".into(),
         "EXTRA_NSPAWN_FLAGS=\"--bind=/a:/b  --capability=CAP_NET_ADMIN\"\n".into(),
         "EXTRA_NSPAWN_FLAGS=\"\"\n".into(),
-        // Read but without effect on the arguments in either (NixOS boots
-        // it; the stand-in cannot).
+        // Read, and here without effect on the arguments in either: NixOS
+        // boots it (and adds --personality=x86 when it is an i686 system,
+        // which this path is not); the stand-in cannot boot it.
         "SYSTEM_PATH=/nix/store/x-system\n".into(),
         // All at once.
         "PRIVATE_NETWORK=1\nPRIVATE_USERS=pick\nHOST_BRIDGE=br-vox\nHOST_PORT=80\n\

@@ -590,6 +590,15 @@ async fn a_conf_removed_or_replaced_outside_voxnix_stops_the_start() {
         "{}",
         stderr(&out)
     );
+    // Started by anything else (systemctl, NixOS's tools, a reboot inside
+    // the container): refused by the template's voxnix pre-start step.
+    let direct = app
+        .sh("systemctl start container@peer.service; systemctl is-active container@peer.service; \
+             journalctl -u container@peer.service --no-pager -o cat | grep -c 'refusing to start peer'")
+        .await;
+    let lines: Vec<&str> = direct.lines().collect();
+    assert_ne!(lines.first().copied(), Some("active"), "{direct}");
+    assert_ne!(lines.last().copied(), Some("0"), "{direct}");
     assert_eq!(app.cli(&["repair", "peer"]).await.status.code(), Some(5));
     assert_eq!(
         app.cli(&["update", "peer", "git"]).await.status.code(),

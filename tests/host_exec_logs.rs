@@ -30,7 +30,9 @@ async fn start_container(sandbox: &Sandbox, name: &str) -> Container {
         sandbox
             .root()
             .join(format!("etc/nixos-containers/{name}.conf")),
-        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\nCOPY_RESOLV_CONF=0\n",
+        // User-namespaced, as voxnix's containers are (their journal is
+        // read from inside that namespace).
+        "PRIVATE_NETWORK=1\nHOST_BRIDGE=br-vox\nCOPY_RESOLV_CONF=0\nPRIVATE_USERS=pick\n",
     )
     .expect("write conf");
     let out = sandbox

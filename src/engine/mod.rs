@@ -394,7 +394,10 @@ impl Engine {
             self.ops
                 .progress(op, "storage", "preparing the persistent /workspace");
             let path = self.storage.workspace_path(&record.owner, name)?;
-            if path.symlink_metadata().is_err() {
+            if path
+                .symlink_metadata()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
                 // Recorded first: a rollback (after a failure or a crash)
                 // removes the workspace this create makes.
                 record.workspace_made_by_create = true;
@@ -705,12 +708,7 @@ impl Engine {
         fault::point("destroy:reverted");
         // Never another tool's conf (e.g. a NixOS declarative container's,
         // a link into /etc/static): only voxnix's, or nothing.
-        let foreign = self
-            .records
-            .get(name)
-            .ok()
-            .flatten()
-            .is_some_and(|r| self.conf_state(&r) == ConfState::Foreign);
+        let foreign = self.confs.state(name, "") == ConfState::Foreign;
         if foreign {
             tracing::warn!(
                 container = name,
@@ -841,8 +839,17 @@ impl Engine {
         if record.spec.modules.iter().any(|m| m == "tailscale") {
             self.tailscale_logout(&record.name).await;
         }
-        self.remove_from_host(&record.name).await?;
-        self.remove_leftovers(&record.name)?;
+        if self.confs.state(&record.name, "") == ConfState::Foreign {
+            // Another tool's container has the name now (its conf, unit,
+            // root and profile): voxnix forgets its own and touches none.
+            tracing::warn!(
+                container = %record.name,
+                "its conf is another tool's: only voxnix's record and workspace are removed"
+            );
+        } else {
+            self.remove_from_host(&record.name).await?;
+            self.remove_leftovers(&record.name)?;
+        }
         if record.spec.workspace {
             // Nothing is lost by surprise: the workspace is kept (with its
             // snapshots) for the retention period unless purged explicitly.
@@ -1205,6 +1212,16 @@ impl Engine {
             .filter(|r| r.owner == owner && r.created_at == created_at)
             .ok_or_else(|| EngineError::not_found(name))?;
         self.ensure_ready(&record)?;
+        match self.conf_state(&record) {
+            ConfState::Ok | ConfState::Outdated => {}
+            state => {
+                return Err(EngineError::Conflict(conf_problem(
+                    name,
+                    state,
+                    &self.confs.path(name),
+                )));
+            }
+        }
         let previous = record.clone();
         record.begin("update");
         self.records

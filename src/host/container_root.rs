@@ -30,6 +30,39 @@ const DIRECTORIES: &[&str] = &[
 /// Files it touches.
 const FILES: &[&str] = &["etc/os-release", "etc/machine-id"];
 
+/// Whether a container may start as far as its conf is concerned: a
+/// container voxnix has a record of (`records_dir/NAME.json`) starts only
+/// with voxnix's own conf (`conf`, a plain file that begins with
+/// [`super::conf::HEADER`]). Run for every start, however triggered (a
+/// reboot inside the container, `systemctl start`, NixOS's tools): started
+/// without its conf, the template would boot it without its user namespace
+/// and private network. Containers voxnix has no record of are not its
+/// business.
+pub fn check_conf(records_dir: &Path, conf: &Path, name: &str) -> Result<(), String> {
+    if records_dir
+        .join(format!("{name}.json"))
+        .symlink_metadata()
+        .is_err()
+    {
+        return Ok(());
+    }
+    let ours = match conf.symlink_metadata() {
+        Ok(m) if m.is_file() => std::fs::read(conf)
+            .map(|t| t.starts_with(super::conf::HEADER.as_bytes()))
+            .unwrap_or(false),
+        _ => false,
+    };
+    if ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing or was not written by voxnix; `voxnix repair {name}` writes it \
+             again, `voxnix destroy {name}` removes the container",
+            conf.display()
+        ))
+    }
+}
+
 /// What [`prepare`] changed (paths removed), for the log.
 pub type Repairs = Vec<PathBuf>;
 

@@ -372,28 +372,65 @@ fn field(entry: &EntryRef, name: &str) -> Option<String> {
 
 fn to_line(entry: &EntryRef, source: LogSource) -> LogLine {
     let raw = entry.get("MESSAGE").unwrap_or_default();
-    let mut message = if raw.len() > MAX_MESSAGE_BYTES {
-        let mut m = String::from_utf8_lossy(&raw[..MAX_MESSAGE_BYTES]).into_owned();
-        m.push('…');
-        m
-    } else {
-        String::from_utf8_lossy(raw).into_owned()
-    };
+    // Decoded first, then cut on a character boundary: an invalid byte
+    // becomes a 3-byte U+FFFD, so cutting the raw bytes could still exceed
+    // the bound.
+    let mut message = cut(
+        String::from_utf8_lossy(&raw[..raw.len().min(MAX_MESSAGE_BYTES)]).into_owned(),
+        MAX_MESSAGE_BYTES,
+        raw.len() > MAX_MESSAGE_BYTES,
+    );
     while message.ends_with('\n') {
         message.pop();
     }
+    let short = |v: Option<String>| v.map(|v| cut(v, MAX_NAME_BYTES, false));
     LogLine {
         timestamp_usec: entry.realtime_usec(),
         source,
-        unit: field(entry, "UNIT").or_else(|| field(entry, "_SYSTEMD_UNIT")),
-        identifier: field(entry, "SYSLOG_IDENTIFIER").or_else(|| field(entry, "_COMM")),
+        unit: short(field(entry, "UNIT").or_else(|| field(entry, "_SYSTEMD_UNIT"))),
+        identifier: short(field(entry, "SYSLOG_IDENTIFIER").or_else(|| field(entry, "_COMM"))),
         message,
     }
+}
+
+/// Unit names and identifiers are cut to this many bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// `s` cut to at most `max` bytes on a character boundary, ending with `…`
+/// when anything was cut (or `more` says the source was longer).
+fn cut(mut s: String, max: usize, more: bool) -> String {
+    let long = s.len() > max;
+    if long {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    if long || more {
+        s.push('…');
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_stay_within_their_bounds() {
+        // Invalid bytes grow threefold when decoded.
+        let decoded = String::from_utf8_lossy(&[0xff; 100]).into_owned();
+        assert_eq!(decoded.len(), 300);
+        let c = cut(decoded, 100, false);
+        assert!(
+            c.len() <= 100 + '…'.len_utf8() && c.ends_with('…'),
+            "{}",
+            c.len()
+        );
+        assert_eq!(cut("abc".into(), 10, false), "abc");
+        assert_eq!(cut("abc".into(), 10, true), "abc…");
+    }
 
     #[test]
     fn machine_ids_are_validated() {

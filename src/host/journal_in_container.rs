@@ -28,7 +28,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::journal::{JournalError, LogLine, LogSource, MAX_LINES, MAX_MESSAGE_BYTES};
+use super::journal::{
+    JournalError, LogLine, LogSource, MAX_LINES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES,
+};
 use super::namespaces::{JOIN_STEPS, Namespaces, join};
 
 /// The hidden subcommand the reader runs as.
@@ -40,7 +42,11 @@ const MNT_FD: RawFd = 3;
 const USER_FD: RawFd = 4;
 /// What a reader may print per line at most: a message of
 /// [`MAX_MESSAGE_BYTES`], each byte escaped (`\u0000`), plus the other fields.
-const MAX_JSON_PER_LINE: usize = MAX_MESSAGE_BYTES * 6 + 4096;
+const MAX_JSON_PER_LINE: usize = (MAX_MESSAGE_BYTES + 2 * MAX_NAME_BYTES) * 6 + 1024;
+
+/// What the daemon reads of a reader's answer at most (12 reads at once
+/// stay within a few hundred MiB whatever the container logs).
+const MAX_OUTPUT: usize = 24 * 1024 * 1024;
 
 /// The newest `n` lines of the journal of machine `machine_id` (canonical)
 /// in the running container whose leader is `leader` (in `proc_root`),
@@ -67,6 +73,16 @@ pub fn read(
             )));
         }
     };
+    // A leader in the host's user namespace is a container without one of
+    // its own (made before voxnix used them), or a host process that got a
+    // reused PID: read as host root, neither may be trusted.
+    if ns.user.is_none() {
+        return Err(JournalError::Container(
+            "the container runs without a user namespace of its own (it was started before \
+             voxnix used them); restart it to read its journal"
+                .into(),
+        ));
+    }
     let mnt = ns.mnt.as_raw_fd();
     let user = ns.user.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut cmd = Command::new(reader);
@@ -106,7 +122,7 @@ pub fn read(
     })?;
     drop(ns);
 
-    let limit = n * MAX_JSON_PER_LINE + 2;
+    let limit = (n * MAX_JSON_PER_LINE + 2).min(MAX_OUTPUT);
     let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -171,6 +187,10 @@ pub fn read(
             l.source != LogSource::Container
                 || l.timestamp_usec < since
                 || l.message.len() > MAX_MESSAGE_BYTES + '…'.len_utf8()
+                || [&l.unit, &l.identifier].iter().any(|f| {
+                    f.as_ref()
+                        .is_some_and(|f| f.len() > MAX_NAME_BYTES + '…'.len_utf8())
+                })
         });
     if bad {
         return Err(JournalError::Container(

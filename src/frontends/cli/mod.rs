@@ -108,6 +108,9 @@ pub enum Command {
     /// by container@.service before each start; see src/host/container_root.rs).
     #[command(hide = true)]
     ContainerPreStart {
+        /// The daemon's configuration (where its records and the conf files are).
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
         /// The container's root, e.g. /var/lib/nixos-containers/NAME.
         root: PathBuf,
     },
@@ -186,8 +189,9 @@ fn name_taken_for_an_option(args: &[String], e: &clap::Error) -> Option<String> 
     if args.get(at + 1) != Some(arg) {
         return None;
     }
-    // `--bogus dev` is a mistyped option before a name, not a name.
-    if arg.starts_with("--") && args.len() > at + 2 {
+    // Only as the last word: `--bogus dev` or `-z dev` is a mistyped option
+    // before a name, not a name.
+    if args.len() > at + 2 {
         return None;
     }
     let why = crate::model::container_name::validate(arg).err()?;
@@ -202,11 +206,16 @@ pub fn main() -> ExitCode {
     // The daemon's journal reader (src/host/journal_in_container.rs): it joins
     // a container's namespaces, which needs a process without threads, so it
     // runs before the argument parser, tracing and the async runtime.
-    let args: Vec<String> = std::env::args().collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // For the checks below only; clap gets the arguments as they are.
+    let args: Vec<String> = raw
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if args.get(1).map(String::as_str) == Some(crate::host::journal_in_container::SUBCOMMAND) {
         return crate::host::journal_in_container::reader_main(&args[2..]);
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::try_parse_from(&raw) {
         Ok(cli) => cli,
         Err(e) => {
             if let Some(msg) = name_taken_for_an_option(&args, &e) {
@@ -275,25 +284,44 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Chat(a) => crate::frontends::chat::terminal::run(g.bus.clone(), a).await,
         Command::Telegram(a) => crate::frontends::telegram::run(g.bus.clone(), a).await,
-        Command::ContainerPreStart { root } => match crate::host::container_root::prepare(&root) {
-            Ok(repairs) => {
-                for path in repairs {
-                    // To the unit's journal: what a container had put there.
-                    eprintln!(
-                        "voxnix: removed {} before the start (not a plain directory or file)",
-                        path.display()
-                    );
-                }
-                ExitCode::SUCCESS
+        Command::ContainerPreStart { config, root } => {
+            // A container of voxnix's starts only with voxnix's conf.
+            if let (Ok(cfg), Some(name)) = (
+                crate::config::Config::load(&config),
+                root.file_name().and_then(|n| n.to_str()),
+            ) && let Err(why) = crate::host::container_root::check_conf(
+                &cfg.state_dir.join("containers"),
+                &cfg.conf_dir.join(format!("{name}.conf")),
+                name,
+            ) {
+                eprintln!("voxnix: refusing to start {name}: {why}");
+                return ExitCode::from(exit::HOST);
             }
-            Err(e) => {
-                eprintln!("voxnix: refusing to start: {}: {e}", root.display());
-                ExitCode::from(exit::HOST)
-            }
-        },
+            pre_start(&root)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "voxnix", &mut std::io::stdout());
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The root made safe for NixOS's start script (see host/container_root.rs).
+fn pre_start(root: &std::path::Path) -> ExitCode {
+    match crate::host::container_root::prepare(root) {
+        Ok(repairs) => {
+            for path in repairs {
+                // To the unit's journal: what a container had put there.
+                eprintln!(
+                    "voxnix: removed {} before the start (not a plain directory or file)",
+                    path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("voxnix: refusing to start: {}: {e}", root.display());
+            ExitCode::from(exit::HOST)
         }
     }
 }
