@@ -1069,3 +1069,65 @@ async fn an_injected_instruction_runs_nothing_unconfirmed() {
     assert_eq!(code, 0, "the confirmed command ran");
     bot.stop().await;
 }
+
+/// In a group, each person acts as themselves (the sender, not the chat):
+/// only allowlisted people may use the bot there, their containers are
+/// their own, and only the person who asked can answer a confirmation.
+#[tokio::test]
+async fn in_a_group_each_person_acts_as_themselves() {
+    const GROUP: i64 = -500;
+    const MALLORY: i64 = 1003;
+    let app = Appliance::boot("").await;
+    let tg = FakeTelegram::start().await;
+    let bot = Bot::start(&app, &tg, None, &[ALICE, BOB, GROUP]).await;
+    let m = app.manager().await;
+
+    // A member of the allowed group who is not on the list is refused.
+    tg.send_text_from(GROUP, MALLORY, "/create mine");
+    tg.wait_text(GROUP, &format!("{REFUSAL} {MALLORY}"), T)
+        .await
+        .expect("a refusal naming the person");
+    // Alice creates in the group: the container is hers, not the group's.
+    tg.send_text_from(GROUP, ALICE, "/create gdev");
+    tg.wait_text(GROUP, "gdev is running", Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|| panic!("created; sent: {:?}", tg.texts_to(GROUP)));
+    assert!(m.status("gdev", "telegram:1001").await.is_ok(), "Alice's");
+    assert!(
+        m.status("gdev", "telegram:-500").await.is_err(),
+        "not the group's"
+    );
+    assert!(
+        m.status("gdev", "telegram:1002").await.is_err(),
+        "not Bob's"
+    );
+    // Bob in the same group does not see it.
+    tg.send_text_from(GROUP, BOB, "/status gdev");
+    tg.wait_text(GROUP, "Could not show gdev", T)
+        .await
+        .expect("NotFound for Bob");
+    // Alice asks to destroy it; Bob's press does nothing, Alice's does.
+    tg.send_text_from(GROUP, ALICE, "/destroy gdev");
+    let confirm = tg
+        .wait_for(T, |c| {
+            c.iter()
+                .find(|c| c.method == "sendMessage" && c.body["reply_markup"].is_object())
+                .cloned()
+        })
+        .await
+        .expect("a confirmation");
+    let (yes, _) = inline_keyboard(&confirm).expect("buttons");
+    tg.press_from(GROUP, BOB, confirm.message_id, &yes);
+    tg.wait_text(GROUP, "expired or is not yours", T)
+        .await
+        .expect("Bob cannot confirm");
+    assert!(
+        m.status("gdev", "telegram:1001").await.is_ok(),
+        "still there"
+    );
+    tg.press_from(GROUP, ALICE, confirm.message_id, &yes);
+    tg.wait_text(GROUP, "gdev is destroyed", T)
+        .await
+        .expect("Alice confirms");
+    bot.stop().await;
+}

@@ -91,6 +91,16 @@ async fn cli_creates_lists_operates_and_destroys() {
     let st: Value = serde_json::from_str(&stdout(&app.cli(&["status", "web", "--json"]).await))
         .expect("status");
     assert_eq!(st["state"], "stopped");
+    // A stopped container's own journal is still read (through its root).
+    let out = app.cli(&["logs", "web", "-n", "200", "--json"]).await;
+    let logs: Value = serde_json::from_str(&stdout(&out)).expect("logs --json");
+    assert!(
+        logs.as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["source"] == "container"),
+        "the stopped container's own lines: {logs}"
+    );
     assert!(app.cli(&["start", "web"]).await.status.success());
     assert!(app.cli(&["restart", "web"]).await.status.success());
     let st: Value = serde_json::from_str(&stdout(&app.cli(&["status", "web", "--json"]).await))

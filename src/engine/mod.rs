@@ -1068,9 +1068,14 @@ impl Engine {
                 },
                 None => journal::ContainerJournal::Stopped(&stopped_root),
             };
+            // Stopped: the id its root holds names its journal directory.
+            let id = match &machine {
+                Some(m) => Some(m.id_hex.clone()),
+                None => journal::machine_id_in_root(&stopped_root),
+            };
             journal::container_logs(
                 &root,
-                machine.as_ref().map(|m| m.id_hex.as_str()),
+                id.as_deref(),
                 container,
                 &unit,
                 lines as usize,

@@ -223,6 +223,26 @@ pub(crate) fn own_journal(
     Ok(lines)
 }
 
+/// The machine id a stopped container's root holds (`etc/machine-id`, which
+/// names its journal directory), read inside the root: a link resolves in
+/// it, only a regular file is read (never blocking on a FIFO), at most a
+/// line.
+pub fn machine_id_in_root(root: &Path) -> Option<String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use std::io::Read;
+    let dir = File::open(root).ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let file = File::from(openat2(&dir, "etc/machine-id", how).ok()?);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text).ok()?;
+    parse_machine_id(text.lines().next().unwrap_or(""))
+}
+
 /// A machine id in canonical form (32 lowercase hex digits), if `s` is one.
 fn parse_machine_id(s: &str) -> Option<String> {
     let s = s.trim();
@@ -416,6 +436,30 @@ fn cut(mut s: String, max: usize, more: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_roots_machine_id_is_read_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        assert_eq!(machine_id_in_root(r), None);
+        std::fs::write(
+            r.join("etc/machine-id"),
+            "DC8DCA18BCCC4D8E97E92BE1B543A473\n",
+        )
+        .unwrap();
+        assert_eq!(
+            machine_id_in_root(r).as_deref(),
+            Some("dc8dca18bccc4d8e97e92be1b543a473")
+        );
+        // A link resolves inside the root (here to nothing), a FIFO is not read.
+        std::fs::remove_file(r.join("etc/machine-id")).unwrap();
+        std::os::unix::fs::symlink("/etc/machine-id", r.join("etc/machine-id")).unwrap();
+        assert_eq!(machine_id_in_root(r), None);
+        std::fs::remove_file(r.join("etc/machine-id")).unwrap();
+        nix::unistd::mkfifo(&r.join("etc/machine-id"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(machine_id_in_root(r), None);
+    }
 
     #[test]
     fn cuts_stay_within_their_bounds() {

@@ -125,11 +125,28 @@ fn chat(id: i64) -> Value {
 
 /// A message as the Bot API sends it.
 pub fn tg_message(chat_id: i64, message_id: i64, from_bot: bool, text: &str) -> Value {
+    tg_message_from(
+        chat_id,
+        if from_bot { 999 } else { chat_id.abs() },
+        from_bot,
+        message_id,
+        text,
+    )
+}
+
+/// A message of person (or bot) `from` in `chat_id`.
+pub fn tg_message_from(
+    chat_id: i64,
+    from: i64,
+    from_bot: bool,
+    message_id: i64,
+    text: &str,
+) -> Value {
     json!({
         "message_id": message_id,
         "date": 1_700_000_000,
         "chat": chat(chat_id),
-        "from": user(if from_bot { 999 } else { chat_id.abs() }, from_bot),
+        "from": user(from, from_bot),
         "text": text,
     })
 }
@@ -240,6 +257,24 @@ impl FakeTelegram {
     /// A person in `chat` sends `text`.
     pub fn send_text(&self, chat_id: i64, text: &str) {
         self.push(|_, mid| json!({"message": tg_message(chat_id, mid, false, text)}));
+    }
+
+    /// Person `from` sends `text` in `chat` (a group, when negative).
+    pub fn send_text_from(&self, chat_id: i64, from: i64, text: &str) {
+        self.push(|_, mid| json!({"message": tg_message_from(chat_id, from, false, mid, text)}));
+    }
+
+    /// Person `from` presses a button with `data` in `chat`.
+    pub fn press_from(&self, chat_id: i64, from: i64, message_id: i64, data: &str) {
+        self.push(|uid, _| {
+            json!({"callback_query": {
+                "id": format!("cb-{uid}"),
+                "from": user(from, false),
+                "message": tg_message(chat_id, message_id, true, "Destroy?"),
+                "chat_instance": "ci",
+                "data": data,
+            }})
+        });
     }
 
     /// A person in `chat` sends a voice note.

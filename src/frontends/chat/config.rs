@@ -171,6 +171,14 @@ impl TelegramConfig {
         self.allowed_chat_ids.contains(&chat) || self.admin_chat_ids.contains(&chat)
     }
 
+    /// Whether `sender` (a person's id) may use the bot in `chat`: the
+    /// person is on a list (a private chat's id is its person's), and the
+    /// chat is their private chat or a group on a list. In a group every
+    /// person acts as themselves, never as the group.
+    pub fn allows_sender(&self, chat: i64, sender: i64) -> bool {
+        self.allows(sender) && (chat == sender || self.allows(chat))
+    }
+
     pub fn is_admin(&self, chat: i64) -> bool {
         self.admin_chat_ids.contains(&chat)
     }

@@ -153,10 +153,12 @@ impl<D: AlertSource> Telegram<D> {
 }
 
 impl<D: Daemon> Inner<D> {
-    fn session(&self, chat: i64) -> Session {
+    /// The session of the person who sent a message or pressed a button:
+    /// the owner is the person (`telegram:<user id>`), also in a group.
+    fn session(&self, sender: i64) -> Session {
         Session {
-            owner: Owner::telegram(chat),
-            admin: self.cfg.is_admin(chat),
+            owner: Owner::telegram(sender),
+            admin: self.cfg.is_admin(sender),
             surface: Surface::Telegram,
         }
     }
@@ -211,15 +213,28 @@ impl<D: Daemon> Inner<D> {
 
     /// Sends an update to its chat's worker, or refuses a stranger.
     fn dispatch(self: &Arc<Self>, u: Update, tasks: &mut JoinSet<()>) {
-        let (chat, job) = match u.kind {
-            UpdateKind::Message(m) => (m.chat.id.0, Job::Message(Box::new(m))),
+        let (chat, sender, job) = match u.kind {
+            UpdateKind::Message(m) => {
+                // Who sent it: a person (never another bot, never a channel).
+                let sender = m
+                    .from
+                    .as_ref()
+                    .filter(|u| !u.is_bot)
+                    .and_then(|u| i64::try_from(u.id.0).ok());
+                (m.chat.id.0, sender, Job::Message(Box::new(m)))
+            }
             UpdateKind::CallbackQuery(q) => match q.message.as_ref().map(|m| m.chat().id.0) {
-                Some(c) => (c, Job::Callback(Box::new(q))),
+                Some(c) => {
+                    let sender = Some(&q.from)
+                        .filter(|u| !u.is_bot)
+                        .and_then(|u| i64::try_from(u.id.0).ok());
+                    (c, sender, Job::Callback(Box::new(q)))
+                }
                 None => return,
             },
             _ => return,
         };
-        if !self.cfg.allows(chat) {
+        if !sender.is_some_and(|s| self.cfg.allows_sender(chat, s)) {
             // Off the polling loop, so strangers never slow anyone down.
             let me = self.clone();
             tasks.spawn(async move { me.refuse(chat, job).await });
@@ -262,7 +277,10 @@ impl<D: Daemon> Inner<D> {
                 };
                 tracing::info!(chat, first, "message from a chat not on the allowlist");
                 if first {
-                    let text = format!("{REFUSAL} {chat}");
+                    let text = match &job_sender(&job) {
+                        Some(id) => format!("{REFUSAL} {id}"),
+                        None => format!("{REFUSAL} {chat}"),
+                    };
                     if let Err(e) = self.bot.send_message(ChatId(chat), text).await {
                         tracing::warn!(error = %redact(&e.to_string()), "cannot send the refusal");
                     }
@@ -294,7 +312,10 @@ impl<D: Daemon> Inner<D> {
     }
 
     async fn on_message(&self, chat: i64, m: &Message) {
-        let s = self.session(chat);
+        let Some(sender) = m.from.as_ref().and_then(|u| i64::try_from(u.id.0).ok()) else {
+            return;
+        };
+        let s = self.session(sender);
         let ui = TelegramUi::new(self.bot.clone(), ChatId(chat));
         let _typing = Typing::start(self.bot.clone(), ChatId(chat));
         if let Some(text) = m.text() {
@@ -379,7 +400,12 @@ impl<D: Daemon> Inner<D> {
             let _ = self.bot.answer_callback_query(q.id.clone()).await;
             return;
         };
-        let s = self.session(chat);
+        // The person who pressed it: only the one who was asked can answer
+        // (another person's session has no such confirmation).
+        let Ok(sender) = i64::try_from(q.from.id.0) else {
+            return;
+        };
+        let s = self.session(sender);
         let outcome = if yes {
             // Destroying takes a moment; stop the button's spinner first.
             let _ = self
@@ -642,6 +668,14 @@ impl Ui for TelegramUi {
         if let Err(e) = r {
             tracing::warn!(chat = self.chat.0, error = %redact(&e.to_string()), "cannot send a confirmation");
         }
+    }
+}
+
+/// The person behind a job, if the update names one.
+fn job_sender(job: &Job) -> Option<i64> {
+    match job {
+        Job::Message(m) => m.from.as_ref().and_then(|u| i64::try_from(u.id.0).ok()),
+        Job::Callback(q) => i64::try_from(q.from.id.0).ok(),
     }
 }
 
