@@ -156,7 +156,7 @@ impl Daemon for FakeDaemon {
     async fn repair(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {
         self.find(owner, name).map(|_| ())
     }
-    async fn restore_kept(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {
+    async fn restore_kept(&self, owner: &Owner, name: &str, _from: &str) -> Result<(), ApiFailure> {
         self.find(owner, name).map(|_| ())
     }
     async fn destroy(&self, owner: &Owner, name: &str) -> Result<(), ApiFailure> {

@@ -218,3 +218,84 @@ async fn roots_purge_of_another_owners_container_purges_that_owners_kept_data() 
     );
     assert_eq!(kept("").await, 1, "root's own kept workspace is left");
 }
+
+/// A destroyed container's kept workspace is not stranded when someone
+/// else takes its name: its owner restores it into a container of another
+/// name (`storage restore-kept NEW --from OLD`).
+#[tokio::test]
+async fn a_kept_workspace_comes_back_under_another_name() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    assert_eq!(
+        app.create(r#"{"name":"old"}"#, "telegram:7").await["ok"],
+        true
+    );
+    let (code, _, _, _) = m
+        .exec(
+            "old",
+            "telegram:7",
+            &["sh", "-c", "echo notes > /workspace/notes"],
+            10,
+        )
+        .await
+        .expect("write");
+    assert_eq!(code, 0);
+    m.destroy("old", "telegram:7").await.expect("destroy");
+    // Someone else takes the name.
+    assert_eq!(
+        app.create(r#"{"name":"old"}"#, "telegram:8").await["ok"],
+        true
+    );
+    // Another owner cannot take it, whatever the name.
+    assert_eq!(
+        app.create(r#"{"name":"new"}"#, "telegram:9").await["ok"],
+        true
+    );
+    let err = m
+        .restore_kept_from("new", "old", "telegram:9")
+        .await
+        .expect_err("not theirs");
+    assert!(err.to_string().contains("NotFound"), "{err}");
+    // Its owner brings it back under a new name.
+    assert_eq!(
+        app.create(r#"{"name":"fresh"}"#, "telegram:7").await["ok"],
+        true
+    );
+    let out = app
+        .cli(&[
+            "--as",
+            "telegram:7",
+            "storage",
+            "restore-kept",
+            "fresh",
+            "--from",
+            "old",
+        ])
+        .await;
+    assert!(out.status.success(), "{out:?}");
+    let (code, out, _, _) = m
+        .exec("fresh", "telegram:7", &["cat", "/workspace/notes"], 10)
+        .await
+        .expect("read");
+    assert_eq!((code, String::from_utf8_lossy(&out).trim()), (0, "notes"));
+    let kept: Value =
+        serde_json::from_str(&m.kept("telegram:7").await.expect("kept")).expect("json");
+    assert!(
+        kept.as_array()
+            .into_iter()
+            .flatten()
+            .all(|k| k["container"] != "old"),
+        "moved, not copied: {kept}"
+    );
+    // The other owner's container of the old name is untouched.
+    let (code, _, _, _) = m
+        .exec(
+            "old",
+            "telegram:8",
+            &["test", "!", "-e", "/workspace/notes"],
+            10,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(code, 0);
+}

@@ -33,6 +33,7 @@ pub trait Manager {
     fn kept(&self, owner: &str) -> zbus::Result<String>;
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;
+    fn restore_kept_from(&self, name: &str, from: &str, owner: &str) -> zbus::Result<()>;
     fn modules(&self) -> zbus::Result<String>;
     fn host_health(&self, owner: &str) -> zbus::Result<String>;
 

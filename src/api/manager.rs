@@ -289,6 +289,20 @@ impl Manager {
         Ok(self.engine.restore_kept(&scope, name).await?)
     }
 
+    /// Puts the kept workspace of the owner's destroyed container `from`
+    /// into the container `name` (when someone else took `from`'s name).
+    async fn restore_kept_from(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        from: &str,
+        owner: &str,
+    ) -> Result<(), ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        Ok(self.engine.restore_kept_from(&scope, name, from).await?)
+    }
+
     /// The module library, as a JSON array of {name, description, settings,
     /// credentials} (just {name} when the library cannot be read).
     async fn modules(&self) -> Result<String, ApiError> {

@@ -1422,12 +1422,25 @@ impl Engine {
     /// Puts the kept workspace of an earlier container of this name back into
     /// the (re-created) container; its current workspace is kept in turn.
     pub async fn restore_kept(&self, scope: &Scope, name: &str) -> Result<(), EngineError> {
+        self.restore_kept_from(scope, name, name).await
+    }
+
+    /// Puts the kept workspace of the owner's destroyed container `from`
+    /// into the container `name` (its current workspace is kept in turn).
+    pub async fn restore_kept_from(
+        &self,
+        scope: &Scope,
+        name: &str,
+        from: &str,
+    ) -> Result<(), EngineError> {
+        spec::validate_name(from)
+            .map_err(|e| EngineError::InvalidArgument(format!("from: {}", e.rule)))?;
         self.with_workspace(scope, name)?;
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
-        self.while_stopped(&r, || self.storage.restore_kept(&r.owner, name))
+        self.while_stopped(&r, || self.storage.restore_kept_from(&r.owner, name, from))
             .await
     }
 

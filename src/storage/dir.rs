@@ -651,15 +651,21 @@ impl DirBackend {
         Ok(out)
     }
 
-    pub fn restore_kept(&self, owner: &Owner, name: &str, now: u64) -> Result<(), StorageError> {
+    pub fn restore_kept(
+        &self,
+        owner: &Owner,
+        name: &str,
+        from: &str,
+        now: u64,
+    ) -> Result<(), StorageError> {
         let p = self.paths(owner, name);
         let newest = self
             .kept(owner)?
             .into_iter()
-            .filter(|k| k.container == name)
+            .filter(|k| k.container == from)
             .max_by(|a, b| a.id.cmp(&b.id))
             .ok_or_else(|| StorageError::NotFound {
-                what: format!("kept workspace of container '{name}'"),
+                what: format!("kept workspace of container '{from}'"),
             })?;
         // Whatever is there now is kept too, never overwritten.
         if is_dir(&p.cdir) {

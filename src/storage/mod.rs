@@ -582,14 +582,40 @@ impl Storage {
     /// overwritten. Call [`Storage::ensure_workspace`] afterwards for the
     /// path. The container must be stopped.
     pub async fn restore_kept(&self, owner: &Owner, name: &str) -> Result<(), StorageError> {
+        self.restore_kept_from(owner, name, name).await
+    }
+
+    /// Puts the newest kept workspace of the owner's destroyed container
+    /// `from` into the workspace of `name` (whose current one is kept in
+    /// turn): a kept workspace whose name someone else took meanwhile is
+    /// not stranded.
+    pub async fn restore_kept_from(
+        &self,
+        owner: &Owner,
+        name: &str,
+        from: &str,
+    ) -> Result<(), StorageError> {
         names::check_container_name(name)?;
-        let _g = self.lock(owner, name).await;
+        names::check_container_name(from)?;
+        // Both names' locks, always in the same order.
+        let (first, second) = if name <= from {
+            (name, from)
+        } else {
+            (from, name)
+        };
+        let _g1 = self.lock(owner, first).await;
+        let _g2 = if second != first {
+            Some(self.lock(owner, second).await)
+        } else {
+            None
+        };
         let now = self.now();
         match &self.imp {
-            Imp::Zfs(z) => z.restore_kept(owner, name, now).await,
+            Imp::Zfs(z) => z.restore_kept(owner, name, from, now).await,
             Imp::Dir(_) => {
-                let (o, n) = (owner.clone(), name.to_string());
-                self.blocking(move |d| d.restore_kept(&o, &n, now)).await
+                let (o, n, f) = (owner.clone(), name.to_string(), from.to_string());
+                self.blocking(move |d| d.restore_kept(&o, &n, &f, now))
+                    .await
             }
         }
     }

@@ -1054,6 +1054,7 @@ impl ZfsBackend {
         &self,
         owner: &Owner,
         name: &str,
+        from: &str,
         now: u64,
     ) -> Result<(), StorageError> {
         let n = self.names(owner, name)?;
@@ -1061,10 +1062,10 @@ impl ZfsBackend {
             .kept(owner)
             .await?
             .into_iter()
-            .filter(|k| k.container == name)
+            .filter(|k| k.container == from)
             .max_by(|a, b| a.id.cmp(&b.id))
             .ok_or_else(|| StorageError::NotFound {
-                what: format!("kept workspace of container '{name}'"),
+                what: format!("kept workspace of container '{from}'"),
             })?;
         // Whatever is there now is kept too, never overwritten.
         if self.tree(&n).await?.is_some() {

@@ -289,7 +289,12 @@ pub trait Daemon: Send + Sync + 'static {
     fn repair(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
     /// Puts the kept workspace of an earlier container of this name into
     /// the container (`RestoreKept`).
-    fn restore_kept(&self, owner: &Owner, name: &str) -> impl Future<Output = R<()>> + Send;
+    fn restore_kept(
+        &self,
+        owner: &Owner,
+        name: &str,
+        from: &str,
+    ) -> impl Future<Output = R<()>> + Send;
     /// The daemon's status JSON.
     fn status(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
     /// The daemon's log lines JSON (an array).
@@ -493,8 +498,15 @@ impl Daemon for DbusDaemon {
         bus(self.proxy.repair(name, owner.as_str()).await)
     }
 
-    async fn restore_kept(&self, owner: &Owner, name: &str) -> R<()> {
-        bus(self.proxy.restore_kept(name, owner.as_str()).await)
+    async fn restore_kept(&self, owner: &Owner, name: &str, from: &str) -> R<()> {
+        if from == name {
+            bus(self.proxy.restore_kept(name, owner.as_str()).await)
+        } else {
+            bus(self
+                .proxy
+                .restore_kept_from(name, from, owner.as_str())
+                .await)
+        }
     }
 
     async fn status(&self, owner: &Owner, name: &str) -> R<Value> {

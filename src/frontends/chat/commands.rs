@@ -19,7 +19,11 @@ pub enum Command {
     Restart(String),
     Destroy(String),
     Repair(String),
-    Recover(String),
+    /// `/recover NAME [OLD]`: the kept workspace of OLD (default NAME).
+    Recover {
+        name: String,
+        from: String,
+    },
     Status(String),
     Logs {
         name: String,
@@ -45,8 +49,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("destroy", "NAME", "destroy a container (asks first)"),
     (
         "recover",
-        "NAME",
-        "put the kept workspace of a destroyed NAME into the new NAME",
+        "NAME [OLD]",
+        "put the kept workspace of a destroyed NAME (or OLD) into NAME",
     ),
     (
         "repair",
@@ -90,7 +94,17 @@ pub fn parse(text: &str) -> Option<Command> {
         "restart" => one("/restart NAME", Command::Restart),
         "destroy" => one("/destroy NAME", Command::Destroy),
         "repair" => one("/repair NAME", Command::Repair),
-        "recover" => one("/recover NAME", Command::Recover),
+        "recover" => match args.as_slice() {
+            [name] => Command::Recover {
+                name: name.clone(),
+                from: name.clone(),
+            },
+            [name, from] => Command::Recover {
+                name: name.clone(),
+                from: from.clone(),
+            },
+            _ => Command::Usage("/recover NAME [OLD]  (OLD: the destroyed container, if not NAME)"),
+        },
         "status" => one("/status NAME", Command::Status),
         "logs" => match args.as_slice() {
             [name] => Command::Logs {

@@ -244,12 +244,12 @@ impl<D: Daemon> ChatService<D> {
                 };
                 ui.say(&text).await;
             }
-            Command::Recover(n) => {
-                let text = match self.daemon.restore_kept(owner, &n).await {
+            Command::Recover { name: n, from } => {
+                let text = match self.daemon.restore_kept(owner, &n, &from).await {
                     Ok(()) => format!(
-                        "{n} has the workspace of the earlier {n} back (its own is kept in turn; /storage lists it)."
+                        "{n} has the kept workspace of the destroyed {from} (its own is kept in turn; /storage lists it)."
                     ),
-                    Err(f) => f.summary(&format!("recover the kept workspace of {n}")),
+                    Err(f) => f.summary(&format!("recover the kept workspace of {from} into {n}")),
                 };
                 ui.say(&text).await;
             }

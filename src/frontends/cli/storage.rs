@@ -17,7 +17,13 @@ pub enum StorageCommand {
     /// Delete the kept workspace of a destroyed container, for good.
     Purge { name: String },
     /// Put the kept workspace of an earlier container of this name into the container.
-    RestoreKept { name: String },
+    RestoreKept {
+        name: String,
+        /// The destroyed container whose kept workspace to take, when it is
+        /// not NAME (e.g. someone else has that name now).
+        #[arg(long, value_name = "OLD_NAME")]
+        from: Option<String>,
+    },
 }
 
 pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
@@ -72,9 +78,15 @@ pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        StorageCommand::RestoreKept { name } => match m.restore_kept(&name, &g.owner).await {
+        StorageCommand::RestoreKept { name, from } => match match &from {
+            Some(f) => m.restore_kept_from(&name, f, &g.owner).await,
+            None => m.restore_kept(&name, &g.owner).await,
+        } {
             Ok(()) => {
-                println!("{name}: kept workspace restored");
+                match &from {
+                    Some(f) => println!("{name}: the kept workspace of {f} restored into it"),
+                    None => println!("{name}: kept workspace restored"),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
