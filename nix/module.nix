@@ -77,6 +77,11 @@ let
   addressParts = builtins.match "([0-9]+)\\.([0-9]+)\\.([0-9]+)\\.([0-9]+)/([0-9]+)" cfg.network.address;
   octet = i: builtins.elemAt addressParts i;
   hostAddress = concatStringsSep "." (map octet [ 0 1 2 3 ]);
+  # What containers may send on the bridge (the sandbox loads the same file).
+  bridgeFilter = pkgs.writeText "voxnix-bridge-filter.nft" (
+    builtins.replaceStrings [ "@GATEWAY@" ] [ hostAddress ]
+      (builtins.readFile ../data/nftables/bridge-filter.nft)
+  );
   prefixLength = lib.toInt (octet 4);
   dhcpRange =
     if cfg.network.dhcpRange != null then cfg.network.dhcpRange
@@ -616,6 +621,24 @@ in
         allowedTCPPorts = [ 53 ];
       };
 
+      # Containers never reach each other on the bridge, nor pose as a DHCP
+      # or router-advertisement server or as the gateway (data/nftables).
+      # Loaded again whenever the firewall's own rules are (a flush would
+      # drop this table).
+      systemd.services."voxnix-bridge-filter" = {
+        description = "voxnix: what containers may send on ${bridge}";
+        wantedBy = [ "multi-user.target" ];
+        before = [ "${units.daemon}.service" ];
+        after = [ "network-pre.target" "nftables.service" "firewall.service" ];
+        partOf = [ "nftables.service" "firewall.service" ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${pkgs.nftables}/bin/nft -f ${bridgeFilter}";
+          ExecStop = "-${pkgs.nftables}/bin/nft delete table bridge voxnix";
+        };
+      };
+
       networking.nat = mkIf cfg.network.nat {
         enable = true;
         internalInterfaces = [ bridge ];
@@ -653,6 +676,9 @@ in
             "--bind-dynamic"
             "--dhcp-range=${if dhcpRange == null then "" else dhcpRange}"
             "--dhcp-authoritative"
+            # Names containers send are not published: no owner can look up
+            # or list the others' containers.
+            "--dhcp-ignore-names"
             "--dhcp-leasefile=/var/lib/${units.dhcp}/leases"
           ];
           Restart = "on-failure";

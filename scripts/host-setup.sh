@@ -14,6 +14,7 @@ packages=(
     systemd-container   # systemd-nspawn, machinectl, systemd-machined
     dbus                # the appliance's system bus
     dnsmasq-base        # DHCP for containers on br-vox
+    nftables            # the bridge filter between containers (data/nftables)
     nix-bin             # real Nix for the builder and .drv tests
     iproute2            # the container bridge
     util-linux          # unshare, nsenter

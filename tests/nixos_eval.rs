@@ -261,8 +261,22 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
     let exec = dhcp["serviceConfig"]["ExecStart"].as_str().unwrap();
     assert!(
         exec.contains("--interface=br-vox")
-            && exec.contains("--dhcp-range=10.100.0.100,10.100.0.200,12h"),
+            && exec.contains("--dhcp-range=10.100.0.100,10.100.0.200,12h")
+            && exec.contains("--dhcp-ignore-names"),
         "{exec}"
+    );
+    // The bridge filter between containers, the file the sandbox loads too.
+    let filter = service(&d, "voxnix-bridge-filter");
+    let load = filter["serviceConfig"]["ExecStart"].as_str().unwrap_or("");
+    assert!(
+        load.contains("nftables")
+            && load.contains("/bin/nft -f ")
+            && load.contains("voxnix-bridge-filter.nft"),
+        "{filter}"
+    );
+    assert!(
+        strings(&filter["partOf"]).contains(&"nftables.service".to_string()),
+        "reloaded with the firewall: {filter}"
     );
     assert!(
         d["config"]["systemd"]["services"]["voxnix-telegram"].is_null(),

@@ -58,6 +58,12 @@ fn random_machine_id() -> Result<String, SandboxError> {
     Ok(uuid.trim().replace('-', ""))
 }
 
+/// The bridge filter (`data/nftables/bridge-filter.nft`, also loaded by the
+/// NixOS module) for the gateway `gateway`.
+pub fn bridge_filter(gateway: &str) -> String {
+    include_str!("../../data/nftables/bridge-filter.nft").replace("@GATEWAY@", gateway)
+}
+
 /// Writes the seed tree that `init.sh` copies over the overlay root.
 pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     for (name, text) in UNITS {
@@ -78,6 +84,13 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         seed,
         "/usr/lib/voxnix-sandbox/dhcp-client-id.conf",
         b"[DHCPv4]\nClientIdentifier=mac\n",
+        0o644,
+    )?;
+    // What containers may send on the bridge: the NixOS module's ruleset.
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/bridge-filter.nft",
+        bridge_filter("10.100.0.1").as_bytes(),
         0o644,
     )?;
     enable(seed, "voxnix-sandbox-net.service")?;
@@ -129,4 +142,17 @@ pub fn write_binds(path: &Path, opts: &SandboxOptions) -> Result<(), SandboxErro
         text.push_str(&format!("{src}\t{dst}\n"));
     }
     fs::write(path, text).map_err(io_err("writing binds"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bridge_filter_is_the_modules_with_the_gateway_filled_in() {
+        let f = super::bridge_filter("10.100.0.1");
+        assert!(!f.contains('@'), "{f}");
+        assert!(f.contains("iifname \"vb-*\" oifname \"vb-*\" drop"));
+        assert!(f.contains("arp saddr ip 10.100.0.1 drop"));
+        let module = include_str!("../../nix/module.nix");
+        assert!(module.contains("../data/nftables/bridge-filter.nft"));
+    }
 }

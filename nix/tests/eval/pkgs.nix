@@ -86,6 +86,7 @@ let
     nix = package "nix" "2.28.3";
     zfs = package "zfs" "2.3.2";
     dnsmasq = package "dnsmasq" "2.91";
+    nftables = package "nftables" "1.1.3";
     jq = package "jq" "1.7.1";
     code-server = package "code-server" "4.99.3";
     tailscale = package "tailscale" "1.82.5";
