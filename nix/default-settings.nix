@@ -76,6 +76,16 @@ let
       "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
+    default_memory_max = setting "string" "4G"
+      "A container's memory limit when its spec gives none (`none`: no limit).";
+    max_memory_max = setting "string" "32G"
+      "The most memory a spec may ask for (`none`: no cap).";
+    default_tasks_max = setting "unsigned integer" 4096
+      "A container's task (process and thread) limit when its spec gives none (0: systemd's default).";
+    max_tasks_max = setting "unsigned integer" 32768
+      "The most tasks a spec may ask for (0: no cap).";
+    max_cpu_weight = setting "positive integer" 1000
+      "The highest CPU weight a spec may ask for (systemd's default weight is 100).";
     admin_owners = setting "strings" [ ]
       "Owners (`telegram:123`, `unix:1000`) a front end, or a local user as itself, may call the administrator's HostHealth for. The Telegram admins (`telegram.admin_chat_ids`) are included without being listed.";
     nix = {

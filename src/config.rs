@@ -57,6 +57,18 @@ pub struct Config {
     pub frontend_owner_kinds: Vec<String>,
     /// Containers one owner may have at once.
     pub max_containers_per_owner: u32,
+    /// A container's memory limit when its spec gives none (`4G`; `none`:
+    /// no limit unless the spec gives one).
+    pub default_memory_max: String,
+    /// The most memory a spec may ask for (`none`: no cap).
+    pub max_memory_max: String,
+    /// A container's task (process and thread) limit when its spec gives
+    /// none (0: systemd's default).
+    pub default_tasks_max: u64,
+    /// The most tasks a spec may ask for (0: no cap).
+    pub max_tasks_max: u64,
+    /// The highest CPU weight a spec may ask for (systemd's default is 100).
+    pub max_cpu_weight: u64,
     /// Owners (e.g. `telegram:123`) a front end may act for on the
     /// administrator's methods (HostHealth). The Telegram admins
     /// (`[telegram] admin_chat_ids`) are included without being listed here.
@@ -96,6 +108,11 @@ impl Default for Config {
             frontend_group: "voxnix".into(),
             frontend_owner_kinds: vec!["telegram".into()],
             max_containers_per_owner: 10,
+            default_memory_max: "4G".into(),
+            max_memory_max: "32G".into(),
+            default_tasks_max: 4096,
+            max_tasks_max: 32768,
+            max_cpu_weight: 1000,
             admin_owners: vec![],
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
@@ -104,6 +121,17 @@ impl Default for Config {
             llm: None,
         }
     }
+}
+
+/// What an administrator allows each container (see the keys of the same
+/// names); `None`: no default, or no cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerLimits {
+    pub default_memory_max: Option<u64>,
+    pub max_memory_max: Option<u64>,
+    pub default_tasks_max: Option<u64>,
+    pub max_tasks_max: Option<u64>,
+    pub max_cpu_weight: u64,
 }
 
 #[derive(Debug, Error)]
@@ -169,6 +197,20 @@ impl Config {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
         }
         self.storage.validate().map_err(|e| e.to_string())?;
+        let limits = self.container_limits()?;
+        if let (Some(d), Some(m)) = (limits.default_memory_max, limits.max_memory_max)
+            && d > m
+        {
+            return Err("default_memory_max must not be above max_memory_max".into());
+        }
+        if let (Some(d), Some(m)) = (limits.default_tasks_max, limits.max_tasks_max)
+            && d > m
+        {
+            return Err("default_tasks_max must not be above max_tasks_max".into());
+        }
+        if !(1..=10000).contains(&self.max_cpu_weight) {
+            return Err("max_cpu_weight must be 1 to 10000".into());
+        }
         self.admins()?;
         if let Some(p) = &self.tailscale_auth_key_file
             && (!p.is_absolute()
@@ -180,6 +222,21 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The per-container resource defaults and caps, in bytes and counts.
+    pub fn container_limits(&self) -> Result<ContainerLimits, String> {
+        let size = |key: &str, v: &str| {
+            crate::storage::names::parse_size(v).map_err(|e| format!("{key}: {e}"))
+        };
+        let count = |v: u64| (v > 0).then_some(v);
+        Ok(ContainerLimits {
+            default_memory_max: size("default_memory_max", &self.default_memory_max)?,
+            max_memory_max: size("max_memory_max", &self.max_memory_max)?,
+            default_tasks_max: count(self.default_tasks_max),
+            max_tasks_max: count(self.max_tasks_max),
+            max_cpu_weight: self.max_cpu_weight,
+        })
     }
 
     /// Every owner allowed the administrator's methods through a front end:
@@ -243,6 +300,38 @@ mod tests {
         let err = Config::parse("[telegram]\nadmin_chat_ids = [\"x\"]").unwrap_err();
         assert!(err.contains("admin_chat_ids"), "{err}");
         assert!(Config::default().admins().unwrap().is_empty());
+    }
+
+    #[test]
+    fn container_limits_are_sizes_and_defaults_stay_under_the_caps() {
+        let l = Config::default().container_limits().unwrap();
+        assert_eq!(l.default_memory_max, Some(4 << 30));
+        assert_eq!(l.max_memory_max, Some(32 << 30));
+        assert_eq!(
+            (l.default_tasks_max, l.max_tasks_max),
+            (Some(4096), Some(32768))
+        );
+        let none = Config::parse("default_memory_max = \"none\"\nmax_tasks_max = 0").unwrap();
+        let l = none.container_limits().unwrap();
+        assert_eq!((l.default_memory_max, l.max_tasks_max), (None, None));
+        for (text, says) in [
+            (
+                "default_memory_max = \"64G\"",
+                "default_memory_max must not be above",
+            ),
+            (
+                "default_tasks_max = 100000",
+                "default_tasks_max must not be above",
+            ),
+            ("max_memory_max = \"lots\"", "max_memory_max: "),
+            (
+                "max_cpu_weight = 20000",
+                "max_cpu_weight must be 1 to 10000",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

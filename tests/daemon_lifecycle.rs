@@ -702,3 +702,59 @@ async fn one_owners_long_commands_do_not_hold_up_another() {
         f.abort();
     }
 }
+
+/// Owners chose their own limits and none applied by default: ten
+/// containers of one owner could take the host's memory or fork-bomb it.
+/// Now a spec that is silent gets the administrator's defaults, and one
+/// above a cap is refused with the cap in the message. What systemd holds
+/// for each unit is checked (the appliance's cgroup controllers are bound to
+/// cgroup v1 on these machines, so the kernel's enforcement is not: see
+/// docs/testing.md).
+#[tokio::test]
+async fn resource_defaults_apply_and_caps_are_refused() {
+    let app =
+        Appliance::boot("max_memory_max = \"8G\"\nmax_tasks_max = 10000\nmax_cpu_weight = 500")
+            .await;
+    let m = app.manager().await;
+    for (spec, field, cap) in [
+        (
+            r#"{"name":"big","memory_max":"64G"}"#,
+            "memory_max",
+            "limit of 8.0G per container",
+        ),
+        (r#"{"name":"big","tasks_max":20000}"#, "tasks_max", "10000"),
+        (r#"{"name":"big","cpu_weight":5000}"#, "cpu_weight", "500"),
+    ] {
+        let err = m
+            .create(spec, "telegram:1")
+            .await
+            .expect_err(spec)
+            .to_string();
+        assert!(
+            err.contains("InvalidArgument") && err.contains(field) && err.contains(cap),
+            "{spec}: {err}"
+        );
+    }
+    assert!(app.traces_of("big").await.is_empty(), "nothing half-made");
+    // Silent: the defaults. Within the caps: what was asked.
+    assert_eq!(
+        app.create(r#"{"name":"plain"}"#, "telegram:1").await["ok"],
+        true
+    );
+    assert_eq!(
+        app.create(
+            r#"{"name":"small","memory_max":"1G","tasks_max":64}"#,
+            "telegram:1"
+        )
+        .await["ok"],
+        true
+    );
+    for (unit, want) in [("plain", "4294967296 4096"), ("small", "1073741824 64")] {
+        let held = app
+            .sh(&format!(
+                "systemctl show container@{unit}.service -p MemoryMax -p TasksMax --value | tr '\\n' ' '"
+            ))
+            .await;
+        assert_eq!(held.trim(), want, "{unit}");
+    }
+}

@@ -276,6 +276,50 @@ impl Engine {
         }
     }
 
+    /// The administrator's per-container defaults (for what a spec leaves
+    /// out) and, when `cap`, the caps (a spec above one is refused, saying
+    /// the cap).
+    fn apply_limits(&self, r: &mut spec::Resources, cap: bool) -> Result<(), EngineError> {
+        let l = self
+            .cfg
+            .container_limits()
+            .map_err(EngineError::InvalidArgument)?;
+        if cap {
+            if let (Some(asked), Some(max)) = (r.memory_max, l.max_memory_max)
+                && asked > max
+            {
+                return Err(EngineError::InvalidArgument(format!(
+                    "memory_max: {} is above this server's limit of {} per container; ask for at most {}",
+                    spec::format_size(asked),
+                    spec::format_size(max),
+                    spec::format_size(max)
+                )));
+            }
+            if let (Some(asked), Some(max)) = (r.tasks_max, l.max_tasks_max)
+                && asked > max
+            {
+                return Err(EngineError::InvalidArgument(format!(
+                    "tasks_max: {asked} is above this server's limit of {max} per container"
+                )));
+            }
+            if let Some(asked) = r.cpu_weight
+                && asked > l.max_cpu_weight
+            {
+                return Err(EngineError::InvalidArgument(format!(
+                    "cpu_weight: {asked} is above this server's limit of {}",
+                    l.max_cpu_weight
+                )));
+            }
+        }
+        if r.memory_max.is_none() {
+            r.memory_max = l.default_memory_max;
+        }
+        if r.tasks_max.is_none() {
+            r.tasks_max = l.default_tasks_max;
+        }
+        Ok(())
+    }
+
     async fn read_permit(&self, scope: &Scope) -> Result<admission::Permit, EngineError> {
         self.admission.read(scope).await
     }
@@ -293,8 +337,9 @@ impl Engine {
         owner: Owner,
         spec_json: &str,
     ) -> Result<String, EngineError> {
-        let spec = spec::parse_spec(spec_json, &self.known_modules)
+        let mut spec = spec::parse_spec(spec_json, &self.known_modules)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        self.apply_limits(&mut spec.resources, true)?;
         let name = spec.name.clone();
         {
             let _names = self.names.lock().await;
@@ -1182,8 +1227,11 @@ impl Engine {
         // through the same validation as a create.
         let mut client = record.spec.to_client_json();
         client["modules"] = serde_json::json!(modules);
-        let new_spec = spec::parse_spec(&client.to_string(), &self.known_modules)
+        let mut new_spec = spec::parse_spec(&client.to_string(), &self.known_modules)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        // The limits it was created with stay; only missing ones get the
+        // defaults (a container from before they existed).
+        self.apply_limits(&mut new_spec.resources, false)?;
         let op = self.ops.begin("update", name, &record.owner);
         let engine = self.clone();
         let (op_id, name) = (op.clone(), name.to_string());
