@@ -151,10 +151,15 @@ impl RecordStore {
             let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if file.starts_with('.') && file.contains(".tmp-") {
-                // The temporary file of a write a crash interrupted: the record
-                // itself is intact (old or new), this is garbage.
-                let _ = std::fs::remove_file(&path);
+            if let Some((_, pid)) = file.strip_prefix('.').and_then(|f| f.rsplit_once(".tmp-")) {
+                // The temporary file of a write (atomic_file names it after
+                // the writing process). Ours: a write in progress in another
+                // task, never touched (removing it made that write fail).
+                // Another process's: a crash interrupted it; the record itself
+                // is intact (old or new), this is garbage.
+                if pid != std::process::id().to_string() {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
             let Some(name) = file.strip_suffix(".json") else {
@@ -212,5 +217,20 @@ mod tests {
         );
         store.remove("a1").unwrap();
         assert_eq!(store.get("a1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_write_in_progress_is_never_taken_for_a_crashed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let recs = dir.path().join("containers");
+        let ours = recs.join(format!(".a.json.tmp-{}", std::process::id()));
+        let crashed = recs.join(".b.json.tmp-999999999");
+        std::fs::write(&ours, "in progress").unwrap();
+        std::fs::write(&crashed, "left by a crash").unwrap();
+        let (ok, bad) = store.load_all();
+        assert!(ok.is_empty() && bad.is_empty(), "{bad:?}");
+        assert!(ours.exists(), "a concurrent write's file was removed");
+        assert!(!crashed.exists(), "a crashed write's file stays");
     }
 }
