@@ -612,6 +612,19 @@ impl Engine {
         }
     }
 
+    /// `Conflict` (saying what to do) unless the record's conf is voxnix's
+    /// (current or from an older voxnix).
+    fn refuse_unless_conf_is_ours(&self, record: &Record) -> Result<(), EngineError> {
+        match self.conf_state(record) {
+            ConfState::Ok | ConfState::Outdated => Ok(()),
+            state => Err(EngineError::Conflict(conf_problem(
+                &record.name,
+                state,
+                &self.confs.path(&record.name),
+            ))),
+        }
+    }
+
     /// Before anything starts a container: its conf must be voxnix's. An
     /// older voxnix's is brought up to date; a missing or foreign one stops
     /// the start (started without it, NixOS's template would boot the
@@ -1213,16 +1226,7 @@ impl Engine {
         self.ensure_ready(&record)?;
         // An update writes the conf: never over another tool's, and not
         // one removed outside voxnix (repair brings that back first).
-        match self.conf_state(&record) {
-            ConfState::Ok | ConfState::Outdated => {}
-            state => {
-                return Err(EngineError::Conflict(conf_problem(
-                    name,
-                    state,
-                    &self.confs.path(name),
-                )));
-            }
-        }
+        self.refuse_unless_conf_is_ours(&record)?;
         // Back to the client form of the spec, with the new modules, and
         // through the same validation as a create.
         let mut client = record.spec.to_client_json();
@@ -1265,16 +1269,7 @@ impl Engine {
             .filter(|r| r.owner == owner && r.created_at == created_at)
             .ok_or_else(|| EngineError::not_found(name))?;
         self.ensure_ready(&record)?;
-        match self.conf_state(&record) {
-            ConfState::Ok | ConfState::Outdated => {}
-            state => {
-                return Err(EngineError::Conflict(conf_problem(
-                    name,
-                    state,
-                    &self.confs.path(name),
-                )));
-            }
-        }
+        self.refuse_unless_conf_is_ours(&record)?;
         let previous = record.clone();
         record.begin("update");
         self.records
