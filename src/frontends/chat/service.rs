@@ -4,7 +4,7 @@
 //! A front end (Telegram, the terminal) decides who is talking ([`Session`]:
 //! the owner, whether they are an admin) and how to show things ([`Ui`]); it
 //! calls [`ChatService::handle_message`] for each message, one at a time per
-//! chat, and [`ChatService::confirm_destroy`] when the person answers a
+//! chat, and [`ChatService::answer_confirmation`] when the person answers a
 //! confirmation.
 
 use std::collections::HashMap;
@@ -82,7 +82,7 @@ pub trait Ui: Send + Sync {
 
 /// A confirmation shown to the person and not answered yet.
 #[derive(Debug)]
-struct PendingDestroy {
+struct Pending {
     token: String,
     name: String,
     at: Instant,
@@ -94,9 +94,9 @@ struct PendingDestroy {
 /// The outcome of answering a confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirmation {
-    /// Destroyed; the text says so.
-    Destroyed(String),
-    /// Not destroyed, as asked.
+    /// Done (destroyed, or the command ran); the text says so.
+    Done(String),
+    /// Not done (kept, or not run), as asked.
     Kept(String),
     /// The destroy failed; the text says what to do.
     Failed(String),
@@ -107,7 +107,7 @@ pub enum Confirmation {
 impl Confirmation {
     pub fn text(&self) -> &str {
         match self {
-            Confirmation::Destroyed(t) | Confirmation::Kept(t) | Confirmation::Failed(t) => t,
+            Confirmation::Done(t) | Confirmation::Kept(t) | Confirmation::Failed(t) => t,
             Confirmation::Unknown => "This confirmation has expired or is not yours.",
         }
     }
@@ -118,7 +118,7 @@ pub struct ChatService<D: Daemon> {
     daemon: D,
     llm: Option<Llm>,
     history: HistoryStore,
-    pending: Mutex<HashMap<String, Vec<PendingDestroy>>>,
+    pending: Mutex<HashMap<String, Vec<Pending>>>,
     tokens: AtomicU64,
     token_salt: u64,
 }
@@ -345,7 +345,7 @@ impl<D: Daemon> ChatService<D> {
 
     // ---- destroy confirmations ------------------------------------------
 
-    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<PendingDestroy>>> {
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Pending>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -399,7 +399,7 @@ impl<D: Daemon> ChatService<D> {
             if list.len() >= MAX_PENDING_PER_CHAT {
                 list.remove(0);
             }
-            list.push(PendingDestroy {
+            list.push(Pending {
                 token: token.clone(),
                 name: name.to_string(),
                 at: Instant::now(),
@@ -430,7 +430,7 @@ impl<D: Daemon> ChatService<D> {
     /// The person answered a confirmation of *this* chat: destroy (`yes`) or
     /// keep. A token of another chat, an answered one, or an expired one is
     /// [`Confirmation::Unknown`] and does nothing.
-    pub async fn confirm_destroy(&self, s: &Session, token: &str, yes: bool) -> Confirmation {
+    pub async fn answer_confirmation(&self, s: &Session, token: &str, yes: bool) -> Confirmation {
         let taken = {
             let mut p = self.pending_lock();
             let Some(list) = p.get_mut(s.key()) else {
@@ -458,7 +458,7 @@ impl<D: Daemon> ChatService<D> {
         } else {
             tracing::info!(owner = %s.owner, container = %name, "destroy confirmed by the person");
             match self.daemon.destroy(&s.owner, &name).await {
-                Ok(()) => Confirmation::Destroyed(self.destroyed_text(s, &name).await),
+                Ok(()) => Confirmation::Done(self.destroyed_text(s, &name).await),
                 Err(f) => Confirmation::Failed(f.summary(&format!("destroy {name}"))),
             }
         };
@@ -506,7 +506,7 @@ impl<D: Daemon> ChatService<D> {
                     if !err.is_empty() {
                         t.push_str(&format!("\n(stderr) {err}"));
                     }
-                    Confirmation::Destroyed(t)
+                    Confirmation::Done(t)
                 }
                 Err(f) => Confirmation::Failed(f.summary(&format!("run `{shown}` in {name}"))),
             }
@@ -555,7 +555,7 @@ impl<D: Daemon> ChatService<D> {
             if list.len() >= MAX_PENDING_PER_CHAT {
                 list.remove(0);
             }
-            list.push(PendingDestroy {
+            list.push(Pending {
                 token: token.clone(),
                 name: name.to_string(),
                 at: Instant::now(),

@@ -138,7 +138,7 @@ pub async fn run(bus: Option<String>, args: ChatArgs) -> ExitCode {
         // An open confirmation takes this line as its answer.
         if let Some((token, _)) = chat.pending_destroy(&session) {
             let yes = matches!(text.to_ascii_lowercase().as_str(), "yes" | "y");
-            let c = chat.confirm_destroy(&session, &token, yes).await;
+            let c = chat.answer_confirmation(&session, &token, yes).await;
             out(c.text());
             if yes || matches!(text.to_ascii_lowercase().as_str(), "" | "no" | "n") {
                 continue;

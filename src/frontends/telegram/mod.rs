@@ -414,9 +414,9 @@ impl<D: Daemon> Inner<D> {
                 .text("Working on it…")
                 .await;
             let _typing = Typing::start(self.bot.clone(), ChatId(chat));
-            self.chat.confirm_destroy(&s, token, true).await
+            self.chat.answer_confirmation(&s, token, true).await
         } else {
-            let o = self.chat.confirm_destroy(&s, token, false).await;
+            let o = self.chat.answer_confirmation(&s, token, false).await;
             let _ = self.bot.answer_callback_query(q.id.clone()).await;
             o
         };
