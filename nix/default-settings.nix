@@ -86,6 +86,12 @@ let
       "The most tasks a spec may ask for (0: no cap).";
     max_cpu_weight = setting "positive integer" 1000
       "The highest CPU weight a spec may ask for (systemd's default weight is 100).";
+    owner_memory_max = setting "string" "50%"
+      "The memory all of one owner's containers may use together, held by the owner's slice: a size (`16G`), a share of the host's memory (`50%`), or `none`.";
+    owner_tasks_max = setting "unsigned integer" 16384
+      "The tasks all of one owner's containers may run together (0: no total).";
+    owner_cpu_weight = setting "positive integer" 100
+      "The CPU weight of each owner's slice: under contention owners share the CPU by these weights, however many containers each runs.";
     admin_owners = setting "strings" [ ]
       "Owners (`telegram:123`, `unix:1000`) a front end, or a local user as itself, may call the administrator's HostHealth for. The Telegram admins (`telegram.admin_chat_ids`) are included without being listed.";
     nix = {

@@ -69,6 +69,15 @@ pub struct Config {
     pub max_tasks_max: u64,
     /// The highest CPU weight a spec may ask for (systemd's default is 100).
     pub max_cpu_weight: u64,
+    /// The memory all of one owner's containers may use together: a size
+    /// (`16G`), a share of the host's memory (`50%`), or `none`.
+    pub owner_memory_max: String,
+    /// The tasks all of one owner's containers may run together (0: no
+    /// total).
+    pub owner_tasks_max: u64,
+    /// The CPU weight of each owner's slice: under contention, owners share
+    /// the CPU by these weights, however many containers each runs.
+    pub owner_cpu_weight: u64,
     /// Owners (e.g. `telegram:123`) a front end may act for on the
     /// administrator's methods (HostHealth). The Telegram admins
     /// (`[telegram] admin_chat_ids`) are included without being listed here.
@@ -113,6 +122,9 @@ impl Default for Config {
             default_tasks_max: 4096,
             max_tasks_max: 32768,
             max_cpu_weight: 1000,
+            owner_memory_max: "50%".into(),
+            owner_tasks_max: 16384,
+            owner_cpu_weight: 100,
             admin_owners: vec![],
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
@@ -211,6 +223,16 @@ impl Config {
         if !(1..=10000).contains(&self.max_cpu_weight) {
             return Err("max_cpu_weight must be 1 to 10000".into());
         }
+        let totals = self.owner_totals()?;
+        if !(1..=10000).contains(&totals.cpu_weight) {
+            return Err("owner_cpu_weight must be 1 to 10000".into());
+        }
+        if let (Some(d), Some(crate::host::slices::MemoryTotal::Bytes(t))) =
+            (limits.default_memory_max, totals.memory_max)
+            && d > t
+        {
+            return Err("default_memory_max must not be above owner_memory_max".into());
+        }
         self.admins()?;
         if let Some(p) = &self.tailscale_auth_key_file
             && (!p.is_absolute()
@@ -236,6 +258,31 @@ impl Config {
             default_tasks_max: count(self.default_tasks_max),
             max_tasks_max: count(self.max_tasks_max),
             max_cpu_weight: self.max_cpu_weight,
+        })
+    }
+
+    /// The totals of each owner's slice (see [`crate::host::slices`]).
+    pub fn owner_totals(&self) -> Result<crate::host::slices::OwnerTotals, String> {
+        use crate::host::slices::MemoryTotal;
+        let v = self.owner_memory_max.trim();
+        let memory_max = if let Some(p) = v.strip_suffix('%') {
+            match p.trim().parse::<u32>() {
+                Ok(p) if (1..=100).contains(&p) => Some(MemoryTotal::Percent(p)),
+                _ => {
+                    return Err(format!(
+                        "owner_memory_max: '{v}' is not a share of memory; give 1% to 100%, a size such as 16G, or none"
+                    ));
+                }
+            }
+        } else {
+            crate::storage::names::parse_size(v)
+                .map_err(|e| format!("owner_memory_max: {e}"))?
+                .map(MemoryTotal::Bytes)
+        };
+        Ok(crate::host::slices::OwnerTotals {
+            memory_max,
+            tasks_max: (self.owner_tasks_max > 0).then_some(self.owner_tasks_max),
+            cpu_weight: self.owner_cpu_weight,
         })
     }
 
@@ -328,6 +375,9 @@ mod tests {
                 "max_cpu_weight = 20000",
                 "max_cpu_weight must be 1 to 10000",
             ),
+            ("owner_memory_max = \"150%\"", "owner_memory_max: '150%'"),
+            ("owner_memory_max = \"2G\"", "default_memory_max must not be above owner_memory_max"),
+            ("owner_cpu_weight = 0", "owner_cpu_weight must be 1 to 10000"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -758,3 +758,81 @@ async fn resource_defaults_apply_and_caps_are_refused() {
         assert_eq!(held.trim(), want, "{unit}");
     }
 }
+
+/// Each owner's containers run in the owner's own slice, which holds the
+/// owner's totals: two containers of one owner share one budget, another
+/// owner's container is in another slice, a spec above the owner's total is
+/// refused, and a container whose placement was lost outside voxnix is put
+/// back at its next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
+    let app =
+        Appliance::boot("owner_memory_max = \"6G\"\nowner_tasks_max = 5000\nowner_cpu_weight = 200")
+            .await;
+    let m = app.manager().await;
+    let err = m
+        .create(r#"{"name":"huge","memory_max":"8G"}"#, "telegram:1")
+        .await
+        .expect_err("above the owner's total")
+        .to_string();
+    assert!(
+        err.contains("InvalidArgument") && err.contains("6.0G for all of one owner's containers"),
+        "{err}"
+    );
+    for (name, owner) in [("a1", "telegram:1"), ("a2", "telegram:1"), ("b1", "telegram:2")] {
+        let done = app
+            .create(&format!(r#"{{"name":"{name}"}}"#), owner)
+            .await;
+        assert_eq!(done["ok"], true, "{name}: {done}");
+    }
+    let slice_of = |name: &str| {
+        format!(
+            "systemctl show container@{name}.service -p Slice --value; \
+             cat /proc/$(machinectl show {name} -p Leader --value)/cgroup"
+        )
+    };
+    for (name, slice) in [
+        ("a1", "machine-voxnix-telegram:1.slice"),
+        ("a2", "machine-voxnix-telegram:1.slice"),
+        ("b1", "machine-voxnix-telegram:2.slice"),
+    ] {
+        let out = app.sh(&slice_of(name)).await;
+        assert_eq!(out.lines().next(), Some(slice), "{name}: {out}");
+        // The kernel's view: the container's processes are in that slice.
+        let path = format!("/machine.slice/machine-voxnix.slice/{slice}/container@{name}.service");
+        assert!(out.contains(&path), "{name}: {out}");
+    }
+    for owner in ["telegram:1", "telegram:2"] {
+        let held = app
+            .sh(&format!(
+                "systemctl show 'machine-voxnix-{owner}.slice' -p MemoryMax -p TasksMax -p CPUWeight --value | tr '\\n' ' '"
+            ))
+            .await;
+        assert_eq!(held.trim(), "200 6442450944 5000", "{owner}: CPUWeight MemoryMax TasksMax");
+    }
+    // Placement lost outside voxnix (an old container, a removed drop-in):
+    // back in the owner's slice from the next start.
+    app.sh(
+        "rm /etc/systemd/system.control/container@a2.service.d/50-Slice.conf && systemctl daemon-reload",
+    )
+    .await;
+    m.stop("a2", "telegram:1").await.expect("stop");
+    assert_eq!(
+        app.sh("systemctl show container@a2.service -p Slice --value").await.trim(),
+        "machine.slice"
+    );
+    m.start("a2", "telegram:1").await.expect("start");
+    let out = app.sh(&slice_of("a2")).await;
+    assert!(
+        out.contains("/machine-voxnix-telegram:1.slice/container@a2.service"),
+        "{out}"
+    );
+    // Destroyed: its drop-ins go with it, nothing the next 'a2' inherits.
+    m.destroy("a2", "telegram:1").await.expect("destroy");
+    assert_eq!(
+        app.sh("ls /etc/systemd/system.control/ | grep -c 'container@a2' || true")
+            .await
+            .trim(),
+        "0"
+    );
+}

@@ -29,7 +29,7 @@ use crate::host::conf::{ConfDir, ConfState, ContainerConf};
 use crate::host::leftovers::{self, Leftovers};
 use crate::host::machined::Machined;
 use crate::host::systemd::{JobKind, Systemd};
-use crate::host::{container_unit, exec, journal};
+use crate::host::{container_unit, exec, journal, slices};
 use crate::storage::{Kept, Snapshot, Storage};
 
 pub use crate::model::Owner;
@@ -311,6 +311,19 @@ impl Engine {
                 )));
             }
         }
+        if cap
+            && let (Some(asked), Ok(totals)) = (r.memory_max, self.cfg.owner_totals())
+            && let Some(slices::MemoryTotal::Bytes(total)) = totals.memory_max
+            && asked > total
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "memory_max: {} is above this server's limit of {} for all of one owner's containers \
+                 together; ask for at most {}",
+                spec::format_size(asked),
+                spec::format_size(total),
+                spec::format_size(total)
+            )));
+        }
         if r.memory_max.is_none() {
             r.memory_max = l.default_memory_max;
         }
@@ -561,7 +574,35 @@ impl Engine {
         self.systemd
             .set_properties(&container_unit(&record.name), false, props)
             .await?;
+        self.place_in_owner_slice(record).await?;
         self.systemd.reload().await?;
+        Ok(())
+    }
+
+    /// Sets the owner's totals on their slice and puts the container's unit
+    /// in it (from its next start). Returns whether the unit's drop-in
+    /// changed, which needs a reload.
+    async fn place_in_owner_slice(&self, record: &Record) -> Result<bool, EngineError> {
+        let slice = slices::owner_slice(record.owner.as_str());
+        self.set_owner_totals(&slice).await?;
+        slices::place(
+            Path::new(slices::CONTROL_DIR),
+            &container_unit(&record.name),
+            &slice,
+        )
+        .map_err(io("writing the container's slice drop-in"))
+    }
+
+    /// The configuration's owner totals, on one owner's slice (persistent,
+    /// and live for a slice that is running).
+    pub(super) async fn set_owner_totals(&self, slice: &str) -> Result<(), EngineError> {
+        let totals = self
+            .cfg
+            .owner_totals()
+            .map_err(EngineError::InvalidArgument)?;
+        self.systemd
+            .set_properties(slice, false, totals.properties())
+            .await?;
         Ok(())
     }
 
@@ -632,7 +673,14 @@ impl Engine {
     async fn ensure_conf(&self, record: &Record) -> Result<(), EngineError> {
         let wanted = self.render_conf(record)?;
         match self.confs.state(&record.name, &wanted) {
-            ConfState::Ok => Ok(()),
+            ConfState::Ok => {
+                // A container from before owners' slices, or whose drop-in
+                // was removed: back into its owner's slice before it starts.
+                if self.place_in_owner_slice(record).await? {
+                    self.systemd.reload().await?;
+                }
+                Ok(())
+            }
             ConfState::Outdated => {
                 tracing::info!(container = %record.name, "conf brought up to date before the start");
                 self.install(record).await

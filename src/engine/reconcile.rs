@@ -102,6 +102,21 @@ impl Engine {
                 }
             }
         }
+        // The configuration's owner totals may have changed since the last
+        // start: each owner's slice gets them now, running or not.
+        let owners: BTreeSet<String> = self
+            .records
+            .load_all()
+            .0
+            .into_values()
+            .map(|r| r.owner.to_string())
+            .collect();
+        for owner in owners {
+            let slice = crate::host::slices::owner_slice(&owner);
+            if let Err(e) = self.set_owner_totals(&slice).await {
+                report.errors.push(format!("{slice}: setting its totals: {e}"));
+            }
+        }
         let owned: BTreeSet<String> = self.records.load_all().0.into_keys().collect();
         report.unmanaged = self.unmanaged(&owned).await.0;
         for u in &report.unmanaged {

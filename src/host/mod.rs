@@ -11,6 +11,7 @@ pub mod leftovers;
 pub mod machined;
 pub mod namespaces;
 pub mod ns_socket;
+pub mod slices;
 pub mod systemd;
 
 use thiserror::Error;
