@@ -5,22 +5,35 @@
     user_name = {
       type = "string";
       default = "";
-      description = "user.name written to /etc/gitconfig; empty leaves it unset.";
+      description = "user.name for git in the container; empty leaves it unset.";
+      personal = true;
     };
     user_email = {
       type = "string";
       default = "";
-      description = "user.email written to /etc/gitconfig; empty leaves it unset.";
+      description = "user.email for git in the container; empty leaves it unset.";
+      personal = true;
     };
   };
 
-  module = { config, lib, ... }:
+  module = { config, lib, pkgs, ... }:
     let
-      cfg = config.voxnix.settings.git;
-      user = lib.filterAttrs (_: v: v != "") {
-        name = cfg.user_name;
-        email = cfg.user_email;
-      };
+      git = config.programs.git.package;
+      identity = "/run/voxnix/gitconfig";
+      # The identity is personal (never in the store): written at boot from
+      # the personal settings the host hands over, and included by the
+      # system gitconfig. git skips an include that does not exist.
+      writeIdentity = pkgs.writeShellScript "voxnix-git-identity" ''
+        set -eu
+        rm -f ${identity}
+        for key in name email; do
+          value=$(${pkgs.jq}/bin/jq -r --arg k "user_$key" '.git[$k] // ""' ${config.voxnix.personalFile})
+          if [ -n "$value" ]; then
+            ${git}/bin/git config --file ${identity} "user.$key" "$value"
+          fi
+        done
+        if [ -e ${identity} ]; then chmod 0644 ${identity}; fi
+      '';
     in
     {
       programs.git = {
@@ -36,7 +49,21 @@
           # /workspace is bind-mounted from the host and may be owned by a
           # different (mapped) uid; trust it and the repositories under it.
           safe.directory = [ "/workspace" "/workspace/*" ];
-        } // lib.optionalAttrs (user != { }) { inherit user; };
+          include.path = identity;
+        };
+      };
+
+      systemd.services.voxnix-git-identity = {
+        description = "The git identity from the personal settings (voxnix)";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "voxnix-personal.service" ];
+        requires = [ "voxnix-personal.service" ];
+        unitConfig.ConditionPathExists = config.voxnix.personalFile;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${writeIdentity}";
+        };
       };
     };
 }

@@ -195,6 +195,7 @@ let
       apiKeyFile = null;
     };
     tailscale.authKeyFile = null;
+    accessFile = null;
     extraModules = { };
   };
 
@@ -226,6 +227,7 @@ let
     "llm.baseUrl" = [ "llm.base_url" ];
     "llm.model" = [ "llm.model" ];
     "tailscale.authKeyFile" = [ "tailscale_auth_key_file" ];
+    "accessFile" = [ "access_file" ];
   };
 
   # Keys the module computes (no typed option of their own).
@@ -300,6 +302,11 @@ let
     # nspawn as the container's credential tailscale-auth-key.
     // (if cfg.tailscale.authKeyFile != null then
       { tailscale_auth_key_file = toString cfg.tailscale.authKeyFile; }
+    else { })
+    # A path (never the lists): who may use the appliance stays out of the
+    # store; the daemon and the bot read the file and add its lists.
+    // (if cfg.accessFile != null then
+      { access_file = toString cfg.accessFile; }
     else { });
 
   render = { cfg ? typedDefaults, paths ? examplePaths }:

@@ -10,7 +10,10 @@
 # Result:
 #   names   : sorted list of module names
 #   modules : name -> { name, description, settings, credentials, module, path }
-#             (validated when accessed)
+#             (validated when accessed). A setting marked `personal = true`
+#             (a git identity, SSH keys) never reaches the Nix store: the
+#             daemon leaves it out of the build and hands it to the
+#             container at start (nix/mkContainer.nix, `voxnix.personalFile`)
 #   catalog : JSON-safe list of { name, description, settings, credentials }
 #   settingTypes : the setting type vocabulary
 #   typeMatches  : type -> value -> bool
@@ -73,10 +76,12 @@ let
       fail "${w}: needs a default"
     else if !typeMatches decl.type decl.default then
       fail "${w}: default does not match type \"${decl.type}\""
+    else if decl ? personal && !builtins.isBool decl.personal then
+      fail "${w}: personal must be true or false"
     else
-      let extra = builtins.filter (k: !builtins.elem k [ "type" "default" "description" ]) (builtins.attrNames decl); in
+      let extra = builtins.filter (k: !builtins.elem k [ "type" "default" "description" "personal" ]) (builtins.attrNames decl); in
       if extra != [ ] then fail "${w}: unknown field(s): ${join extra}"
-      else { inherit (decl) type default description; };
+      else { inherit (decl) type default description; personal = decl.personal or false; };
 
   loadModule = name:
     let

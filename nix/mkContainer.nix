@@ -21,8 +21,15 @@ let
     then builtins.fromJSON (builtins.readFile specOrFile)
     else specOrFile;
 
-  checked = specLib.check spec;
+  given = specLib.check spec;
+  # What the system is built from: never the owner or personal settings,
+  # which would sit in the world-readable store for every local user and
+  # every container to read (the daemon passes none; see `personal` below).
+  checked = specLib.impersonal given;
+  personal = specLib.personalSettings given;
   names = specLib.moduleNames checked;
+
+  personalFile = "/run/voxnix/personal.json";
 
   # Wrap each library module so that errors point at its file and the same
   # module is never imported twice.
@@ -34,7 +41,7 @@ let
       imports = [ entry.module ];
     };
 in
-{ lib, ... }:
+{ lib, pkgs, ... }:
 {
   _file = toString ./mkContainer.nix;
   key = "voxnix:container";
@@ -52,6 +59,17 @@ in
       readOnly = true;
       description = "Names of the voxnix library modules selected for this container.";
     };
+    personalFile = lib.mkOption {
+      type = lib.types.str;
+      readOnly = true;
+      description = ''
+        Where the container finds its personal settings at run time (a JSON
+        object `{ <module>: { <setting>: value } }`, root-only), copied at
+        boot from the systemd credential `voxnix-personal` the host passes.
+        Modules with personal settings read them from here, never from
+        `config.voxnix.settings`, which holds only their defaults.
+      '';
+    };
     settings = lib.mkOption {
       type = lib.types.attrsOf lib.types.attrs;
       readOnly = true;
@@ -66,6 +84,32 @@ in
     voxnix.spec = specLib.sanitize checked;
     voxnix.modules = names;
     voxnix.settings = specLib.settings checked;
+    voxnix.personalFile = personalFile;
+
+    warnings = lib.optional (personal != { }) (
+      "voxnix: the personal settings ${builtins.concatStringsSep ", " (lib.concatLists (lib.mapAttrsToList (m: v: map (k: "${m}.${k}") (builtins.attrNames v)) personal))} "
+      + "are left out of the system (the Nix store is world-readable); the voxnix daemon hands them to the container at start"
+    );
+
+    # The host passes the container's personal settings as the credential
+    # `voxnix-personal` (systemd-nspawn --load-credential); this copies them
+    # where the modules read them, before anything that uses them starts.
+    systemd.services.voxnix-personal = {
+      description = "Personal settings from the host (voxnix)";
+      wantedBy = [ "multi-user.target" ];
+      before = [ "multi-user.target" ];
+      unitConfig.ConditionCredential = "voxnix-personal";
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        LoadCredential = "voxnix-personal";
+        ExecStart = pkgs.writeShellScript "voxnix-personal" ''
+          set -eu
+          mkdir -p -m 0755 /run/voxnix
+          install -m 0600 "$CREDENTIALS_DIRECTORY/voxnix-personal" ${personalFile}
+        '';
+      };
+    };
 
     # As NixOS's declarative containers: an nspawn container (NixOS then
     # leaves /proc, /dev, /run ... to systemd-nspawn instead of mounting

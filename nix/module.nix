@@ -459,6 +459,14 @@ in
       apiKeyFile = secretFile "The file holding the API key, if the endpoint needs one, passed to the bot as the systemd credential `llm-api-key`.";
     };
 
+    accessFile = secretFile ''
+      A TOML file with the lists that name people: `admin_owners` and, under `[telegram]`,
+      `allowed_chat_ids` and `admin_chat_ids`. They are added to the configuration's own
+      and stay out of /etc/voxnix/config.toml, which is in the world-readable Nix store.
+      It must be readable by root and the `voxnix` group only (agenix: owner root, group
+      voxnix, mode 0440); a file every user can read is refused (daemon key `access_file`).
+    '';
+
     tailscale = {
       authKeyFile = secretFile "A Tailscale auth key for containers with the tailscale module; the daemon hands it to them as the systemd credential `tailscale-auth-key` (daemon key `tailscale_auth_key_file`).";
     };
@@ -525,8 +533,10 @@ in
         ++ optional (pending "llm" && cfg.llm.baseUrl != null) (pendingWarning "llm" "llm.*")
         ++ optional (pending "credentials" && cfg.tailscale.authKeyFile != null)
           (pendingWarning "credentials" "tailscale.authKeyFile")
-        ++ optional (cfg.telegram.enable && cfg.telegram.allowedChatIds == [ ] && cfg.telegram.adminChatIds == [ ])
-          "services.voxnix.telegram: allowedChatIds and adminChatIds are empty, so the bot refuses everyone.";
+        ++ optional (cfg.telegram.enable && cfg.telegram.allowedChatIds == [ ] && cfg.telegram.adminChatIds == [ ] && cfg.accessFile == null)
+          "services.voxnix.telegram: allowedChatIds and adminChatIds are empty, so the bot refuses everyone."
+        ++ optional (cfg.telegram.allowedChatIds != [ ] || cfg.telegram.adminChatIds != [ ] || (cfg.settings.admin_owners or [ ]) != [ ])
+          "services.voxnix: telegram.allowedChatIds, telegram.adminChatIds and settings.admin_owners go into /etc/voxnix/config.toml in the world-readable Nix store, where every local user and every container can read who uses this appliance; put them in services.voxnix.accessFile instead.";
 
       services.voxnix.settings = lib.mapAttrsRecursive (_: mkDefault) rendered;
       services.voxnix.library = librarySource;

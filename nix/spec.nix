@@ -19,6 +19,8 @@
 #   credentials spec  -> sorted list of credential names the selected
 #                        modules can consume (systemd LoadCredential ids)
 #   sanitize spec     -> spec with secret-looking keys removed, recursively
+#   personalSettings spec -> { <module> = { <personal setting> = value; }; }
+#   impersonal spec   -> spec without its owner and its personal settings
 #   specJSON spec     -> builtins.toJSON (sanitize spec)
 #   stateVersion spec -> spec.state_version or the default
 #   describe spec     -> JSON-safe summary of all of the above
@@ -181,6 +183,28 @@ let
 
   sanitize = spec: strip (check spec);
 
+  # Personal settings (declared `personal = true`: a git identity, SSH keys)
+  # and the owner never go into a system: the store is world-readable. The
+  # daemon hands the personal settings to the container at start.
+  isPersonal = mod: key: library.modules.${mod}.settings.${key}.personal or false;
+  personalSettings = spec:
+    let given = (check spec).settings or { }; in
+    builtins.listToAttrs (builtins.filter (e: e.value != { }) (map
+      (mod: {
+        name = mod;
+        value = builtins.listToAttrs (map (k: { name = k; value = given.${mod}.${k}; })
+          (builtins.filter (isPersonal mod) (builtins.attrNames given.${mod})));
+      })
+      (builtins.attrNames given)));
+  impersonal = spec:
+    let s = check spec; in
+    builtins.removeAttrs s [ "owner" ]
+    // (if s ? settings then {
+      settings = builtins.mapAttrs
+        (mod: values: builtins.removeAttrs values (builtins.filter (isPersonal mod) (builtins.attrNames values)))
+        s.settings;
+    } else { });
+
   specJSON = spec: builtins.toJSON (sanitize spec);
 
   stateVersion = spec: (check spec).state_version or defaultStateVersion;
@@ -205,5 +229,5 @@ let
 in
 {
   inherit check moduleNames resolve settings credentials sanitize specJSON
-    stateVersion describe defaultStateVersion isSecretKey;
+    stateVersion describe defaultStateVersion isSecretKey personalSettings impersonal;
 }

@@ -78,6 +78,11 @@ pub struct Config {
     /// The CPU weight of each owner's slice: under contention, owners share
     /// the CPU by these weights, however many containers each runs.
     pub owner_cpu_weight: u64,
+    /// A file holding the lists that name people (`admin_owners`, the
+    /// Telegram allowlists), kept out of the world-readable Nix store and
+    /// readable by root and the front ends' group only; its lists are added
+    /// to this file's (see [`crate::access_file`]).
+    pub access_file: Option<PathBuf>,
     /// Owners (e.g. `telegram:123`) a front end may act for on the
     /// administrator's methods (HostHealth). The Telegram admins
     /// (`[telegram] admin_chat_ids`) are included without being listed here.
@@ -125,6 +130,7 @@ impl Default for Config {
             owner_memory_max: "50%".into(),
             owner_tasks_max: 16384,
             owner_cpu_weight: 100,
+            access_file: None,
             admin_owners: vec![],
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
@@ -181,8 +187,23 @@ impl Config {
         })
     }
 
+    /// Parses a configuration, adding the lists of its `access_file`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table = crate::access_file::merged(text)?;
+        Self::from_table(table)
+    }
+
+    /// Parses a configuration alone, without reading its `access_file`
+    /// (checking a file rendered elsewhere, where the access file is not).
+    pub fn parse_alone(text: &str) -> Result<Self, String> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| e.message().to_string())?;
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, String> {
+        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| e.to_string())?;
         cfg.check()?;
         Ok(cfg)
     }

@@ -12,6 +12,7 @@
 //! - [`model`]: what every layer shares: owners and container names.
 
 pub mod api;
+pub mod access_file;
 pub mod atomic_file;
 pub mod config;
 pub mod daemon;

@@ -439,7 +439,6 @@ async fn the_sandbox_system_is_read_back_from_its_derivation() {
     // The shape of ContainerSpec::to_build_json.
     let spec = json!({
         "name": "sbx",
-        "owner": "telegram:1",
         "modules": ["git", "fish"],
         "workspace": true,
         "settings": { "git": { "user_name": "Ada" } },

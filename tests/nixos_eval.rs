@@ -111,7 +111,7 @@ fn config_toml(case: &Json) -> (Config, toml::Value) {
         )
     });
     let text = toml::to_string(&value).unwrap();
-    let config = Config::parse(&text).unwrap_or_else(|e| {
+    let config = Config::parse_alone(&text).unwrap_or_else(|e| {
         panic!("the daemon refuses the config.toml the module renders: {e}\n{text}")
     });
     (config, value)
@@ -375,8 +375,17 @@ fn the_sandbox_daemon_is_confined_as_the_modules() {
 fn the_module_with_every_option_set_evaluates() {
     let e = host("cases.everything");
     assert_eq!(e["failedAssertions"], Json::Array(vec![]));
-    assert_eq!(e["warnings"], Json::Array(vec![]));
+    // Chat ids and admin owners given inline: said to be in the store.
+    let warnings = strings(&e["warnings"]);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("world-readable Nix store") && warnings[0].contains("accessFile"),
+        "{warnings:?}"
+    );
     let (config, value) = config_toml(&e);
+    assert_eq!(
+        config.access_file.as_deref(),
+        Some(std::path::Path::new("/run/agenix/access"))
+    );
     assert_eq!(config.bridge, "br-test");
     assert_eq!(config.max_containers_per_owner, 3);
     assert!(config.modules.contains(&"my-tools".to_string()));
@@ -509,6 +518,19 @@ fn a_bot_that_lets_nobody_in_is_warned_about() {
         warnings.len() == 1 && warnings[0].contains("the bot refuses everyone"),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn who_may_use_the_bot_can_stay_out_of_the_store() {
+    let b = host("cases.botWithAccessFile");
+    assert_eq!(b["failedAssertions"], Json::Array(vec![]));
+    assert_eq!(b["warnings"], Json::Array(vec![]));
+    let (config, value) = config_toml(&b);
+    assert_eq!(
+        config.access_file.as_deref(),
+        Some(std::path::Path::new("/run/agenix/access"))
+    );
+    assert_eq!(value["telegram"]["allowed_chat_ids"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]
@@ -665,9 +687,27 @@ fn option_paths_come_from_the_real_module_system() {
 // ---- mkContainer ------------------------------------------------------------
 
 fn container_ok(case: &str) -> Json {
+    let c = container_evaluated(case);
+    assert_eq!(c["warnings"], Json::Array(vec![]), "{case}");
+    c
+}
+
+/// A case whose spec gives personal settings, as only a spec written by
+/// hand can (the daemon never passes them to Nix): it evaluates, warning
+/// that they are left out.
+fn container_with_personal_settings(case: &str) -> Json {
+    let c = container_evaluated(case);
+    let warnings = strings(&c["warnings"]);
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with("voxnix: the personal settings "),
+        "{case}: {warnings:?}"
+    );
+    c
+}
+
+fn container_evaluated(case: &str) -> Json {
     let c = container(&format!("cases.{case}"));
     assert_eq!(c["failedAssertions"], Json::Array(vec![]), "{case}");
-    assert_eq!(c["warnings"], Json::Array(vec![]), "{case}");
     let boot = &c["config"]["boot"];
     assert_eq!(
         boot["isNspawnContainer"], true,
@@ -727,19 +767,32 @@ fn every_module_evaluates_alone_and_all_together() {
 
 #[test]
 fn every_setting_of_every_module_reaches_the_configuration() {
-    let s = container_ok("everySetting");
+    let s = container_with_personal_settings("everySetting");
     let c = &s["config"];
     assert_eq!(c["system"]["stateVersion"], "24.11");
+    // Personal settings are read at run time, never built in.
     assert_eq!(
-        c["programs"]["git"]["config"]["user"]["name"],
-        "Ada Lovelace"
+        c["programs"]["git"]["config"]["include"]["path"],
+        "/run/voxnix/gitconfig"
     );
+    assert!(c["systemd"]["services"]["voxnix-git-identity"]["serviceConfig"]["ExecStart"].is_string());
     assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([2222]));
     assert_eq!(
-        c["users"]["users"]["root"]["openssh"]["authorizedKeys"]["keys"][0]
-            .as_str()
-            .map(|k| k.ends_with("ada@laptop")),
-        Some(true)
+        c["services"]["openssh"]["authorizedKeysFiles"],
+        serde_json::json!(["/run/voxnix/authorized_keys/%u"])
+    );
+    assert_eq!(
+        c["systemd"]["services"]["voxnix-ssh-keys"]["before"],
+        serde_json::json!(["sshd.service"])
+    );
+    assert_eq!(
+        c["systemd"]["services"]["voxnix-personal"]["serviceConfig"]["LoadCredential"],
+        "voxnix-personal"
+    );
+    let warnings = strings(&s["warnings"]).join("\n");
+    assert!(
+        warnings.contains("git.user_email, git.user_name") && warnings.contains("ssh.authorized_keys"),
+        "{warnings}"
     );
     assert_eq!(
         c["services"]["tailscale"]["interfaceName"],
@@ -758,6 +811,30 @@ fn every_setting_of_every_module_reaches_the_configuration() {
     );
     let spec: Json = serde_json::from_str(s["etc"]["voxnix/spec.json"].as_str().unwrap()).unwrap();
     assert_eq!(spec["settings"]["ssh"]["port"], 2222);
+}
+
+/// Nothing of the owner or their personal settings is in a container's
+/// configuration (and so in its store paths): two owners' containers that
+/// differ only there evaluate to the same configuration, and none of the
+/// personal values or owner ids appears anywhere in it.
+#[test]
+fn owners_and_personal_settings_are_not_in_the_configuration() {
+    let a = container_with_personal_settings("personalA");
+    let b = container_with_personal_settings("personalB");
+    assert!(
+        a["config"] == b["config"] && a["etc"] == b["etc"],
+        "two owners' configurations differ"
+    );
+    let text = serde_json::to_string(&a["config"]).unwrap() + &serde_json::to_string(&a["etc"]).unwrap();
+    for needle in [
+        "Ada Lovelace",
+        "ada@example.invalid",
+        "ada@laptop",
+        "unix:1000",
+        "AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0M",
+    ] {
+        assert!(!text.contains(needle), "'{needle}' is in the configuration");
+    }
 }
 
 #[test]

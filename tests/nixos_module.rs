@@ -269,6 +269,7 @@ const ALL_TYPED_OPTIONS_SET: &str = r#"{
   telegram = { enable = true; tokenFile = "/run/agenix/telegram"; allowedChatIds = [ 1 2 ]; adminChatIds = [ 3 ]; };
   llm = { baseUrl = "http://127.0.0.1:11434/v1"; model = "some-model"; apiKeyFile = "/run/agenix/llm"; };
   tailscale.authKeyFile = "/run/agenix/tailscale";
+  accessFile = "/run/agenix/access";
   extraModules = { my-tools = ./modules/git.nix; };
 }"#;
 
@@ -278,7 +279,7 @@ fn typed_options_render_keys_the_daemon_accepts() {
         "(import ./nix/default-settings.nix {{ }}).render {{ cfg = {ALL_TYPED_OPTIONS_SET}; }}"
     ));
     let text = toml::to_string(&json_to_toml(&rendered)).unwrap();
-    let cfg = Config::parse(&text).unwrap_or_else(|e| {
+    let cfg = Config::parse_alone(&text).unwrap_or_else(|e| {
         panic!(
             "with every typed option set, the module renders a key the daemon refuses: {e}\n\
              (a table listed in nix/default-settings.nix must use the daemon's key names)\n{text}"

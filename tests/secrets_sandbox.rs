@@ -75,3 +75,87 @@ async fn tailscale_without_a_key_file_is_refused_cleanly() {
     );
     assert!(app.traces_of("nokey").await.is_empty());
 }
+
+/// An owner's identity and personal settings (a git name and email, SSH
+/// keys) never reach the world-readable Nix store: the build gets neither,
+/// the container gets its personal settings at start as a credential from a
+/// root-only host file, a neighbour's container gets nothing of them, and
+/// the file goes with the container.
+#[tokio::test]
+async fn owners_and_personal_settings_stay_out_of_the_store() {
+    let app = Appliance::boot("").await;
+    let owner = "telegram:7604215533";
+    let email = "ada-7604215533@example.invalid";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPersonalKey7604215533xx ada@laptop";
+    let spec = serde_json::json!({
+        "name": "pers",
+        "modules": ["git", "ssh"],
+        "settings": {
+            "git": {"user_name": "Ada Lovelace", "user_email": email},
+            "ssh": {"authorized_keys": [key], "port": 2222}
+        }
+    });
+    let v = app.create(&spec.to_string(), owner).await;
+    assert_eq!(v["ok"], true, "{v}");
+    let v = app.create(r#"{"name":"other","modules":["git"]}"#, "telegram:5").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let m = app.manager().await;
+    let (code, out, _, _) = m
+        .exec(
+            "pers",
+            owner,
+            &["cat", "/run/credentials/@system/voxnix-personal"],
+            10,
+        )
+        .await
+        .expect("exec");
+    assert_eq!(code, 0);
+    let handed: serde_json::Value = serde_json::from_slice(&out).expect("the credential is JSON");
+    assert_eq!(
+        handed,
+        serde_json::json!({
+            "git": {"user_name": "Ada Lovelace", "user_email": email},
+            "ssh": {"authorized_keys": [key]}
+        }),
+        "the personal settings, and only those"
+    );
+    let (code, _, _, _) = m
+        .exec(
+            "other",
+            "telegram:5",
+            &["test", "-e", "/run/credentials/@system/voxnix-personal"],
+            10,
+        )
+        .await
+        .expect("exec");
+    assert_ne!(code, 0, "a neighbour's container has no personal settings of anyone");
+    // The build still has what is not personal (the ssh port).
+    let store_spec = app
+        .sh("cat $(dirname $(grep -rl '\"name\":\"pers\"' /nix/store --include=spec.json | head -1))/spec.json")
+        .await;
+    assert!(store_spec.contains("\"port\":2222"), "{store_spec}");
+    // Nothing personal and no owner id anywhere in the store (outputs and
+    // .drv files alike).
+    for needle in [email, "AAAAC3NzaC1lZDI1NTE5AAAAIPersonalKey7604215533", "7604215533", "Ada Lovelace"] {
+        let found = app
+            .sh(&format!("grep -rlF '{needle}' /nix/store 2>/dev/null | head -3"))
+            .await;
+        assert_eq!(found.trim(), "", "'{needle}' is in the store");
+    }
+    // The host's copy is root-only, and goes with the container.
+    let conf = app.sh("cat /etc/nixos-containers/pers.conf").await;
+    let flag = "--load-credential=voxnix-personal:";
+    let path: String = conf
+        .find(flag)
+        .map(|at| &conf[at + flag.len()..])
+        .unwrap_or_else(|| panic!("the conf passes the credential: {conf}"))
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    assert_eq!(
+        app.sh(&format!("stat -c '%a %U' {path} $(dirname {path})")).await,
+        "600 root\n700 root\n"
+    );
+    m.destroy("pers", owner).await.expect("destroy");
+    assert_eq!(app.sh(&format!("test -e {path} || echo gone")).await.trim(), "gone");
+}

@@ -32,7 +32,9 @@
 let
   specLib = import ../spec.nix { };
 
-  spec = builtins.fromJSON (builtins.readFile specFile);
+  # As nix/mkContainer.nix: never the owner or personal settings (the
+  # daemon passes neither; this is the second line).
+  spec = specLib.impersonal (builtins.fromJSON (builtins.readFile specFile));
 
   # Throws "voxnix: ..." for an invalid spec, before anything else.
   modules = specLib.moduleNames spec;
@@ -103,12 +105,15 @@ drv
   name = "nixos-system-${name}-${stateVersion}";
   voxnixModules = builtins.toJSON modules;
   voxnixSettings = builtins.toJSON (specLib.settings spec);
+  # What mkContainer puts in /etc/voxnix/spec.json.
+  voxnixSpec = specLib.specJSON spec;
   modulesDrvs = map moduleDrv modules;
   inherit systemPath;
 }
   ''
     /bin/mkdir $out
     echo "$voxnixModules" > $out/voxnix-modules
+    echo "$voxnixSpec" > $out/spec.json
     echo "$systemPath" > $out/sw
     echo ${stateVersion} > $out/nixos-version
   ''

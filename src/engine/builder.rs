@@ -4,7 +4,6 @@
 
 use super::EngineError;
 use super::spec::ContainerSpec;
-use crate::model::Owner;
 use crate::nix::process::cancel_pair;
 use crate::nix::{NixBuilder, NixError};
 
@@ -51,10 +50,12 @@ impl Builder {
     /// Builds (or rebuilds, for an update) the system for `spec`, reporting
     /// progress lines through `progress`, and installs it as the container's
     /// profile.
+    /// `build_json` is [`ContainerSpec::to_build_json`]: never the owner or
+    /// personal settings.
     pub async fn build(
         &self,
         spec: &ContainerSpec,
-        owner: &Owner,
+        build_json: &serde_json::Value,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<BuildOutput, EngineError> {
         // Dropping the canceller (when the create's task ends) is not a
@@ -64,7 +65,7 @@ impl Builder {
             .nix()
             .build(
                 &spec.name,
-                &spec.to_build_json(owner.as_str()),
+                build_json,
                 progress,
                 &token,
             )

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod error;
 pub mod fault;
 pub mod operations;
+pub mod personal;
 pub mod reconcile;
 pub mod records;
 pub mod spec;
@@ -115,6 +116,7 @@ pub struct Engine {
     builder: Builder,
     known_modules: Vec<String>,
     catalog: Vec<crate::nix::ModuleInfo>,
+    personal: personal::PersonalFiles,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
@@ -191,6 +193,7 @@ impl Engine {
             ),
             records,
             storage: Storage::new(cfg.storage.clone()),
+            personal: personal::PersonalFiles::new(&cfg.state_dir),
             builder,
             known_modules,
             catalog,
@@ -274,6 +277,31 @@ impl Engine {
             Some(r) if scope.allows(&r.owner) => Ok(r),
             _ => Err(EngineError::not_found(name)),
         }
+    }
+
+    /// What Nix builds `spec` from: without the owner and without the
+    /// settings the module library calls personal. (Nix's side leaves them
+    /// out too, nix/spec.nix `impersonal`; without a catalog this side
+    /// relies on that.)
+    fn build_json(&self, spec: &ContainerSpec) -> serde_json::Value {
+        spec.to_build_json(|m, k| self.setting_is_personal(m, k).unwrap_or(false))
+    }
+
+    /// What the container is handed at start: its personal settings, or,
+    /// when the library's catalog could not be read, every setting of its
+    /// modules (more than needed, never less; the file is root-only).
+    fn personal_settings(&self, spec: &ContainerSpec) -> serde_json::Map<String, serde_json::Value> {
+        spec.personal_settings(|m, k| self.setting_is_personal(m, k).unwrap_or(true))
+    }
+
+    /// Whether the library declares `module.setting` personal; `None` when
+    /// the catalog does not know it.
+    fn setting_is_personal(&self, module: &str, setting: &str) -> Option<bool> {
+        self.catalog
+            .iter()
+            .find(|m| m.name == module)
+            .and_then(|m| m.settings.get(setting))
+            .map(|s| s.personal)
     }
 
     /// The administrator's per-container defaults (for what a spec leaves
@@ -513,7 +541,7 @@ impl Engine {
         };
         let built = self
             .builder
-            .build(&record.spec, &record.owner, &progress)
+            .build(&record.spec, &self.build_json(&record.spec), &progress)
             .await?;
         record.system_path = built.system_path.clone();
         record.drv_path = built.drv_path.clone();
@@ -565,6 +593,7 @@ impl Engine {
     /// Writes the conf file and the unit's persistent properties (devices and
     /// resource limits), then reloads systemd.
     async fn install(&self, record: &Record) -> Result<(), EngineError> {
+        self.write_personal(record)?;
         let text = self.render_conf(record)?;
         self.confs
             .write(&record.name, &text)
@@ -606,9 +635,26 @@ impl Engine {
         Ok(())
     }
 
+    /// The container's personal settings, where its conf says they are.
+    fn write_personal(&self, record: &Record) -> Result<(), EngineError> {
+        self.personal
+            .write(&record.name, &self.personal_settings(&record.spec))
+            .map_err(io("writing the container's personal settings"))?;
+        Ok(())
+    }
+
     /// The conf file NixOS's `container@.service` reads for `record`.
     fn render_conf(&self, record: &Record) -> Result<String, EngineError> {
         let mut flags = Vec::new();
+        if !self.personal_settings(&record.spec).is_empty() {
+            // Read by nspawn from the host's file at each start; in the
+            // container only as a credential, never in the store.
+            flags.push(format!(
+                "--load-credential={}:{}",
+                personal::CREDENTIAL,
+                self.personal.path(&record.name).display()
+            ));
+        }
         if record.spec.modules.iter().any(|m| m == "tailscale") {
             // The key reaches the container as a systemd credential loaded
             // from the host file by nspawn: never an environment variable,
@@ -674,6 +720,9 @@ impl Engine {
         let wanted = self.render_conf(record)?;
         match self.confs.state(&record.name, &wanted) {
             ConfState::Ok => {
+                // The conf names the personal file: it must be there (and
+                // say what the record says) or nspawn refuses to start.
+                self.write_personal(record)?;
                 // A container from before owners' slices, or whose drop-in
                 // was removed: back into its owner's slice before it starts.
                 if self.place_in_owner_slice(record).await? {
@@ -826,6 +875,9 @@ impl Engine {
                 .map_err(io("removing the conf file"))?;
         }
         fault::point("destroy:conf-removed");
+        self.personal
+            .remove(name)
+            .map_err(io("removing the container's personal settings"))?;
         self.systemd.reload().await?;
         self.systemd.reset_failed(&unit).await?;
         self.builder.remove(name).await?;
@@ -1341,7 +1393,7 @@ impl Engine {
         let result = async {
             let built = self
                 .builder
-                .build(&new_spec, &record.owner, &progress)
+                .build(&new_spec, &self.build_json(&new_spec), &progress)
                 .await?;
             record.spec = new_spec;
             record.system_path = built.system_path;

@@ -30,6 +30,10 @@ pub struct SettingInfo {
     pub type_: String,
     pub default: serde_json::Value,
     pub description: String,
+    /// A git identity, SSH keys ...: never built into the system (the store
+    /// is world-readable), handed to the container at start instead.
+    #[serde(default)]
+    pub personal: bool,
 }
 
 /// Parses the JSON that `nix-instantiate --eval --strict --json

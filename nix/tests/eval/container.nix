@@ -67,6 +67,18 @@ in
       all = run (base "all" { modules = library.names; });
       everySetting = run (base "settings" { modules = library.names; settings = allSettings; state_version = "24.11"; });
       workspaceFlag = run (base "ws" { modules = [ "git" ]; workspace = true; });
+      # The same container for two owners with different personal settings:
+      # the configuration must not differ (nothing of either is in it).
+      personalA = run { name = "same"; owner = "unix:1000"; modules = library.names; settings = allSettings; };
+      personalB = run {
+        name = "same";
+        owner = "telegram:987654321";
+        modules = library.names;
+        settings = allSettings // {
+          git = { user_name = "Grace Hopper"; user_email = "grace@example.invalid"; };
+          ssh = allSettings.ssh // { authorized_keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGrace grace@desk" ]; };
+        };
+      };
     };
 
   # Specs that evaluate, but whose assertions must refuse them.

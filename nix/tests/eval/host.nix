@@ -97,6 +97,7 @@ let
         apiKeyFile = secret "llm";
       };
       tailscale.authKeyFile = secret "tailscale";
+      accessFile = secret "access";
       extraModules.my-tools = ./fixtures/extra-modules/my-tools/my-tools.nix;
       settings = {
         max_containers_per_owner = 3;
@@ -125,6 +126,12 @@ let
     networkd = run { networking.useNetworkd = true; };
     # The bot on, but nobody let in: a warning, not an error.
     botForNobody = run { services.voxnix.telegram = { enable = true; tokenFile = secret "telegram"; }; };
+    # Who may use it only in the access file: nothing about people in the
+    # store, and no warning.
+    botWithAccessFile = run {
+      services.voxnix.telegram = { enable = true; tokenFile = secret "telegram"; };
+      services.voxnix.accessFile = secret "access";
+    };
     networkManager = run { networking.networkmanager.enable = true; };
     oldStateVersion = run { system.stateVersion = "21.11"; };
     extraModuleDir = run { services.voxnix.extraModules.my-dir = ./fixtures/extra-modules/my-dir; };

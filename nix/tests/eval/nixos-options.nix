@@ -184,6 +184,7 @@ in
         enable = bool false;
         ports = opt (types.listOf port) [ 22 ];
         openFirewall = bool true;
+        authorizedKeysFiles = list types.str;
         settings = mkOption {
           type = types.submodule { freeformType = types.attrsOf types.anything; };
           default = { };
@@ -200,6 +201,7 @@ in
     programs = {
       git = {
         enable = bool false;
+        package = opt types.package pkgs.git;
         config = opt (types.either (types.attrsOf types.anything) (types.listOf (types.attrsOf types.anything))) { };
       };
       fish = {

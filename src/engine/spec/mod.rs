@@ -32,8 +32,8 @@
 //! Its parts: this file holds the spec's types and rules; [`size`] reads and
 //! writes sizes (`2G`), `strict_json` reads JSON refusing duplicate keys.
 //!
-//! The owner is never part of a client spec: the daemon decides it and adds it
-//! in [`ContainerSpec::to_build_json`].
+//! The owner is never part of a client spec (the daemon decides it), nor of
+//! what Nix builds ([`ContainerSpec::to_build_json`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -262,12 +262,14 @@ pub fn parse_spec(json: &str, known_modules: &[String]) -> Result<ContainerSpec,
 }
 
 impl ContainerSpec {
-    /// The JSON handed to Nix (adds the owner):
-    /// `{"name","owner","modules","workspace","settings","resources":{...}}`.
+    /// The JSON handed to Nix:
+    /// `{"name","modules","workspace","settings","resources":{...}}`.
+    /// Never the owner, and never a setting `is_personal(module, setting)`
+    /// calls personal: what Nix builds lands in the world-readable store.
     /// `resources` is always present; limits that are not set are left out of
     /// it. Its keys are `memory_max` (bytes), `cpu_weight`,
     /// `cpu_quota_percent` and `tasks_max`.
-    pub fn to_build_json(&self, owner: &str) -> Value {
+    pub fn to_build_json(&self, is_personal: impl Fn(&str, &str) -> bool) -> Value {
         let mut resources = Map::new();
         let r = &self.resources;
         if let Some(v) = r.memory_max {
@@ -286,12 +288,18 @@ impl ContainerSpec {
         let settings: Map<String, Value> = self
             .settings
             .iter()
-            .map(|(k, v)| (k.clone(), Value::Object(v.clone())))
+            .map(|(m, values)| {
+                let kept: Map<String, Value> = values
+                    .iter()
+                    .filter(|(k, _)| !is_personal(m, k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (m.clone(), Value::Object(kept))
+            })
             .collect();
 
         let mut out = Map::new();
         out.insert("name".into(), Value::from(self.name.as_str()));
-        out.insert("owner".into(), Value::from(owner));
         out.insert(
             "modules".into(),
             Value::Array(
@@ -305,6 +313,26 @@ impl ContainerSpec {
         out.insert("settings".into(), Value::Object(settings));
         out.insert("resources".into(), Value::Object(resources));
         Value::Object(out)
+    }
+
+    /// The personal settings of the selected modules, `{module: {setting:
+    /// value}}`: what the container is handed at start instead of having it
+    /// built in. Empty when there are none.
+    pub fn personal_settings(&self, is_personal: impl Fn(&str, &str) -> bool) -> Map<String, Value> {
+        let selected =
+            |m: &str| self.modules.iter().any(|x| x == m) || (m == "workspace" && self.workspace);
+        self.settings
+            .iter()
+            .filter(|(m, _)| selected(m))
+            .filter_map(|(m, values)| {
+                let personal: Map<String, Value> = values
+                    .iter()
+                    .filter(|(k, _)| is_personal(m, k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (!personal.is_empty()).then(|| (m.clone(), Value::Object(personal)))
+            })
+            .collect()
     }
 
     /// Back to the form a client sends (what [`parse_spec`] reads), so a
@@ -1240,10 +1268,9 @@ mod tests {
             "settings": {"ssh": {"port": 22}}
         }));
         assert_eq!(
-            spec.to_build_json("telegram:123"),
+            spec.to_build_json(|_, _| false),
             json!({
                 "name": "dev",
-                "owner": "telegram:123",
                 "modules": ["git", "fish"],
                 "workspace": false,
                 "settings": {"ssh": {"port": 22}},
@@ -1251,10 +1278,37 @@ mod tests {
             })
         );
         assert_eq!(
-            accept(json!({"name": "x"})).to_build_json("u"),
-            json!({"name": "x", "owner": "u", "modules": [], "workspace": true,
+            accept(json!({"name": "x"})).to_build_json(|_, _| false),
+            json!({"name": "x", "modules": [], "workspace": true,
                    "settings": {}, "resources": {}})
         );
+    }
+
+    #[test]
+    fn personal_settings_are_left_out_of_the_build_and_handed_over_apart() {
+        let spec = accept(json!({
+            "name": "dev",
+            "modules": ["git", "ssh"],
+            "settings": {
+                "git": {"user_name": "Ada", "user_email": "ada@x"},
+                "ssh": {"port": 2222, "authorized_keys": ["ssh-ed25519 AAAA ada"]},
+                "fish": {"user_name": "not selected"}
+            }
+        }));
+        let personal = |m: &str, k: &str| {
+            matches!((m, k), ("git", "user_name" | "user_email") | ("ssh", "authorized_keys") | ("fish", _))
+        };
+        let build = spec.to_build_json(personal);
+        assert_eq!(
+            build["settings"],
+            json!({"git": {}, "ssh": {"port": 2222}, "fish": {}})
+        );
+        assert_eq!(
+            Value::Object(spec.personal_settings(personal)),
+            json!({"git": {"user_name": "Ada", "user_email": "ada@x"},
+                   "ssh": {"authorized_keys": ["ssh-ed25519 AAAA ada"]}})
+        );
+        assert!(spec.personal_settings(|_, _| false).is_empty());
     }
 
     #[test]

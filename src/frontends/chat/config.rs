@@ -201,6 +201,10 @@ pub enum ConfigError {
     },
     #[error("the configuration is not valid TOML: {0}")]
     Toml(String),
+    /// The access file (see [`crate::access_file`]): unreadable, readable
+    /// by everyone, or holding something else.
+    #[error("{0}")]
+    Access(String),
     #[error("[{section}]: {message}")]
     Invalid {
         section: &'static str,
@@ -238,9 +242,13 @@ impl ChatConfig {
 
     /// Parses the whole file's text and takes the two tables.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Toml(e.message().to_string()))?;
+        let mut table = crate::access_file::merged(text).map_err(|e| {
+            if e.contains("access_file") {
+                ConfigError::Access(e)
+            } else {
+                ConfigError::Toml(e)
+            }
+        })?;
         let telegram: TelegramConfig = section(&mut table, "telegram")?;
         let llm: LlmConfig = section(&mut table, "llm")?;
         let cfg = ChatConfig { telegram, llm };
