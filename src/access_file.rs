@@ -84,7 +84,12 @@ fn unknown(path: &str, key: &str) -> String {
     )
 }
 
-fn append(table: &mut toml::Table, key: &str, value: toml::Value, path: &str) -> Result<(), String> {
+fn append(
+    table: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+    path: &str,
+) -> Result<(), String> {
     let toml::Value::Array(items) = value else {
         return Err(format!("access_file {path}: '{key}' must be a list"));
     };
@@ -123,17 +128,28 @@ mod tests {
             f.path().display()
         );
         let t = merged(&text).unwrap();
-        assert_eq!(t["telegram"]["allowed_chat_ids"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            t["telegram"]["allowed_chat_ids"].as_array().unwrap().len(),
+            3
+        );
         assert_eq!(t["telegram"]["admin_chat_ids"].as_array().unwrap().len(), 1);
         assert_eq!(t["admin_owners"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn the_daemon_and_the_bot_both_see_the_lists() {
-        let f = file("[telegram]\nallowed_chat_ids = [5]\nadmin_chat_ids = [7]\n", 0o440);
+        let f = file(
+            "[telegram]\nallowed_chat_ids = [5]\nadmin_chat_ids = [7]\n",
+            0o440,
+        );
         let text = format!("access_file = \"{}\"\n", f.path().display());
         let daemon = crate::config::Config::parse(&text).unwrap();
-        assert!(daemon.admins().unwrap().contains(&crate::model::Owner::parse("telegram:7").unwrap()));
+        assert!(
+            daemon
+                .admins()
+                .unwrap()
+                .contains(&crate::model::Owner::parse("telegram:7").unwrap())
+        );
         let bot = crate::frontends::chat::config::ChatConfig::parse(&text).unwrap();
         assert!(bot.telegram.allows_sender(5, 5) && bot.telegram.is_admin(7));
         assert!(!bot.telegram.allows_sender(6, 6));
@@ -151,7 +167,10 @@ mod tests {
         let e = merged(&format!("access_file = \"{}\"", f.path().display())).unwrap_err();
         assert!(e.contains("'bridge' cannot be set there"), "{e}");
         let e = merged("access_file = \"/nonexistent/voxnix-access\"").unwrap_err();
-        assert!(e.contains("cannot read the access_file /nonexistent/voxnix-access"), "{e}");
+        assert!(
+            e.contains("cannot read the access_file /nonexistent/voxnix-access"),
+            "{e}"
+        );
         let e = merged("access_file = \"relative\"").unwrap_err();
         assert!(e.contains("absolute path"), "{e}");
     }

@@ -203,7 +203,9 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Self, String> {
-        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -397,8 +399,14 @@ mod tests {
                 "max_cpu_weight must be 1 to 10000",
             ),
             ("owner_memory_max = \"150%\"", "owner_memory_max: '150%'"),
-            ("owner_memory_max = \"2G\"", "default_memory_max must not be above owner_memory_max"),
-            ("owner_cpu_weight = 0", "owner_cpu_weight must be 1 to 10000"),
+            (
+                "owner_memory_max = \"2G\"",
+                "default_memory_max must not be above owner_memory_max",
+            ),
+            (
+                "owner_cpu_weight = 0",
+                "owner_cpu_weight must be 1 to 10000",
+            ),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -11,8 +11,8 @@
 //! - [`sandbox`]: a throwaway appliance with a real systemd, machined and container bridge.
 //! - [`model`]: what every layer shares: owners and container names.
 
-pub mod api;
 pub mod access_file;
+pub mod api;
 pub mod atomic_file;
 pub mod config;
 pub mod daemon;

@@ -766,9 +766,10 @@ async fn resource_defaults_apply_and_caps_are_refused() {
 /// back at its next start.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
-    let app =
-        Appliance::boot("owner_memory_max = \"6G\"\nowner_tasks_max = 5000\nowner_cpu_weight = 200")
-            .await;
+    let app = Appliance::boot(
+        "owner_memory_max = \"6G\"\nowner_tasks_max = 5000\nowner_cpu_weight = 200",
+    )
+    .await;
     let m = app.manager().await;
     let err = m
         .create(r#"{"name":"huge","memory_max":"8G"}"#, "telegram:1")
@@ -779,10 +780,12 @@ async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
         err.contains("InvalidArgument") && err.contains("6.0G for all of one owner's containers"),
         "{err}"
     );
-    for (name, owner) in [("a1", "telegram:1"), ("a2", "telegram:1"), ("b1", "telegram:2")] {
-        let done = app
-            .create(&format!(r#"{{"name":"{name}"}}"#), owner)
-            .await;
+    for (name, owner) in [
+        ("a1", "telegram:1"),
+        ("a2", "telegram:1"),
+        ("b1", "telegram:2"),
+    ] {
+        let done = app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await;
         assert_eq!(done["ok"], true, "{name}: {done}");
     }
     let slice_of = |name: &str| {
@@ -808,7 +811,11 @@ async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
                 "systemctl show 'machine-voxnix-{owner}.slice' -p MemoryMax -p TasksMax -p CPUWeight --value | tr '\\n' ' '"
             ))
             .await;
-        assert_eq!(held.trim(), "200 6442450944 5000", "{owner}: CPUWeight MemoryMax TasksMax");
+        assert_eq!(
+            held.trim(),
+            "200 6442450944 5000",
+            "{owner}: CPUWeight MemoryMax TasksMax"
+        );
     }
     // Placement lost outside voxnix (an old container, a removed drop-in):
     // back in the owner's slice from the next start.
@@ -818,7 +825,9 @@ async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
     .await;
     m.stop("a2", "telegram:1").await.expect("stop");
     assert_eq!(
-        app.sh("systemctl show container@a2.service -p Slice --value").await.trim(),
+        app.sh("systemctl show container@a2.service -p Slice --value")
+            .await
+            .trim(),
         "machine.slice"
     );
     m.start("a2", "telegram:1").await.expect("start");

@@ -98,3 +98,105 @@ async fn one_owners_container_cannot_reach_anothers() {
         "{rules}"
     );
 }
+
+/// A container's root can send any frame it likes (CAP_NET_RAW in its own
+/// user namespace). Sent as a neighbour's attacker would: a DHCP server's
+/// reply (source port 67) and an ARP reply naming the gateway's address with
+/// the attacker's MAC. Neither gets through: the host never hears the "DHCP
+/// server" while it hears the same datagram from another port, and the
+/// neighbour keeps the real gateway's MAC.
+#[tokio::test]
+async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
+    let app = Appliance::boot("").await;
+    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    // The host listens on the gateway's address; Mallory sends one datagram
+    // from port 67 (as a DHCP server would answer) and one from port 40000.
+    let listen = app.sh(
+        "timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('10.100.0.1', 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[1], data.decode(), flush=True)\"",
+    );
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        run(
+            &app,
+            "mallory",
+            "telegram:1",
+            "python3 -c \"import socket\nfor port, what in ((67, 'offer'), (40000, 'plain')):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('0.0.0.0', port))\n    s.sendto(what.encode(), ('10.100.0.1', 9999))\n    s.close()\"; echo sent",
+        )
+        .await
+    };
+    let (heard, sent) = tokio::join!(listen, send);
+    assert!(sent.contains("sent"), "{sent}");
+    assert!(heard.contains("40000 plain"), "the way out works: {heard}");
+    assert!(
+        !heard.contains("offer"),
+        "the host heard a DHCP server reply from a container: {heard}"
+    );
+
+    // Bob learns the gateway's MAC; Mallory then sends Bob ARP replies
+    // saying the gateway's address is at Mallory's MAC (arpspoof's way).
+    let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
+    let bob_mac = run(
+        &app,
+        "bob",
+        "telegram:2",
+        "cat /sys/class/net/host0/address",
+    )
+    .await;
+    let lladdr = |neigh: &str| {
+        neigh
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no lladdr in: {neigh}"))
+    };
+    let before = run(
+        &app,
+        "bob",
+        "telegram:2",
+        &format!(
+            "{} >/dev/null; sleep 2; ip neigh show 10.100.0.1",
+            connect("10.100.0.1", 53)
+        ),
+    )
+    .await;
+    let gateway_mac = lladdr(&before);
+    let forged = run(
+        &app,
+        "mallory",
+        "telegram:1",
+        &format!(
+            "python3 -c \"import socket, time\n\
+             mac = bytes.fromhex(open('/sys/class/net/host0/address').read().strip().replace(':', ''))\n\
+             bob = bytes.fromhex('{}')\n\
+             gw = socket.inet_aton('10.100.0.1')\n\
+             frame = bob + mac + b'\\x08\\x06' + b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x02' + mac + gw + bob + socket.inet_aton('{bob_ip}')\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             s.bind(('host0', 0))\n\
+             for _ in range(10):\n    s.send(frame); time.sleep(0.3)\n\
+             print('forged', mac.hex())\"",
+            bob_mac.trim().replace(':', "")
+        ),
+    )
+    .await;
+    assert!(forged.contains("forged"), "{forged}");
+    let after = run(&app, "bob", "telegram:2", "ip neigh show 10.100.0.1").await;
+    assert!(
+        !forged.contains(&gateway_mac.replace(':', "")),
+        "Mallory has the gateway's MAC: {forged}"
+    );
+    assert_eq!(
+        lladdr(&after),
+        gateway_mac,
+        "Bob's gateway is now Mallory's MAC ({forged})"
+    );
+    // Towards the host, ARP naming the gateway's address is dropped too.
+    let rules = app.sh("nft list chain bridge voxnix input").await;
+    assert!(rules.contains("arp saddr ip 10.100.0.1 drop"), "{rules}");
+}

@@ -378,7 +378,9 @@ fn the_module_with_every_option_set_evaluates() {
     // Chat ids and admin owners given inline: said to be in the store.
     let warnings = strings(&e["warnings"]);
     assert!(
-        warnings.len() == 1 && warnings[0].contains("world-readable Nix store") && warnings[0].contains("accessFile"),
+        warnings.len() == 1
+            && warnings[0].contains("world-readable Nix store")
+            && warnings[0].contains("accessFile"),
         "{warnings:?}"
     );
     let (config, value) = config_toml(&e);
@@ -530,7 +532,12 @@ fn who_may_use_the_bot_can_stay_out_of_the_store() {
         config.access_file.as_deref(),
         Some(std::path::Path::new("/run/agenix/access"))
     );
-    assert_eq!(value["telegram"]["allowed_chat_ids"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        value["telegram"]["allowed_chat_ids"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 }
 
 #[test]
@@ -775,7 +782,9 @@ fn every_setting_of_every_module_reaches_the_configuration() {
         c["programs"]["git"]["config"]["include"]["path"],
         "/run/voxnix/gitconfig"
     );
-    assert!(c["systemd"]["services"]["voxnix-git-identity"]["serviceConfig"]["ExecStart"].is_string());
+    assert!(
+        c["systemd"]["services"]["voxnix-git-identity"]["serviceConfig"]["ExecStart"].is_string()
+    );
     assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([2222]));
     assert_eq!(
         c["services"]["openssh"]["authorizedKeysFiles"],
@@ -791,7 +800,8 @@ fn every_setting_of_every_module_reaches_the_configuration() {
     );
     let warnings = strings(&s["warnings"]).join("\n");
     assert!(
-        warnings.contains("git.user_email, git.user_name") && warnings.contains("ssh.authorized_keys"),
+        warnings.contains("git.user_email, git.user_name")
+            && warnings.contains("ssh.authorized_keys"),
         "{warnings}"
     );
     assert_eq!(
@@ -825,7 +835,8 @@ fn owners_and_personal_settings_are_not_in_the_configuration() {
         a["config"] == b["config"] && a["etc"] == b["etc"],
         "two owners' configurations differ"
     );
-    let text = serde_json::to_string(&a["config"]).unwrap() + &serde_json::to_string(&a["etc"]).unwrap();
+    let text =
+        serde_json::to_string(&a["config"]).unwrap() + &serde_json::to_string(&a["etc"]).unwrap();
     for needle in [
         "Ada Lovelace",
         "ada@example.invalid",

@@ -97,7 +97,9 @@ async fn owners_and_personal_settings_stay_out_of_the_store() {
     });
     let v = app.create(&spec.to_string(), owner).await;
     assert_eq!(v["ok"], true, "{v}");
-    let v = app.create(r#"{"name":"other","modules":["git"]}"#, "telegram:5").await;
+    let v = app
+        .create(r#"{"name":"other","modules":["git"]}"#, "telegram:5")
+        .await;
     assert_eq!(v["ok"], true, "{v}");
     let m = app.manager().await;
     let (code, out, _, _) = m
@@ -128,7 +130,10 @@ async fn owners_and_personal_settings_stay_out_of_the_store() {
         )
         .await
         .expect("exec");
-    assert_ne!(code, 0, "a neighbour's container has no personal settings of anyone");
+    assert_ne!(
+        code, 0,
+        "a neighbour's container has no personal settings of anyone"
+    );
     // The build still has what is not personal (the ssh port).
     let store_spec = app
         .sh("cat $(dirname $(grep -rl '\"name\":\"pers\"' /nix/store --include=spec.json | head -1))/spec.json")
@@ -136,9 +141,16 @@ async fn owners_and_personal_settings_stay_out_of_the_store() {
     assert!(store_spec.contains("\"port\":2222"), "{store_spec}");
     // Nothing personal and no owner id anywhere in the store (outputs and
     // .drv files alike).
-    for needle in [email, "AAAAC3NzaC1lZDI1NTE5AAAAIPersonalKey7604215533", "7604215533", "Ada Lovelace"] {
+    for needle in [
+        email,
+        "AAAAC3NzaC1lZDI1NTE5AAAAIPersonalKey7604215533",
+        "7604215533",
+        "Ada Lovelace",
+    ] {
         let found = app
-            .sh(&format!("grep -rlF '{needle}' /nix/store 2>/dev/null | head -3"))
+            .sh(&format!(
+                "grep -rlF '{needle}' /nix/store 2>/dev/null | head -3"
+            ))
             .await;
         assert_eq!(found.trim(), "", "'{needle}' is in the store");
     }
@@ -153,9 +165,13 @@ async fn owners_and_personal_settings_stay_out_of_the_store() {
         .take_while(|c| !c.is_whitespace() && *c != '"')
         .collect();
     assert_eq!(
-        app.sh(&format!("stat -c '%a %U' {path} $(dirname {path})")).await,
+        app.sh(&format!("stat -c '%a %U' {path} $(dirname {path})"))
+            .await,
         "600 root\n700 root\n"
     );
     m.destroy("pers", owner).await.expect("destroy");
-    assert_eq!(app.sh(&format!("test -e {path} || echo gone")).await.trim(), "gone");
+    assert_eq!(
+        app.sh(&format!("test -e {path} || echo gone")).await.trim(),
+        "gone"
+    );
 }

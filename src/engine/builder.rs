@@ -63,12 +63,7 @@ impl Builder {
         let (_canceller, token) = cancel_pair();
         let built = self
             .nix()
-            .build(
-                &spec.name,
-                build_json,
-                progress,
-                &token,
-            )
+            .build(&spec.name, build_json, progress, &token)
             .await?;
         let drv_path = Some(built.drv_path.display().to_string());
         Ok(match self {

@@ -290,7 +290,10 @@ impl Engine {
     /// What the container is handed at start: its personal settings, or,
     /// when the library's catalog could not be read, every setting of its
     /// modules (more than needed, never less; the file is root-only).
-    fn personal_settings(&self, spec: &ContainerSpec) -> serde_json::Map<String, serde_json::Value> {
+    fn personal_settings(
+        &self,
+        spec: &ContainerSpec,
+    ) -> serde_json::Map<String, serde_json::Value> {
         spec.personal_settings(|m, k| self.setting_is_personal(m, k).unwrap_or(true))
     }
 

@@ -70,7 +70,10 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), r#"{"git":{"user_name":"Ada"}}"#);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            r#"{"git":{"user_name":"Ada"}}"#
+        );
         assert_eq!(files.write("dev", &Map::new()).unwrap(), None);
         assert!(!path.exists());
         files.remove("dev").unwrap();

@@ -114,7 +114,9 @@ impl Engine {
         for owner in owners {
             let slice = crate::host::slices::owner_slice(&owner);
             if let Err(e) = self.set_owner_totals(&slice).await {
-                report.errors.push(format!("{slice}: setting its totals: {e}"));
+                report
+                    .errors
+                    .push(format!("{slice}: setting its totals: {e}"));
             }
         }
         let owned: BTreeSet<String> = self.records.load_all().0.into_keys().collect();

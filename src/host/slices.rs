@@ -98,7 +98,10 @@ impl OwnerTotals {
             }
             None => props.push(("MemoryMax".into(), V::from(u64::MAX))),
         }
-        props.push(("TasksMax".into(), V::from(self.tasks_max.unwrap_or(u64::MAX))));
+        props.push((
+            "TasksMax".into(),
+            V::from(self.tasks_max.unwrap_or(u64::MAX)),
+        ));
         props
     }
 }
@@ -128,7 +131,10 @@ mod tests {
         assert!(!place(dir.path(), unit, "machine-voxnix-a:1.slice").unwrap());
         assert!(place(dir.path(), unit, "machine-voxnix-a:2.slice").unwrap());
         let text = std::fs::read_to_string(drop_in_path(dir.path(), unit)).unwrap();
-        assert!(text.contains("[Service]\nSlice=machine-voxnix-a:2.slice\n"), "{text}");
+        assert!(
+            text.contains("[Service]\nSlice=machine-voxnix-a:2.slice\n"),
+            "{text}"
+        );
     }
 
     #[test]

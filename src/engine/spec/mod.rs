@@ -318,7 +318,10 @@ impl ContainerSpec {
     /// The personal settings of the selected modules, `{module: {setting:
     /// value}}`: what the container is handed at start instead of having it
     /// built in. Empty when there are none.
-    pub fn personal_settings(&self, is_personal: impl Fn(&str, &str) -> bool) -> Map<String, Value> {
+    pub fn personal_settings(
+        &self,
+        is_personal: impl Fn(&str, &str) -> bool,
+    ) -> Map<String, Value> {
         let selected =
             |m: &str| self.modules.iter().any(|x| x == m) || (m == "workspace" && self.workspace);
         self.settings
@@ -1296,7 +1299,10 @@ mod tests {
             }
         }));
         let personal = |m: &str, k: &str| {
-            matches!((m, k), ("git", "user_name" | "user_email") | ("ssh", "authorized_keys") | ("fish", _))
+            matches!(
+                (m, k),
+                ("git", "user_name" | "user_email") | ("ssh", "authorized_keys") | ("fish", _)
+            )
         };
         let build = spec.to_build_json(personal);
         assert_eq!(
