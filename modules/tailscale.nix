@@ -1,11 +1,16 @@
 {
-  description = "Tailscale, joined with an auth key passed as the systemd credential 'tailscale-auth-key' (Tailscale SSH enabled).";
+  description = "Tailscale, joined with an auth key passed as the systemd credential 'tailscale-auth-key' (Tailscale SSH only when asked for).";
 
   settings = {
     userspace_networking = {
       type = "bool";
       default = false;
       description = "Run tailscaled without a TUN device (use when the host does not give the container /dev/net/tun).";
+    };
+    ssh = {
+      type = "bool";
+      default = false;
+      description = "Turn on Tailscale SSH (tailscale up --ssh): the tailnet policy then decides who may log in.";
     };
   };
 
@@ -27,11 +32,18 @@
           echo "tailscale already up"
           exit 0
         fi
+        key="$CREDENTIALS_DIRECTORY/tailscale-auth-key"
+        # voxnix hands over a single-use key for a start it makes, and an
+        # empty file otherwise: then the node's saved login is all there is.
+        if [ ! -s "$key" ]; then
+          echo "no auth key for this start; tailscaled uses its saved login"
+          exit 0
+        fi
         # The key never leaves the credential file: tailscale reads it itself.
         exec ${tailscale}/bin/tailscale up \
-          --ssh \
+          ${lib.optionalString cfg.ssh "--ssh"} \
           --hostname=${lib.escapeShellArg hostName} \
-          --auth-key="file:$CREDENTIALS_DIRECTORY/tailscale-auth-key"
+          --auth-key="file:$key"
       '';
     in
     {
@@ -41,10 +53,11 @@
         interfaceName = lib.mkIf cfg.userspace_networking "userspace-networking";
       };
 
-      networking.firewall = {
-        trustedInterfaces = lib.mkIf (!cfg.userspace_networking) [ config.services.tailscale.interfaceName ];
-        checkReversePath = lib.mkDefault "loose";
-      };
+      # tailscale0 is not a trusted interface: the container's firewall
+      # treats the tailnet like any network (open ports with
+      # networking.firewall as usual), so a device that joined with another
+      # owner's key reaches nothing unasked.
+      networking.firewall.checkReversePath = lib.mkDefault "loose";
 
       # The host passes the auth key into the container with
       # `--load-credential=tailscale-auth-key:<file>` (systemd-nspawn); this

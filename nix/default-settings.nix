@@ -92,6 +92,12 @@ let
       "The tasks all of one owner's containers may run together (0: no total).";
     owner_cpu_weight = setting "positive integer" 100
       "The CPU weight of each owner's slice: under contention owners share the CPU by these weights, however many containers each runs.";
+    tailscale_api_url = setting "string" "https://api.tailscale.com"
+      "The Tailscale API's base URL (for the OAuth client's keys).";
+    tailscale_tailnet = setting "string" "-"
+      "The tailnet containers' keys are minted for (`-`: the OAuth client's own).";
+    tailscale_tag_prefix = setting "string" "tag:voxnix-"
+      "Prefix of each owner's Tailscale tag (`tag:voxnix-telegram-123`); the tailnet policy must let the OAuth client apply these tags.";
     admin_owners = setting "strings" [ ]
       "Owners (`telegram:123`, `unix:1000`) a front end, or a local user as itself, may call the administrator's HostHealth for. The Telegram admins (`telegram.admin_chat_ids`) are included without being listed.";
     nix = {
@@ -194,7 +200,11 @@ let
       model = null;
       apiKeyFile = null;
     };
-    tailscale.authKeyFile = null;
+    tailscale = {
+      authKeyFile = null;
+      oauthClientId = null;
+      oauthClientSecretFile = null;
+    };
     accessFile = null;
     extraModules = { };
   };
@@ -227,6 +237,8 @@ let
     "llm.baseUrl" = [ "llm.base_url" ];
     "llm.model" = [ "llm.model" ];
     "tailscale.authKeyFile" = [ "tailscale_auth_key_file" ];
+    "tailscale.oauthClientId" = [ "tailscale_oauth_client_id" ];
+    "tailscale.oauthClientSecretFile" = [ "tailscale_oauth_client_secret_file" ];
     "accessFile" = [ "access_file" ];
   };
 
@@ -302,6 +314,13 @@ let
     # nspawn as the container's credential tailscale-auth-key.
     // (if cfg.tailscale.authKeyFile != null then
       { tailscale_auth_key_file = toString cfg.tailscale.authKeyFile; }
+    else { })
+    # The OAuth client: its id, and the path of its secret (never the secret).
+    // (if cfg.tailscale.oauthClientId != null then
+      { tailscale_oauth_client_id = cfg.tailscale.oauthClientId; }
+    else { })
+    // (if cfg.tailscale.oauthClientSecretFile != null then
+      { tailscale_oauth_client_secret_file = toString cfg.tailscale.oauthClientSecretFile; }
     else { })
     # A path (never the lists): who may use the appliance stays out of the
     # store; the daemon and the bot read the file and add its lists.

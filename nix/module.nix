@@ -13,7 +13,7 @@
 let
   inherit (lib)
     mkOption mkEnableOption mkIf mkMerge mkDefault types literalExpression
-    optional concatMapStrings concatStringsSep attrNames
+    optional optionals concatMapStrings concatStringsSep attrNames
     escapeShellArg escapeShellArgs;
 
   cfg = config.services.voxnix;
@@ -81,6 +81,11 @@ let
   bridgeFilter = pkgs.writeText "voxnix-bridge-filter.nft" (
     builtins.replaceStrings [ "@GATEWAY@" ] [ hostAddress ]
       (builtins.readFile ../data/nftables/bridge-filter.nft)
+  );
+  # dnsmasq's lease script: keeps the filter's set of leases current.
+  leaseHook = pkgs.writeShellScript "voxnix-lease-hook" (
+    builtins.replaceStrings [ "@NFT@" ] [ "${pkgs.nftables}/bin/nft" ]
+      (builtins.readFile ../data/nftables/lease-hook.sh)
   );
   prefixLength = lib.toInt (octet 4);
   dhcpRange =
@@ -241,7 +246,10 @@ let
       "~@swap"
     ] ++ optional (!zfs) "~@mount";
     SystemCallErrorNumber = "EPERM";
-    RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" ];
+    # No network sockets, but for the Tailscale API when the daemon mints
+    # containers' keys with an OAuth client.
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" ]
+      ++ optionals (cfg.tailscale.oauthClientId != null) [ "AF_INET" "AF_INET6" ];
     # Only the two namespace kinds exec joins to reach a container's bus from
     # inside it (src/host/ns_socket.rs); no unshare or clone of any kind.
     RestrictNamespaces = "user mnt";
@@ -468,13 +476,24 @@ in
     '';
 
     tailscale = {
-      authKeyFile = secretFile "A Tailscale auth key for containers with the tailscale module; the daemon hands it to them as the systemd credential `tailscale-auth-key` (daemon key `tailscale_auth_key_file`).";
+      oauthClientId = mkOption {
+        type = types.nullOr (types.strMatching "[A-Za-z0-9]+");
+        default = td.tailscale.oauthClientId;
+        example = "k123456CNTRL";
+        description = "The id of a Tailscale OAuth client with the `auth_keys` scope, allowed to apply the owners' tags (`settings.tailscale_tag_prefix`). With it, each start of a container with the tailscale module gets a key of its own: single-use, pre-authorized, tagged with the container's owner (daemon key `tailscale_oauth_client_id`).";
+      };
+      oauthClientSecretFile = secretFile "The file holding that OAuth client's secret (`tskey-client-...`), read by the daemon only (daemon key `tailscale_oauth_client_secret_file`).";
+      authKeyFile = secretFile "A shared Tailscale auth key for containers with the tailscale module, used when no OAuth client is set; every such container's root can read it, so prefer the OAuth client (daemon key `tailscale_auth_key_file`).";
     };
   };
 
   config = mkIf cfg.enable (mkMerge [
     {
       assertions = [
+        {
+          assertion = (cfg.tailscale.oauthClientId == null) == (cfg.tailscale.oauthClientSecretFile == null);
+          message = "services.voxnix.tailscale.oauthClientId and oauthClientSecretFile go together: set both, or neither.";
+        }
         {
           assertion = cfg.settings.frontend_group == "voxnix";
           message = "services.voxnix.settings.frontend_group must stay \"voxnix\": the D-Bus policy (org.voxnix.Voxnix1.conf) names that group.";
@@ -533,6 +552,8 @@ in
         ++ optional (pending "llm" && cfg.llm.baseUrl != null) (pendingWarning "llm" "llm.*")
         ++ optional (pending "credentials" && cfg.tailscale.authKeyFile != null)
           (pendingWarning "credentials" "tailscale.authKeyFile")
+        ++ optional (cfg.tailscale.authKeyFile != null && cfg.tailscale.oauthClientId == null)
+          "services.voxnix.tailscale.authKeyFile is one key for every container with the tailscale module, readable by each one's root: any owner can copy it and join devices of their own. Set tailscale.oauthClientId and oauthClientSecretFile instead, for a single-use key per container and start."
         ++ optional (cfg.telegram.enable && cfg.telegram.allowedChatIds == [ ] && cfg.telegram.adminChatIds == [ ] && cfg.accessFile == null)
           "services.voxnix.telegram: allowedChatIds and adminChatIds are empty, so the bot refuses everyone."
         ++ optional (cfg.telegram.allowedChatIds != [ ] || cfg.telegram.adminChatIds != [ ] || (cfg.settings.admin_owners or [ ]) != [ ])
@@ -632,7 +653,8 @@ in
       };
 
       # Containers never reach each other on the bridge, nor pose as a DHCP
-      # or router-advertisement server or as the gateway (data/nftables).
+      # or router-advertisement server, as the gateway or as a neighbour's
+      # address (data/nftables).
       # Loaded again whenever the firewall's own rules are (a flush would
       # drop this table).
       systemd.services."voxnix-bridge-filter" = {
@@ -645,6 +667,8 @@ in
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${pkgs.nftables}/bin/nft -f ${bridgeFilter}";
+          # A reload empties the set of leases: fill it from the lease file.
+          ExecStartPost = "${leaseHook} reload /var/lib/${units.dhcp}/leases";
           ExecStop = "-${pkgs.nftables}/bin/nft delete table bridge voxnix";
         };
       };
@@ -690,6 +714,9 @@ in
             # or list the others' containers.
             "--dhcp-ignore-names"
             "--dhcp-leasefile=/var/lib/${units.dhcp}/leases"
+            # Each lease (MAC and address) into the bridge filter, which lets
+            # a container speak to the host only as its own address.
+            "--dhcp-script=${leaseHook}"
           ];
           Restart = "on-failure";
           RestartSec = 2;

@@ -96,6 +96,21 @@ pub struct Config {
     /// `tailscale-auth-key` through nspawn; the key itself is never read by
     /// voxnix, stored, logged or put in the Nix store.
     pub tailscale_auth_key_file: Option<PathBuf>,
+    /// An administrator's Tailscale OAuth client (scope `auth_keys`): with
+    /// it, each start of a container with the `tailscale` module gets a key
+    /// of its own, single-use, pre-authorized and tagged with its owner
+    /// (see [`crate::host::tailscale_api`]); the shared key is then unused.
+    pub tailscale_oauth_client_id: Option<String>,
+    /// The file holding that client's secret (root-only).
+    pub tailscale_oauth_client_secret_file: Option<PathBuf>,
+    /// The Tailscale API's base URL.
+    pub tailscale_api_url: String,
+    /// The tailnet keys are minted for (`-`: the OAuth client's own).
+    pub tailscale_tailnet: String,
+    /// Prefix of each owner's tag (`tag:voxnix-` gives
+    /// `tag:voxnix-telegram-123`); the tailnet policy must let the OAuth
+    /// client apply these tags.
+    pub tailscale_tag_prefix: String,
     /// The Telegram front end's table; the daemon keeps it opaque and the bot
     /// (`voxnix telegram`) validates it (`src/frontends/chat/config.rs`).
     pub telegram: Option<toml::Table>,
@@ -135,6 +150,11 @@ impl Default for Config {
             storage: crate::storage::StorageConfig::default(),
             nix: crate::nix::NixConfig::default(),
             tailscale_auth_key_file: None,
+            tailscale_oauth_client_id: None,
+            tailscale_oauth_client_secret_file: None,
+            tailscale_api_url: "https://api.tailscale.com".into(),
+            tailscale_tailnet: "-".into(),
+            tailscale_tag_prefix: "tag:voxnix-".into(),
             telegram: None,
             llm: None,
         }
@@ -266,7 +286,63 @@ impl Config {
                 "tailscale_auth_key_file must be an absolute path without spaces or ':'".into(),
             );
         }
+        self.tailscale_oauth()?;
         Ok(())
+    }
+
+    /// The Tailscale OAuth client, when one is configured.
+    pub fn tailscale_oauth(
+        &self,
+    ) -> Result<Option<crate::host::tailscale_api::OAuthClient>, String> {
+        let (id, file) = match (
+            &self.tailscale_oauth_client_id,
+            &self.tailscale_oauth_client_secret_file,
+        ) {
+            (None, None) => return Ok(None),
+            (Some(id), Some(file)) => (id, file),
+            _ => {
+                return Err(
+                    "tailscale_oauth_client_id and tailscale_oauth_client_secret_file go together: set both, or neither"
+                        .into(),
+                );
+            }
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(
+                "tailscale_oauth_client_id must be the client's id (letters and digits)".into(),
+            );
+        }
+        if !file.is_absolute() {
+            return Err("tailscale_oauth_client_secret_file must be an absolute path".into());
+        }
+        let url = &self.tailscale_api_url;
+        if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1")) {
+            return Err(format!(
+                "tailscale_api_url '{url}' must be an https:// URL (plain http only to 127.0.0.1)"
+            ));
+        }
+        let tailnet = &self.tailscale_tailnet;
+        if tailnet.is_empty() || tailnet.contains(['/', '?', '#', ' ']) {
+            return Err(format!(
+                "tailscale_tailnet '{tailnet}' is not a tailnet name"
+            ));
+        }
+        let prefix = &self.tailscale_tag_prefix;
+        let rest = prefix.strip_prefix("tag:").unwrap_or("");
+        if rest.is_empty()
+            || !rest.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "tailscale_tag_prefix '{prefix}' must be 'tag:' and then a letter, then letters, digits and '-'"
+            ));
+        }
+        Ok(Some(crate::host::tailscale_api::OAuthClient {
+            api_url: url.clone(),
+            tailnet: tailnet.clone(),
+            client_id: id.clone(),
+            secret_file: file.clone(),
+        }))
     }
 
     /// The per-container resource defaults and caps, in bytes and counts.

@@ -200,3 +200,120 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
     let rules = app.sh("nft list chain bridge voxnix input").await;
     assert!(rules.contains("arp saddr ip 10.100.0.1 drop"), "{rules}");
 }
+
+/// A container's root adds a neighbour's address to its own interface and
+/// speaks to the host as it, and tells the host by ARP that the address is
+/// at its MAC: either would have the host send the neighbour's traffic to
+/// it. The bridge lets a container speak IPv4 and ARP to the host only as
+/// the address its MAC leased (the DHCP server keeps the filter's set of
+/// leases), so neither gets through, while its own address still works.
+#[tokio::test]
+async fn a_container_cannot_claim_a_neighbours_address() {
+    let app = Appliance::boot("").await;
+    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
+    let mallory_ip = ipv4_of(&app, "mallory", "telegram:1").await;
+    let bob_mac = run(
+        &app,
+        "bob",
+        "telegram:2",
+        "cat /sys/class/net/host0/address",
+    )
+    .await
+    .trim()
+    .to_string();
+    let leases = app.sh("nft list set bridge voxnix leases").await;
+    assert!(
+        leases.contains(&format!("{bob_mac} . {bob_ip}")),
+        "the DHCP server put Bob's lease in the filter: {leases}"
+    );
+    // Mallory speaks from Bob's address and from her own.
+    let listen = app.sh(
+        "timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('10.100.0.1', 9998))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], data.decode(), flush=True)\"",
+    );
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        run(
+            &app,
+            "mallory",
+            "telegram:1",
+            &format!(
+                "ip addr add {bob_ip}/32 dev host0 && python3 -c \"import socket\n\
+                 for src, what in (('{bob_ip}', 'claimed'), ('{mallory_ip}', 'own')):\n    \
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind((src, 0))\n    \
+                 s.sendto(what.encode(), ('10.100.0.1', 9998))\n    s.close()\"; ip addr del {bob_ip}/32 dev host0; echo sent"
+            ),
+        )
+        .await
+    };
+    let (heard, sent) = tokio::join!(listen, send);
+    assert!(sent.contains("sent"), "{sent}");
+    assert!(
+        heard.contains(&format!("{mallory_ip} own")),
+        "her own address works: {heard}"
+    );
+    assert!(
+        !heard.contains("claimed"),
+        "the host heard Mallory as Bob: {heard}"
+    );
+
+    // The host knows Bob's MAC; Mallory tells it Bob's address is at hers.
+    let host_neigh = format!(
+        "python3 -c \"import socket\ntry:\n    socket.create_connection(('{bob_ip}', 1), 2)\nexcept Exception:\n    pass\"; \
+         sleep 2; ip neigh show {bob_ip} dev br-vox"
+    );
+    let before = app.sh(&host_neigh).await;
+    assert!(
+        before.contains(&bob_mac),
+        "the host has Bob's MAC for his address, Mallory's packets did not change it: {before} (Bob {bob_mac})"
+    );
+    let gateway_mac = run(
+        &app,
+        "mallory",
+        "telegram:1",
+        &format!(
+            "{} >/dev/null; ip neigh show 10.100.0.1",
+            connect("10.100.0.1", 53)
+        ),
+    )
+    .await
+    .split_whitespace()
+    .skip_while(|w| *w != "lladdr")
+    .nth(1)
+    .unwrap_or_default()
+    .replace(':', "");
+    assert_eq!(gateway_mac.len(), 12, "Mallory knows the gateway's MAC");
+    let forged = run(
+        &app,
+        "mallory",
+        "telegram:1",
+        &format!(
+            "python3 -c \"import socket, time\n\
+             mac = bytes.fromhex(open('/sys/class/net/host0/address').read().strip().replace(':', ''))\n\
+             gw = bytes.fromhex('{gateway_mac}')\n\
+             frame = gw + mac + b'\\x08\\x06' + b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x02' + mac + socket.inet_aton('{bob_ip}') + gw + socket.inet_aton('10.100.0.1')\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             s.bind(('host0', 0))\n\
+             for _ in range(10):\n    s.send(frame); time.sleep(0.3)\n\
+             print('forged', mac.hex())\""
+        ),
+    )
+    .await;
+    assert!(forged.contains("forged"), "{forged}");
+    let after = app.sh(&format!("ip neigh show {bob_ip} dev br-vox")).await;
+    assert!(
+        after.contains(&bob_mac),
+        "the host sends Bob's traffic to Mallory: {after} (Bob {bob_mac}, {forged})"
+    );
+    // Both still reach the way out.
+    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
+        let out = run(&app, name, owner, &connect("10.100.0.1", 53)).await;
+        assert!(out.contains("connected"), "{name}: {out}");
+    }
+}

@@ -314,7 +314,7 @@ fn mk_container(spec: &Value) -> Result<Value, String> {
         r#"let
           lib = {{ mkOption = x: x; types = {{ attrs = "attrs"; str = "str"; listOf = t: t; attrsOf = t: t; }}; }};
           module = (import (repo + "/nix/mkContainer.nix") {{ }}) {f};
-          m = module {{ inherit lib; }};
+          m = module {{ inherit lib; pkgs = {{ }}; }};
         in {{
           inherit (m.config) voxnix boot networking system;
           etc = m.config.environment.etc."voxnix/spec.json".text;

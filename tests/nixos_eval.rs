@@ -262,7 +262,8 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
     assert!(
         exec.contains("--interface=br-vox")
             && exec.contains("--dhcp-range=10.100.0.100,10.100.0.200,12h")
-            && exec.contains("--dhcp-ignore-names"),
+            && exec.contains("--dhcp-ignore-names")
+            && exec.contains("--dhcp-script=/nix/store/"),
         "{exec}"
     );
     // The bridge filter between containers, the file the sandbox loads too.
@@ -277,6 +278,24 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
     assert!(
         strings(&filter["partOf"]).contains(&"nftables.service".to_string()),
         "reloaded with the firewall: {filter}"
+    );
+    // Reloaded, its set of leases is filled again from dnsmasq's lease file.
+    let refill = filter["serviceConfig"]["ExecStartPost"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        refill.contains("voxnix-lease-hook reload /var/lib/voxnix-dnsmasq/leases"),
+        "{filter}"
+    );
+    let hook_script = exec
+        .split("--dhcp-script=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("")
+        .trim_matches('\'');
+    assert!(
+        refill.starts_with(hook_script),
+        "one script: {refill} / {hook_script}"
     );
     assert!(
         d["config"]["systemd"]["services"]["voxnix-telegram"].is_null(),
@@ -400,6 +419,13 @@ fn the_module_with_every_option_set_evaluates() {
     assert_eq!(
         value["tailscale_auth_key_file"].as_str(),
         Some("/run/agenix/tailscale")
+    );
+    assert_eq!(
+        (
+            value["tailscale_oauth_client_id"].as_str(),
+            value["tailscale_oauth_client_secret_file"].as_str()
+        ),
+        (Some("k123CNTRL"), Some("/run/agenix/tailscale-oauth"))
     );
     assert_eq!(
         value["telegram"]["allowed_chat_ids"]
@@ -750,6 +776,11 @@ fn every_module_evaluates_alone_and_all_together() {
     assert_eq!(c["programs"]["fish"]["enable"], true);
     assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([22]));
     assert_eq!(c["services"]["tailscale"]["enable"], true);
+    // The tailnet is not trusted by the container's firewall.
+    assert_eq!(
+        c["networking"]["firewall"]["trustedInterfaces"],
+        serde_json::json!([])
+    );
     assert!(
         c["systemd"]["services"]["voxnix-code-server"]["serviceConfig"]["ExecStart"].is_string()
     );

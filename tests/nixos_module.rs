@@ -268,7 +268,7 @@ const ALL_TYPED_OPTIONS_SET: &str = r#"{
   storage = { backend = "zfs"; root = "/srv/voxnix"; userQuota = "25G"; zfs = { pool = "rpool"; parent = "vox/ws"; importPool = false; }; };
   telegram = { enable = true; tokenFile = "/run/agenix/telegram"; allowedChatIds = [ 1 2 ]; adminChatIds = [ 3 ]; };
   llm = { baseUrl = "http://127.0.0.1:11434/v1"; model = "some-model"; apiKeyFile = "/run/agenix/llm"; };
-  tailscale.authKeyFile = "/run/agenix/tailscale";
+  tailscale = { authKeyFile = "/run/agenix/tailscale"; oauthClientId = "k123CNTRL"; oauthClientSecretFile = "/run/agenix/tailscale-oauth"; };
   accessFile = "/run/agenix/access";
   extraModules = { my-tools = ./modules/git.nix; };
 }"#;

@@ -63,6 +63,8 @@ fn access_from(cfg: &Config) -> Access {
 
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let cfg = Config::load(&opts.config)?;
+    // The Tailscale API client's TLS (ring, as the front ends use).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     notify(&[NotifyState::Status("connecting to the bus")]);
     let builder = match &opts.bus_address {
         Some(a) => zbus::connection::Builder::address(a.as_str()),

@@ -14,6 +14,7 @@ pub mod personal;
 pub mod reconcile;
 pub mod records;
 pub mod spec;
+pub mod tailscale_keys;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -117,6 +118,7 @@ pub struct Engine {
     known_modules: Vec<String>,
     catalog: Vec<crate::nix::ModuleInfo>,
     personal: personal::PersonalFiles,
+    tailscale_keys: tailscale_keys::TailscaleKeys,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
@@ -194,6 +196,7 @@ impl Engine {
             records,
             storage: Storage::new(cfg.storage.clone()),
             personal: personal::PersonalFiles::new(&cfg.state_dir),
+            tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
             builder,
             known_modules,
             catalog,
@@ -597,6 +600,15 @@ impl Engine {
     /// resource limits), then reloads systemd.
     async fn install(&self, record: &Record) -> Result<(), EngineError> {
         self.write_personal(record)?;
+        if record.spec.modules.iter().any(|m| m == "tailscale")
+            && matches!(self.cfg.tailscale_oauth(), Ok(Some(_)))
+            && !self.tailscale_keys.path(&record.name).exists()
+        {
+            // The conf names it; a start outside voxnix must find it.
+            self.tailscale_keys
+                .clear(&record.name)
+                .map_err(io("writing the container's Tailscale key file"))?;
+        }
         let text = self.render_conf(record)?;
         self.confs
             .write(&record.name, &text)
@@ -660,15 +672,28 @@ impl Engine {
         }
         if record.spec.modules.iter().any(|m| m == "tailscale") {
             // The key reaches the container as a systemd credential loaded
-            // from the host file by nspawn: never an environment variable,
-            // never in the Nix store. And a TUN device for tailscaled.
-            let key = self.cfg.tailscale_auth_key_file.as_ref().ok_or_else(|| {
-                EngineError::InvalidArgument(
-                    "modules: 'tailscale' needs an auth key file on the host; the administrator sets \
-                     tailscale_auth_key_file (NixOS: services.voxnix.tailscale.authKeyFile)"
-                        .into(),
-                )
-            })?;
+            // from a host file by nspawn: never an environment variable,
+            // never in the Nix store. With an OAuth client, the file is the
+            // container's own, holding a key minted for one start
+            // (tailscale_keys.rs); else the administrator's shared key. And
+            // a TUN device for tailscaled.
+            let oauth = self
+                .cfg
+                .tailscale_oauth()
+                .map_err(EngineError::InvalidArgument)?;
+            let key = match (oauth, self.cfg.tailscale_auth_key_file.as_ref()) {
+                (Some(_), _) => self.tailscale_keys.path(&record.name),
+                (None, Some(shared)) => shared.clone(),
+                (None, None) => {
+                    return Err(EngineError::InvalidArgument(
+                        "modules: 'tailscale' needs a way to join the tailnet; the administrator sets \
+                         tailscale_oauth_client_id and tailscale_oauth_client_secret_file \
+                         (NixOS: services.voxnix.tailscale.oauthClientId and oauthClientSecretFile), \
+                         or a shared tailscale_auth_key_file"
+                            .into(),
+                    ));
+                }
+            };
             flags.push(format!(
                 "--load-credential=tailscale-auth-key:{}",
                 key.display()
@@ -784,17 +809,80 @@ impl Engine {
     async fn start_unit(&self, name: &str) -> Result<(), EngineError> {
         let unit = container_unit(name);
         self.systemd.reset_failed(&unit).await?;
-        self.systemd
+        let key_handed_over = self.hand_over_tailscale_key(name).await?;
+        let started = self
+            .systemd
             .run_job(
                 JobKind::Start,
                 &unit,
                 self.timeout(self.cfg.start_timeout_secs),
             )
-            .await?;
+            .await;
+        if key_handed_over {
+            // nspawn has read it (or the start failed): no key waits here.
+            self.tailscale_keys
+                .clear(name)
+                .map_err(io("clearing the container's Tailscale key"))?;
+        }
+        started?;
         self.machined
             .wait_registered(name, Duration::from_secs(30))
             .await?;
         Ok(())
+    }
+
+    /// With an OAuth client, mints `name`'s own key for this start: single
+    /// use, pre-authorized, tagged with its owner. A create fails when no key
+    /// can be had (nothing is left half-made); a later start goes on without
+    /// one (the node keeps its login) and the log says why. Returns whether
+    /// a key was handed over.
+    async fn hand_over_tailscale_key(&self, name: &str) -> Result<bool, EngineError> {
+        let Some(record) = self.records.get(name).map_err(io("reading a record"))? else {
+            return Ok(false);
+        };
+        if !record.spec.modules.iter().any(|m| m == "tailscale") {
+            return Ok(false);
+        }
+        let Some(client) = self
+            .cfg
+            .tailscale_oauth()
+            .map_err(EngineError::InvalidArgument)?
+        else {
+            return Ok(false);
+        };
+        let tag = crate::host::tailscale_api::owner_tag(
+            &self.cfg.tailscale_tag_prefix,
+            record.owner.as_str(),
+        );
+        let minted = client
+            .mint_key(
+                std::slice::from_ref(&tag),
+                &format!("voxnix container {name}"),
+            )
+            .await;
+        match minted {
+            Ok(key) => {
+                tracing::info!(container = name, key_id = %key.id, %tag, "minted a single-use Tailscale key for this start");
+                self.tailscale_keys
+                    .hand_over(name, key.secret())
+                    .map_err(io("writing the container's Tailscale key"))?;
+                Ok(true)
+            }
+            Err(e) if record.phase == Phase::Creating => Err(EngineError::HostError(format!(
+                "cannot get {name} a Tailscale key of its own: {e}; the administrator checks the \
+                 OAuth client (scope auth_keys, allowed to tag {tag})"
+            ))),
+            Err(e) => {
+                tracing::warn!(
+                    container = name,
+                    "starting without a new Tailscale key: {e}"
+                );
+                self.tailscale_keys
+                    .clear(name)
+                    .map_err(io("clearing the container's Tailscale key"))?;
+                Ok(false)
+            }
+        }
     }
 
     async fn stop_unit(&self, name: &str) -> Result<(), EngineError> {
@@ -881,6 +969,9 @@ impl Engine {
         self.personal
             .remove(name)
             .map_err(io("removing the container's personal settings"))?;
+        self.tailscale_keys
+            .remove(name)
+            .map_err(io("removing the container's Tailscale key file"))?;
         self.systemd.reload().await?;
         self.systemd.reset_failed(&unit).await?;
         self.builder.remove(name).await?;

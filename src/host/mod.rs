@@ -13,6 +13,7 @@ pub mod namespaces;
 pub mod ns_socket;
 pub mod slices;
 pub mod systemd;
+pub mod tailscale_api;
 
 use thiserror::Error;
 

@@ -83,8 +83,16 @@ pub fn install(opts: &mut SandboxOptions, voxnix: &Path, config_toml: &str) {
         opts.bind_files.push((lib, LIBRARY.into()));
     }
     let voxnix = Path::new(BINARY);
+    // As the module: network sockets only for the Tailscale API's client.
+    let inet = crate::config::Config::parse_alone(config_toml)
+        .is_ok_and(|c| c.tailscale_oauth_client_id.is_some());
+    let inet = if inet {
+        "RestrictAddressFamilies=AF_INET AF_INET6\n"
+    } else {
+        ""
+    };
     let unit = format!(
-        "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n{CONFINEMENT}\n[Install]\nWantedBy=multi-user.target\n",
+        "[Unit]\nDescription=voxnix daemon (sandbox)\nAfter=dbus.service systemd-machined.service voxnix-sandbox-net.service\nWants=systemd-machined.service\n\n[Service]\nType=notify\nExecStart={} daemon --sandbox --config /etc/voxnix/config.toml\nRestart=on-failure\nRestartSec=1\nWatchdogSec=30\nEnvironment=VOXNIX_LOG=info\n{CONFINEMENT}{inet}\n[Install]\nWantedBy=multi-user.target\n",
         voxnix.display()
     );
     opts.extra_files.push(ExtraFile {

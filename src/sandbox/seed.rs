@@ -64,6 +64,12 @@ pub fn bridge_filter(gateway: &str) -> String {
     include_str!("../../data/nftables/bridge-filter.nft").replace("@GATEWAY@", gateway)
 }
 
+/// The DHCP server's lease script (`data/nftables/lease-hook.sh`, also the
+/// NixOS module's) with `nft` at `nft`.
+pub fn lease_hook(nft: &str) -> String {
+    include_str!("../../data/nftables/lease-hook.sh").replace("@NFT@", nft)
+}
+
 /// Writes the seed tree that `init.sh` copies over the overlay root.
 pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     for (name, text) in UNITS {
@@ -92,6 +98,12 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         "/usr/lib/voxnix-sandbox/bridge-filter.nft",
         bridge_filter("10.100.0.1").as_bytes(),
         0o644,
+    )?;
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/lease-hook.sh",
+        lease_hook("/usr/sbin/nft").as_bytes(),
+        0o755,
     )?;
     enable(seed, "voxnix-sandbox-net.service")?;
     enable(seed, "voxnix-sandbox-dhcp.service")?;
@@ -149,10 +161,21 @@ mod tests {
     #[test]
     fn the_bridge_filter_is_the_modules_with_the_gateway_filled_in() {
         let f = super::bridge_filter("10.100.0.1");
-        assert!(!f.contains('@'), "{f}");
+        assert!(!f.contains("@GATEWAY@"), "{f}");
         assert!(f.contains("iifname \"vb-*\" oifname \"vb-*\" drop"));
         assert!(f.contains("arp saddr ip 10.100.0.1 drop"));
         let module = include_str!("../../nix/module.nix");
         assert!(module.contains("../data/nftables/bridge-filter.nft"));
+    }
+
+    #[test]
+    fn the_lease_hook_is_the_modules_with_nft_filled_in() {
+        let h = super::lease_hook("/usr/sbin/nft");
+        assert!(
+            !h.contains("@NFT@") && h.contains("nft=/usr/sbin/nft"),
+            "{h}"
+        );
+        let module = include_str!("../../nix/module.nix");
+        assert!(module.contains("../data/nftables/lease-hook.sh"));
     }
 }

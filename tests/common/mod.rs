@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod tailscale_fake;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

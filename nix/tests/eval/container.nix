@@ -45,7 +45,7 @@ let
     dev.extra_packages = [ "nodejs" "python3Packages.requests" ];
     git = { user_name = "Ada Lovelace"; user_email = "ada@example.invalid"; };
     ssh = { authorized_keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0Mv7UugJwEF8AIfmXXuSbRkj/V1I0PO0WRhr8O ada@laptop" ]; port = 2222; };
-    tailscale.userspace_networking = true;
+    tailscale = { userspace_networking = true; ssh = true; };
   };
   failing = {
     unknownPackage = { spec = base "bad" { modules = [ "dev" ]; settings.dev.extra_packages = [ "no-such-package" ]; }; expect = "no package 'no-such-package' in nixpkgs"; };

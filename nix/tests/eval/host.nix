@@ -96,7 +96,11 @@ let
         model = "some-model";
         apiKeyFile = secret "llm";
       };
-      tailscale.authKeyFile = secret "tailscale";
+      tailscale = {
+        authKeyFile = secret "tailscale";
+        oauthClientId = "k123CNTRL";
+        oauthClientSecretFile = secret "tailscale-oauth";
+      };
       accessFile = secret "access";
       extraModules.my-tools = ./fixtures/extra-modules/my-tools/my-tools.nix;
       settings = {
@@ -152,6 +156,7 @@ let
     nixEnable = { config.nix.enable = false; expect = "nix.enable must be true"; };
     confDir = { config.services.voxnix.settings.conf_dir = "/etc/elsewhere"; expect = "conf_dir must be /etc/nixos-containers"; };
     containersDir = { config.services.voxnix.settings.containers_dir = "/srv/roots"; expect = "containers_dir must be /var/lib/nixos-containers"; };
+    tailscaleOAuth = { config.services.voxnix.tailscale.oauthClientId = "k123CNTRL"; expect = "oauthClientId and oauthClientSecretFile go together"; };
     confDirOld = { config = { system.stateVersion = "21.11"; services.voxnix.settings.conf_dir = "/etc/nixos-containers"; }; expect = "conf_dir must be /etc/containers"; };
   };
 in

@@ -1,0 +1,76 @@
+//! A container's own Tailscale auth key, handed over for one start.
+//!
+//! With an OAuth client configured (see [`crate::host::tailscale_api`]) the
+//! conf of a container with the `tailscale` module names a per-container file,
+//! `<state_dir>/tailscale/NAME.key` (root-only), as the credential
+//! `tailscale-auth-key`. Before each start voxnix writes a freshly minted,
+//! single-use key there; nspawn reads it as the container starts, and voxnix
+//! empties the file as soon as the start is over, so no key waits on the
+//! host. A start outside voxnix (at boot, by hand) finds it empty, and the
+//! module's `tailscale up` then relies on the node's saved login.
+
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct TailscaleKeys {
+    dir: PathBuf,
+}
+
+impl TailscaleKeys {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join("tailscale"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    /// Writes the key for the coming start (root-only).
+    pub fn hand_over(&self, name: &str, key: &str) -> io::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        crate::atomic_file::write(&self.path(name), key.as_bytes(), 0o600)
+    }
+
+    /// Leaves the file empty (it must exist: the conf names it, and nspawn
+    /// refuses to start without it).
+    pub fn clear(&self, name: &str) -> io::Result<()> {
+        self.hand_over(name, "")
+    }
+
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_key_is_root_only_and_cleared_after_its_start() {
+        let state = tempfile::tempdir().unwrap();
+        let keys = TailscaleKeys::new(state.path());
+        keys.hand_over("dev", "tskey-auth-x").unwrap();
+        let path = keys.path("dev");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "tskey-auth-x");
+        keys.clear("dev").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        keys.remove("dev").unwrap();
+        assert!(!path.exists());
+    }
+}
