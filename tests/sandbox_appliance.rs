@@ -206,6 +206,13 @@ async fn two_sandboxes_run_side_by_side() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("same"));
+        // No getty on the host's console (the appliance shares /dev): two
+        // appliances' gettys on tty1 hung each other up into a degraded boot.
+        let getty = sb
+            .exec(["systemctl", "is-active", "getty@tty1.service"])
+            .await
+            .expect("exec");
+        assert_ne!(String::from_utf8_lossy(&getty.stdout).trim(), "active");
     }
     let hostname_a = std::fs::read_to_string(a.root().join("etc/machine-id")).expect("id a");
     let hostname_b = std::fs::read_to_string(b.root().join("etc/machine-id")).expect("id b");

@@ -52,6 +52,15 @@ fn enable(seed: &Path, unit: &str) -> Result<(), SandboxError> {
         .map_err(io_err(format!("enabling {unit}")))
 }
 
+/// Masks `unit` in the appliance (a link to /dev/null).
+fn mask(seed: &Path, unit: &str) -> Result<(), SandboxError> {
+    let dir = seed.join("etc/systemd/system");
+    fs::create_dir_all(&dir).map_err(io_err("creating etc/systemd/system"))?;
+    let link = dir.join(unit);
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("/dev/null", &link).map_err(io_err(format!("masking {unit}")))
+}
+
 fn random_machine_id() -> Result<String, SandboxError> {
     let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map_err(io_err("reading a random UUID"))?;
@@ -105,6 +114,12 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         lease_hook("/usr/sbin/nft").as_bytes(),
         0o755,
     )?;
+    // No getty: the appliance shares the host's /dev, so getty@tty1 would
+    // open the host's console, and parallel appliances' gettys hang each
+    // other up until systemd gives up (a degraded boot, seen in CI).
+    for unit in ["getty.target", "getty@.service", "console-getty.service", "serial-getty@.service"] {
+        mask(seed, unit)?;
+    }
     enable(seed, "voxnix-sandbox-net.service")?;
     enable(seed, "voxnix-sandbox-dhcp.service")?;
     fs::create_dir_all(seed.join("etc/nixos-containers"))
