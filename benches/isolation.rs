@@ -106,7 +106,9 @@ async fn run() {
         "systemd-run --unit=echo python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('10.100.0.1', 9997))\nwhile True:\n    d, p = s.recvfrom(10)\n    s.sendto(d, p)\"",
     )
     .await;
-    println!("| bridge filter | UDP round trip to the gateway, µs (median of 1000) | List, ms (median / p95) | Start, ms (median / p95) |");
+    println!(
+        "| bridge filter | UDP round trip to the gateway, µs (median of 1000) | List, ms (median / p95) | Start, ms (median / p95) |"
+    );
     println!("|---|---:|---:|---:|");
     measure(&sb, &m, "loaded").await;
     sh(&sb, "nft delete table bridge voxnix").await;

@@ -655,20 +655,28 @@ in
       # Containers never reach each other on the bridge, nor pose as a DHCP
       # or router-advertisement server, as the gateway or as a neighbour's
       # address (data/nftables).
-      # Loaded again whenever the firewall's own rules are (a flush would
-      # drop this table).
+      # Loaded again whenever the firewall's own rules are, restarted or
+      # reloaded (a flush would drop this table).
       systemd.services."voxnix-bridge-filter" = {
         description = "voxnix: what containers may send on ${bridge}";
         wantedBy = [ "multi-user.target" ];
         before = [ "${units.daemon}.service" ];
         after = [ "network-pre.target" "nftables.service" "firewall.service" ];
         partOf = [ "nftables.service" "firewall.service" ];
+        # nftables.service reloads with `flush ruleset`, which drops this
+        # table too (restarts and stops already reach it through partOf).
+        unitConfig.ReloadPropagatedFrom = [ "nftables.service" ];
         serviceConfig = {
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${pkgs.nftables}/bin/nft -f ${bridgeFilter}";
-          # A reload empties the set of leases: fill it from the lease file.
+          # Loaded anew, the set of leases is empty: fill it from the lease file.
           ExecStartPost = "${leaseHook} reload /var/lib/${units.dhcp}/leases";
+          ExecReload = [
+            "-${pkgs.nftables}/bin/nft delete table bridge voxnix"
+            "${pkgs.nftables}/bin/nft -f ${bridgeFilter}"
+            "${leaseHook} reload /var/lib/${units.dhcp}/leases"
+          ];
           ExecStop = "-${pkgs.nftables}/bin/nft delete table bridge voxnix";
         };
       };

@@ -44,6 +44,15 @@ fn read(path: &Path) -> Result<toml::Table, String> {
             path.display()
         ));
     }
+    // Who may use the appliance (and who is an admin) must be root's word:
+    // a file a front end's user could change would let it promote itself.
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the access_file {} must be owned by root and writable by root only \
+             (chown root, chmod go-w)",
+            path.display()
+        ));
+    }
     let text = std::io::read_to_string(file)
         .map_err(|e| format!("cannot read the access_file {}: {e}", path.display()))?;
     text.parse()
@@ -163,6 +172,9 @@ mod tests {
         let f = file("[telegram]\nallowed_chat_ids = [5]\n", 0o644);
         let e = merged(&format!("access_file = \"{}\"", f.path().display())).unwrap_err();
         assert!(e.contains("can be read by every local user"), "{e}");
+        let f = file("[telegram]\nadmin_chat_ids = [5]\n", 0o660);
+        let e = merged(&format!("access_file = \"{}\"", f.path().display())).unwrap_err();
+        assert!(e.contains("writable by root only"), "{e}");
         let f = file("bridge = \"x\"\n", 0o600);
         let e = merged(&format!("access_file = \"{}\"", f.path().display())).unwrap_err();
         assert!(e.contains("'bridge' cannot be set there"), "{e}");

@@ -186,7 +186,20 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads a file; a missing file at the default path means "all defaults".
+    /// [`Self::load`] without reading the `access_file` (for what needs
+    /// only the places: the container pre-start check).
+    pub fn load_alone(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, Self::parse_alone)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, Self::parse)
+    }
+
+    fn load_with(
+        path: &Path,
+        parse: fn(&str) -> Result<Self, String>,
+    ) -> Result<Self, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e)
@@ -201,7 +214,7 @@ impl Config {
                 });
             }
         };
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+        parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.into(),
             message,
         })
@@ -316,7 +329,10 @@ impl Config {
             return Err("tailscale_oauth_client_secret_file must be an absolute path".into());
         }
         let url = &self.tailscale_api_url;
-        if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1")) {
+        let loopback = url
+            .strip_prefix("http://127.0.0.1")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('/'));
+        if !(url.starts_with("https://") || loopback) {
             return Err(format!(
                 "tailscale_api_url '{url}' must be an https:// URL (plain http only to 127.0.0.1)"
             ));
@@ -492,6 +508,33 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(Config::parse("bridge = \"br vox\"").is_err());
+        let oauth =
+            "tailscale_oauth_client_id = \"k1\"\ntailscale_oauth_client_secret_file = \"/run/s\"\n";
+        assert!(
+            Config::parse(oauth)
+                .unwrap()
+                .tailscale_oauth()
+                .unwrap()
+                .is_some()
+        );
+        for url in [
+            "http://127.0.0.1.evil.example",
+            "http://api.tailscale.com",
+            "ftp://x",
+        ] {
+            let e = Config::parse(&format!("{oauth}tailscale_api_url = \"{url}\"")).unwrap_err();
+            assert!(e.contains("must be an https:// URL"), "{url}: {e}");
+        }
+        assert!(
+            Config::parse(&format!(
+                "{oauth}tailscale_api_url = \"http://127.0.0.1:8\""
+            ))
+            .is_ok()
+        );
+        let e = Config::parse("tailscale_oauth_client_id = \"k1\"").unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = Config::parse(&format!("{oauth}tailscale_tag_prefix = \"voxnix-\"")).unwrap_err();
+        assert!(e.contains("tailscale_tag_prefix"), "{e}");
         assert!(Config::parse("modules = [\"Git\"]").is_err());
         assert!(Config::parse("builder = \"docker\"").is_err());
         assert_eq!(

@@ -279,6 +279,16 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
         strings(&filter["partOf"]).contains(&"nftables.service".to_string()),
         "reloaded with the firewall: {filter}"
     );
+    assert_eq!(
+        filter["unitConfig"]["ReloadPropagatedFrom"],
+        serde_json::json!(["nftables.service"]),
+        "an nftables reload flushes the ruleset: {filter}"
+    );
+    let reload = setting_list(&filter["serviceConfig"]["ExecReload"]);
+    assert!(
+        reload.len() == 3 && reload[1].contains("/bin/nft -f ") && reload[2].contains("reload"),
+        "{reload:?}"
+    );
     // Reloaded, its set of leases is filled again from dnsmasq's lease file.
     let refill = filter["serviceConfig"]["ExecStartPost"]
         .as_str()

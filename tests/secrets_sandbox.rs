@@ -177,12 +177,12 @@ async fn owners_and_personal_settings_stay_out_of_the_store() {
 }
 
 /// With an OAuth client, each container gets a Tailscale key of its own for
-/// each start, minted from the (fake) Tailscale API: single-use,
-/// pre-authorized, tagged with its owner; no container can read another's,
-/// none waits on the host after the start, and a create that cannot get
-/// one fails whole, while a later start goes on without one.
+/// its enrolment, minted from the (fake) Tailscale API at its create:
+/// single-use, pre-authorized, ten minutes, tagged with its owner; no
+/// container can read another's, none waits on the host after the start, a
+/// restart gets none, and a create that cannot get one fails whole.
 #[tokio::test]
-async fn each_start_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
+async fn each_container_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
     use common::tailscale_fake::{self, FakeTailscale};
     let app = Appliance::boot(&format!(
         "tailscale_oauth_client_id = \"{}\"\ntailscale_oauth_client_secret_file = \"/etc/voxnix/ts-oauth\"\n\
@@ -193,7 +193,29 @@ async fn each_start_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
     .await;
     let secret_file = app.sandbox.root().join("etc/voxnix/ts-oauth");
     std::fs::write(&secret_file, format!("{}\n", tailscale_fake::CLIENT_SECRET)).expect("secret");
+    // Readable by others: refused, saying so, before anything is asked.
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
     let fake = FakeTailscale::start_in(app.sandbox.init_pid()).await;
+    let v = app
+        .create(r#"{"name":"tsx","modules":["tailscale"]}"#, "telegram:1")
+        .await;
+    assert!(
+        v["error_message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("readable by root only"),
+        "{v}"
+    );
+    assert!(fake.token_requests().await.is_empty(), "nothing was sent");
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
     for (name, owner) in [("tsa", "telegram:1"), ("tsb", "telegram:2")] {
         let v = app
             .create(
@@ -250,7 +272,7 @@ async fn each_start_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
         assert_eq!(create["reusable"], false, "{req}");
         assert_eq!(create["preauthorized"], true, "{req}");
         assert_eq!(create["tags"], serde_json::json!([tag]), "{req}");
-        assert_eq!(req["expirySeconds"], 3600, "{req}");
+        assert_eq!(req["expirySeconds"], 600, "{req}");
     }
     // No key waits on the host: the container's file is emptied once the
     // start is over; no key in the conf, the records, the store or the log.
@@ -272,10 +294,29 @@ async fn each_start_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
         .sh("grep -rl 'SECRET[0-9]' /etc/nixos-containers /var/lib/voxnix /etc/systemd/system.control /nix/store 2>/dev/null; journalctl --no-pager | grep -c 'SECRET[0-9]'")
         .await;
     assert_eq!(leaks.trim(), "0", "a key is kept somewhere: {leaks}");
-    // A restart is a new start: a new key.
+    // A key is for the enrolment only: a restart gets none (a key at each
+    // start would let an owner enrol a device of their own per restart).
     m.restart("tsa", "telegram:1").await.expect("restart");
-    let again = credential("tsa", "telegram:1").await;
-    assert!(again.starts_with("tskey-auth-k3-"), "{again}");
+    assert_eq!(credential("tsa", "telegram:1").await, "");
+    assert_eq!(
+        fake.key_requests().await.len(),
+        2,
+        "no key minted for a restart"
+    );
+    // An update that adds the module enrols the container: it is restarted
+    // (credentials are start arguments) with a key of its own.
+    let v = app.create(r#"{"name":"tsu"}"#, "telegram:1").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let op = m
+        .update("tsu", "telegram:1", &["tailscale"])
+        .await
+        .expect("update");
+    let v = app.wait_op(&m, &op, "telegram:1").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let added = credential("tsu", "telegram:1").await;
+    assert!(added.starts_with("tskey-auth-k3-"), "{added}");
+    m.restart("tsu", "telegram:1").await.expect("restart");
+    assert_eq!(credential("tsu", "telegram:1").await, "", "enrolled once");
     // The API refuses: a create fails whole, saying why...
     fake.refuse().await;
     let v = app
@@ -290,7 +331,7 @@ async fn each_start_gets_a_single_use_tailscale_key_tagged_with_its_owner() {
     assert!(!message.contains("oauthsecret"), "{message}");
     assert!(app.traces_of("tsc").await.is_empty(), "nothing half-made");
     // ... while an existing container still starts (it keeps its login),
-    // with no key handed over.
+    // without asking the API at all.
     m.restart("tsb", "telegram:2")
         .await
         .expect("restart without a key");

@@ -119,6 +119,7 @@ pub struct Engine {
     catalog: Vec<crate::nix::ModuleInfo>,
     personal: personal::PersonalFiles,
     tailscale_keys: tailscale_keys::TailscaleKeys,
+    owner_slices: slices::OwnerSlices,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
@@ -197,6 +198,8 @@ impl Engine {
             storage: Storage::new(cfg.storage.clone()),
             personal: personal::PersonalFiles::new(&cfg.state_dir),
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
+            owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
+                .map_err(io("reading the owner-slice key"))?,
             builder,
             known_modules,
             catalog,
@@ -627,7 +630,7 @@ impl Engine {
     /// in it (from its next start). Returns whether the unit's drop-in
     /// changed, which needs a reload.
     async fn place_in_owner_slice(&self, record: &Record) -> Result<bool, EngineError> {
-        let slice = slices::owner_slice(record.owner.as_str());
+        let slice = self.owner_slices.slice_of(record.owner.as_str());
         self.set_owner_totals(&slice).await?;
         slices::place(
             Path::new(slices::CONTROL_DIR),
@@ -674,7 +677,7 @@ impl Engine {
             // The key reaches the container as a systemd credential loaded
             // from a host file by nspawn: never an environment variable,
             // never in the Nix store. With an OAuth client, the file is the
-            // container's own, holding a key minted for one start
+            // container's own, holding a key minted for its enrolment
             // (tailscale_keys.rs); else the administrator's shared key. And
             // a TUN device for tailscaled.
             let oauth = self
@@ -818,29 +821,39 @@ impl Engine {
                 self.timeout(self.cfg.start_timeout_secs),
             )
             .await;
-        if key_handed_over {
-            // nspawn has read it (or the start failed): no key waits here.
-            self.tailscale_keys
-                .clear(name)
-                .map_err(io("clearing the container's Tailscale key"))?;
+        if key_handed_over && let Err(e) = self.tailscale_keys.clear(name) {
+            // nspawn has read it (or the start failed): no key may wait here.
+            tracing::error!(container = name, "clearing its Tailscale key file: {e}");
+            started?;
+            return Err(EngineError::HostError(format!(
+                "{name} started, but its Tailscale key file could not be emptied: {e}"
+            )));
         }
         started?;
+        if key_handed_over {
+            self.tailscale_keys
+                .clear_pending(name)
+                .map_err(io("clearing the container's Tailscale enrolment mark"))?;
+        }
         self.machined
             .wait_registered(name, Duration::from_secs(30))
             .await?;
         Ok(())
     }
 
-    /// With an OAuth client, mints `name`'s own key for this start: single
-    /// use, pre-authorized, tagged with its owner. A create fails when no key
-    /// can be had (nothing is left half-made); a later start goes on without
-    /// one (the node keeps its login) and the log says why. Returns whether
-    /// a key was handed over.
+    /// With an OAuth client, mints `name`'s own key for its enrolment, once:
+    /// at its create's start (single use, pre-authorized, short-lived,
+    /// tagged with its owner). Later starts hand over nothing and the node
+    /// uses its saved login: a key at every start would let an owner enrol
+    /// a device of their own with each restart. A create fails when no key
+    /// can be had (nothing is left half-made). Returns whether a key was
+    /// handed over.
     async fn hand_over_tailscale_key(&self, name: &str) -> Result<bool, EngineError> {
         let Some(record) = self.records.get(name).map_err(io("reading a record"))? else {
             return Ok(false);
         };
-        if !record.spec.modules.iter().any(|m| m == "tailscale") {
+        let enrolling = record.phase == Phase::Creating || self.tailscale_keys.is_pending(name);
+        if !record.spec.modules.iter().any(|m| m == "tailscale") || !enrolling {
             return Ok(false);
         }
         let Some(client) = self
@@ -862,26 +875,16 @@ impl Engine {
             .await;
         match minted {
             Ok(key) => {
-                tracing::info!(container = name, key_id = %key.id, %tag, "minted a single-use Tailscale key for this start");
+                tracing::info!(container = name, key_id = %key.id, %tag, "minted a single-use Tailscale key for its enrolment");
                 self.tailscale_keys
                     .hand_over(name, key.secret())
                     .map_err(io("writing the container's Tailscale key"))?;
                 Ok(true)
             }
-            Err(e) if record.phase == Phase::Creating => Err(EngineError::HostError(format!(
+            Err(e) => Err(EngineError::HostError(format!(
                 "cannot get {name} a Tailscale key of its own: {e}; the administrator checks the \
                  OAuth client (scope auth_keys, allowed to tag {tag})"
             ))),
-            Err(e) => {
-                tracing::warn!(
-                    container = name,
-                    "starting without a new Tailscale key: {e}"
-                );
-                self.tailscale_keys
-                    .clear(name)
-                    .map_err(io("clearing the container's Tailscale key"))?;
-                Ok(false)
-            }
         }
     }
 
@@ -1489,16 +1492,42 @@ impl Engine {
                 .builder
                 .build(&new_spec, &self.build_json(&new_spec), &progress)
                 .await?;
+            let has_tailscale = |s: &ContainerSpec| s.modules.iter().any(|m| m == "tailscale");
+            if has_tailscale(&new_spec) && !has_tailscale(&previous.spec) {
+                // Its next start enrols it (below, at once when it runs).
+                self.tailscale_keys
+                    .mark_pending(name)
+                    .map_err(io("marking the container for its Tailscale enrolment"))?;
+            }
             record.spec = new_spec;
             record.system_path = built.system_path;
             record.drv_path = built.drv_path;
+            let start_settings_changed =
+                self.render_conf(&previous).ok() != self.render_conf(&record).ok();
             self.ops.progress(
                 op,
                 "configuring",
                 "writing the container's conf and unit settings",
             );
             self.install(&record).await?;
-            if self.machined.info(name).await?.is_some() {
+            let running = self.machined.info(name).await?.is_some();
+            if running && start_settings_changed {
+                // Credentials, binds and devices are nspawn's start
+                // arguments: switching in place would leave the running
+                // container without them (e.g. an added git or ssh module
+                // without its personal settings).
+                self.ops.progress(
+                    op,
+                    "restarting",
+                    "restarting the container: what it is started with changed",
+                );
+                self.stop_unit(name).await?;
+                // The start reads the record (its modules) from the store.
+                self.records
+                    .put(&record)
+                    .map_err(io("writing the record"))?;
+                self.start_unit(name).await?;
+            } else if running {
                 self.ops.progress(
                     op,
                     "switching",

@@ -112,7 +112,7 @@ impl Engine {
             .map(|r| r.owner.to_string())
             .collect();
         for owner in owners {
-            let slice = crate::host::slices::owner_slice(&owner);
+            let slice = self.owner_slices.slice_of(&owner);
             if let Err(e) = self.set_owner_totals(&slice).await {
                 report
                     .errors

@@ -3,11 +3,13 @@
 //! With an OAuth client configured (see [`crate::host::tailscale_api`]) the
 //! conf of a container with the `tailscale` module names a per-container file,
 //! `<state_dir>/tailscale/NAME.key` (root-only), as the credential
-//! `tailscale-auth-key`. Before each start voxnix writes a freshly minted,
-//! single-use key there; nspawn reads it as the container starts, and voxnix
-//! empties the file as soon as the start is over, so no key waits on the
-//! host. A start outside voxnix (at boot, by hand) finds it empty, and the
-//! module's `tailscale up` then relies on the node's saved login.
+//! `tailscale-auth-key`. Before a create's start voxnix writes a freshly
+//! minted, single-use key there; nspawn reads it as the container starts, and
+//! voxnix empties the file as soon as the start is over, so no key waits on
+//! the host. Every later start (by voxnix, at boot, by hand) finds it empty,
+//! and the module's `tailscale up` relies on the node's saved login. An
+//! update that adds the module marks the container (`NAME.pending`): its next
+//! start, which the update makes at once when it is running, enrols it.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -44,11 +46,39 @@ impl TailscaleKeys {
         self.hand_over(name, "")
     }
 
+    fn pending_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pending"))
+    }
+
+    /// An update added the `tailscale` module: the next start enrols it
+    /// (as a create's does), then the mark goes.
+    pub fn mark_pending(&self, name: &str) -> io::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        crate::atomic_file::write(&self.pending_path(name), b"", 0o600)
+    }
+
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.pending_path(name).exists()
+    }
+
+    pub fn clear_pending(&self, name: &str) -> io::Result<()> {
+        remove_if_there(&self.pending_path(name))
+    }
+
+    /// The key file and the mark, at destroy.
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_if_there(&self.path(name))?;
+        remove_if_there(&self.pending_path(name))
+    }
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -70,7 +100,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "tskey-auth-x");
         keys.clear("dev").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        keys.mark_pending("dev").unwrap();
+        assert!(keys.is_pending("dev"));
+        keys.clear_pending("dev").unwrap();
+        assert!(!keys.is_pending("dev"));
+        keys.mark_pending("dev").unwrap();
         keys.remove("dev").unwrap();
-        assert!(!path.exists());
+        assert!(!path.exists() && !keys.is_pending("dev"));
     }
 }

@@ -1,5 +1,5 @@
 //! Owners' slices: every owner's containers run in a slice of their own,
-//! `machine-voxnix-<owner>.slice` (under `machine-voxnix.slice`, under
+//! `machine-voxnix-o<hmac>.slice` (under `machine-voxnix.slice`, under
 //! `machine.slice`), which carries the owner's totals, so ten containers of
 //! one owner share one memory and task budget and, under CPU contention, one
 //! owner's share of the CPU, however many containers they run.
@@ -18,19 +18,60 @@ pub const CONTROL_DIR: &str = "/etc/systemd/system.control";
 /// The drop-in's file name within `<unit>.d/`.
 const DROP_IN: &str = "50-Slice.conf";
 
-/// The slice of `owner`'s containers. Owners are `<kind>:<id>` with ids of
-/// letters, digits and `. _ @ -`; `-` would nest one owner's slice inside
-/// another's (`a:b-c` under `a:b`) and `@` is not allowed in a unit name, so
-/// both are escaped as systemd escapes them: one owner, one slice, no nesting.
-pub fn owner_slice(owner: &str) -> String {
-    let mut escaped = String::with_capacity(owner.len() + 8);
-    for c in owner.chars() {
-        match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | ':' | '_' | '.' => escaped.push(c),
-            other => escaped.push_str(&format!("\\x{:02x}", u32::from(other))),
-        }
+/// Names owners' slices. A slice's name is visible to every local user
+/// (`systemctl list-units`, `/proc/*/cgroup`), so it must not name the owner:
+/// it is `machine-voxnix-o<16 hex digits>.slice`, an HMAC of the owner under
+/// a key only root can read (`<state_dir>/owner-slices.key`, made once), so
+/// one owner always has the same slice, two owners never share one, and
+/// nobody without the key can tell whose a slice is (an unkeyed hash of a
+/// Telegram id could be found by trying every id).
+#[derive(Clone)]
+pub struct OwnerSlices {
+    key: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for OwnerSlices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnerSlices")
     }
-    format!("machine-voxnix-{escaped}.slice")
+}
+
+impl OwnerSlices {
+    /// Reads the key, or makes it (32 random bytes, root-only) the first time.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        let path = state_dir.join("owner-slices.key");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) if b.len() == 32 => b,
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is not a 32-byte key; remove it to have a new one made (owners' slices then get new names)",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut b = vec![0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                    .map_err(|_| io::Error::other("no random bytes for the owner-slice key"))?;
+                std::fs::create_dir_all(state_dir)?;
+                crate::atomic_file::write(&path, &b, 0o600)?;
+                b
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+        })
+    }
+
+    /// The slice of `owner`'s containers.
+    pub fn slice_of(&self, owner: &str) -> String {
+        let tag = ring::hmac::sign(&self.key, owner.as_bytes());
+        let hex: String = tag.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("machine-voxnix-o{hex}.slice")
+    }
 }
 
 fn drop_in_path(control_dir: &Path, unit: &str) -> PathBuf {
@@ -111,16 +152,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_owner_has_one_slice_and_none_nests_in_another() {
-        assert_eq!(
-            owner_slice("telegram:123"),
-            "machine-voxnix-telegram:123.slice"
+    fn each_owner_has_one_slice_that_does_not_name_them() {
+        let state = tempfile::tempdir().unwrap();
+        let slices = OwnerSlices::open(state.path()).unwrap();
+        let a = slices.slice_of("telegram:123");
+        assert_eq!(a, slices.slice_of("telegram:123"));
+        assert_ne!(a, slices.slice_of("telegram:124"));
+        // No '-' after the prefix: systemd would read it as nesting.
+        let rest = a.strip_prefix("machine-voxnix-o").unwrap();
+        assert!(
+            rest.strip_suffix(".slice")
+                .unwrap()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit())
         );
-        // systemd reads '-' in a slice name as nesting: escaped, 'a:b-c' is
-        // not a child of 'a:b'.
-        assert_eq!(owner_slice("a:b-c"), "machine-voxnix-a:b\\x2dc.slice");
-        assert_eq!(owner_slice("a:b@c"), "machine-voxnix-a:b\\x40c.slice");
-        assert_ne!(owner_slice("a:b-c"), owner_slice("a:b_c"));
+        assert!(!a.contains("telegram"));
+        // The same key next time; another appliance's key gives other names.
+        assert_eq!(
+            OwnerSlices::open(state.path())
+                .unwrap()
+                .slice_of("telegram:123"),
+            a
+        );
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            OwnerSlices::open(other.path())
+                .unwrap()
+                .slice_of("telegram:123"),
+            a
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(state.path().join("owner-slices.key"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! A shared auth key handed to every container is readable by each
 //! container's root, usually reusable, and so lets any owner join devices of
 //! their own. Instead the daemon holds an administrator's OAuth client (its
-//! secret in a root-only file) and, for each start of a container with the
-//! `tailscale` module, asks for a key that is single-use, pre-authorized,
-//! short-lived and tagged with the container's owner: it can enrol one device,
-//! as that owner's, and nothing else.
+//! secret in a root-only file) and, once per container with the `tailscale`
+//! module (at its create), asks for a key that is single-use, pre-authorized,
+//! valid for ten minutes and tagged with the container's owner: it can enrol
+//! one device, as that owner's, and nothing else.
 //!
 //! Wire format (api.tailscale.com): `POST /api/v2/oauth/token` with a form
 //! (`client_id`, `client_secret`, `grant_type=client_credentials`) answers
@@ -22,8 +22,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-/// How long a minted key may wait for its enrolment.
-pub const KEY_EXPIRY_SECS: u64 = 3600;
+/// How long a minted key may wait for its enrolment: the container's first
+/// boot, seconds after the key is minted.
+pub const KEY_EXPIRY_SECS: u64 = 600;
 
 #[derive(Debug, Error)]
 pub enum TailscaleApiError {
@@ -110,12 +111,7 @@ impl OAuthClient {
         tags: &[String],
         description: &str,
     ) -> Result<AuthKey, TailscaleApiError> {
-        let secret = std::fs::read_to_string(&self.secret_file).map_err(|source| {
-            TailscaleApiError::Secret {
-                path: self.secret_file.clone(),
-                source,
-            }
-        })?;
+        let secret = self.read_secret()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -164,6 +160,23 @@ impl OAuthClient {
             id: key.id,
             key: key.key,
         })
+    }
+
+    /// The client's secret, from a file only root may read or change.
+    fn read_secret(&self) -> Result<String, TailscaleApiError> {
+        use std::os::unix::fs::MetadataExt;
+        let fail = |source| TailscaleApiError::Secret {
+            path: self.secret_file.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&self.secret_file).map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            return Err(fail(std::io::Error::other(
+                "it must be owned by root and readable by root only (chown root, chmod 600)",
+            )));
+        }
+        std::io::read_to_string(file).map_err(fail)
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> TailscaleApiError {

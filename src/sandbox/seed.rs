@@ -117,7 +117,12 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     // No getty: the appliance shares the host's /dev, so getty@tty1 would
     // open the host's console, and parallel appliances' gettys hang each
     // other up until systemd gives up (a degraded boot, seen in CI).
-    for unit in ["getty.target", "getty@.service", "console-getty.service", "serial-getty@.service"] {
+    for unit in [
+        "getty.target",
+        "getty@.service",
+        "console-getty.service",
+        "serial-getty@.service",
+    ] {
         mask(seed, unit)?;
     }
     enable(seed, "voxnix-sandbox-net.service")?;

@@ -90,6 +90,14 @@ impl Appliance {
                 "per-container profile",
                 format!("nix/var/nix/profiles/per-container/{name}"),
             ),
+            (
+                "personal settings",
+                format!("var/lib/voxnix/personal/{name}.json"),
+            ),
+            (
+                "Tailscale key file",
+                format!("var/lib/voxnix/tailscale/{name}.key"),
+            ),
         ] {
             if root.join(dir).symlink_metadata().is_ok() {
                 traces.push(what.into());

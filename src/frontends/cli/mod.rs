@@ -285,15 +285,21 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Chat(a) => crate::frontends::chat::terminal::run(g.bus.clone(), a).await,
         Command::Telegram(a) => crate::frontends::telegram::run(g.bus.clone(), a).await,
         Command::ContainerPreStart { config, root } => {
-            // A container of voxnix's starts only with voxnix's conf.
-            if let (Ok(cfg), Some(name)) = (
-                crate::config::Config::load(&config),
-                root.file_name().and_then(|n| n.to_str()),
-            ) && let Err(why) = crate::host::container_root::check_conf(
-                &cfg.state_dir.join("containers"),
-                &cfg.conf_dir.join(format!("{name}.conf")),
-                name,
-            ) {
+            // A container of voxnix's starts only with voxnix's conf. The
+            // configuration is read without its access file (only where
+            // records and confs are matters); one that cannot be read at all
+            // falls back to the default places rather than skip the check.
+            let cfg = crate::config::Config::load_alone(&config).unwrap_or_else(|e| {
+                eprintln!("voxnix: {e}; checking the conf against the default places");
+                crate::config::Config::default()
+            });
+            if let Some(name) = root.file_name().and_then(|n| n.to_str())
+                && let Err(why) = crate::host::container_root::check_conf(
+                    &cfg.state_dir.join("containers"),
+                    &cfg.conf_dir.join(format!("{name}.conf")),
+                    name,
+                )
+            {
                 eprintln!("voxnix: refusing to start {name}: {why}");
                 return ExitCode::from(exit::HOST);
             }
