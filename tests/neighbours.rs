@@ -41,6 +41,64 @@ fn connect(ip: &str, port: u16) -> String {
     )
 }
 
+/// Mallory (`telegram:1`) and Bob (`telegram:2`), one container each.
+async fn mallory_and_bob(app: &Appliance) {
+    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+}
+
+/// What a UDP listener on the gateway's `port` hears ("IP PORT TEXT" a
+/// line) while `script` runs in `name` (started once the listener is up);
+/// and the script's output.
+async fn heard_at_gateway(
+    app: &Appliance,
+    port: u16,
+    name: &str,
+    owner: &str,
+    script: &str,
+) -> (String, String) {
+    let listener = format!(
+        "timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('10.100.0.1', {port}))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], peer[1], data.decode(), flush=True)\""
+    );
+    let listen = app.sh(&listener);
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        run(app, name, owner, script).await
+    };
+    tokio::join!(listen, send)
+}
+
+/// Ten ARP replies from `name`'s interface, with its own MAC as the sender's
+/// hardware address: to `dst_mac` (hex, no colons), saying `sender_ip` is
+/// at that MAC, addressed to `target_ip` at `dst_mac`. Prints "forged MAC".
+fn forged_arp_replies(dst_mac: &str, sender_ip: &str, target_ip: &str) -> String {
+    format!(
+        "python3 -c \"import socket, time\n\
+         mac = bytes.fromhex(open('/sys/class/net/host0/address').read().strip().replace(':', ''))\n\
+         dst = bytes.fromhex('{dst_mac}')\n\
+         frame = dst + mac + b'\\x08\\x06' + b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x02' + mac + socket.inet_aton('{sender_ip}') + dst + socket.inet_aton('{target_ip}')\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.bind(('host0', 0))\n\
+         for _ in range(10):\n    s.send(frame); time.sleep(0.3)\n\
+         print('forged', mac.hex())\""
+    )
+}
+
+/// The MAC in an `ip neigh show` line.
+fn lladdr(neigh: &str) -> String {
+    neigh
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no lladdr in: {neigh}"))
+}
+
 /// All containers share one bridge; nothing stood between them: one owner's
 /// root reached another's services directly, and the names containers
 /// send were published in DNS. Now the bridge drops container-to-container
@@ -108,31 +166,19 @@ async fn one_owners_container_cannot_reach_anothers() {
 #[tokio::test]
 async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
     let app = Appliance::boot("").await;
-    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
-        assert_eq!(
-            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
-            true
-        );
-    }
+    mallory_and_bob(&app).await;
     // The host listens on the gateway's address; Mallory sends one datagram
     // from port 67 (as a DHCP server would answer) and one from port 40000.
-    let listen = app.sh(
-        "timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('10.100.0.1', 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[1], data.decode(), flush=True)\"",
-    );
-    let send = async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        run(
-            &app,
-            "mallory",
-            "telegram:1",
-            "python3 -c \"import socket\nfor port, what in ((67, 'offer'), (40000, 'plain')):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('0.0.0.0', port))\n    s.sendto(what.encode(), ('10.100.0.1', 9999))\n    s.close()\"; echo sent",
-        )
-        .await
-    };
-    let (heard, sent) = tokio::join!(listen, send);
+    let (heard, sent) = heard_at_gateway(
+        &app,
+        9999,
+        "mallory",
+        "telegram:1",
+        "python3 -c \"import socket\nfor port, what in ((67, 'offer'), (40000, 'plain')):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('0.0.0.0', port))\n    s.sendto(what.encode(), ('10.100.0.1', 9999))\n    s.close()\"; echo sent",
+    )
+    .await;
     assert!(sent.contains("sent"), "{sent}");
-    assert!(heard.contains("40000 plain"), "the way out works: {heard}");
+    assert!(heard.contains(" 40000 plain"), "the way out works: {heard}");
     assert!(
         !heard.contains("offer"),
         "the host heard a DHCP server reply from a container: {heard}"
@@ -148,14 +194,6 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
         "cat /sys/class/net/host0/address",
     )
     .await;
-    let lladdr = |neigh: &str| {
-        neigh
-            .split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no lladdr in: {neigh}"))
-    };
     let before = run(
         &app,
         "bob",
@@ -171,18 +209,7 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
         &app,
         "mallory",
         "telegram:1",
-        &format!(
-            "python3 -c \"import socket, time\n\
-             mac = bytes.fromhex(open('/sys/class/net/host0/address').read().strip().replace(':', ''))\n\
-             bob = bytes.fromhex('{}')\n\
-             gw = socket.inet_aton('10.100.0.1')\n\
-             frame = bob + mac + b'\\x08\\x06' + b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x02' + mac + gw + bob + socket.inet_aton('{bob_ip}')\n\
-             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
-             s.bind(('host0', 0))\n\
-             for _ in range(10):\n    s.send(frame); time.sleep(0.3)\n\
-             print('forged', mac.hex())\"",
-            bob_mac.trim().replace(':', "")
-        ),
+        &forged_arp_replies(&bob_mac.trim().replace(':', ""), "10.100.0.1", &bob_ip),
     )
     .await;
     assert!(forged.contains("forged"), "{forged}");
@@ -206,12 +233,7 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
 #[tokio::test]
 async fn a_container_cannot_claim_a_neighbours_address() {
     let app = Appliance::boot("").await;
-    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
-        assert_eq!(
-            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
-            true
-        );
-    }
+    mallory_and_bob(&app).await;
     let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
     let mallory_ip = ipv4_of(&app, "mallory", "telegram:1").await;
     let bob_mac = run(
@@ -229,29 +251,24 @@ async fn a_container_cannot_claim_a_neighbours_address() {
         "the DHCP server put Bob's lease in the filter: {leases}"
     );
     // Mallory speaks from Bob's address and from her own.
-    let listen = app.sh(
-        "timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('10.100.0.1', 9998))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print(peer[0], data.decode(), flush=True)\"",
-    );
-    let send = async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        run(
-            &app,
-            "mallory",
-            "telegram:1",
-            &format!(
-                "ip addr add {bob_ip}/32 dev host0 && python3 -c \"import socket\n\
-                 for src, what in (('{bob_ip}', 'claimed'), ('{mallory_ip}', 'own')):\n    \
-                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind((src, 0))\n    \
-                 s.sendto(what.encode(), ('10.100.0.1', 9998))\n    s.close()\"; ip addr del {bob_ip}/32 dev host0; echo sent"
-            ),
-        )
-        .await
-    };
-    let (heard, sent) = tokio::join!(listen, send);
+    let (heard, sent) = heard_at_gateway(
+        &app,
+        9998,
+        "mallory",
+        "telegram:1",
+        &format!(
+            "ip addr add {bob_ip}/32 dev host0 && python3 -c \"import socket\n\
+             for src, what in (('{bob_ip}', 'claimed'), ('{mallory_ip}', 'own')):\n    \
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind((src, 0))\n    \
+             s.sendto(what.encode(), ('10.100.0.1', 9998))\n    s.close()\"; ip addr del {bob_ip}/32 dev host0; echo sent"
+        ),
+    )
+    .await;
     assert!(sent.contains("sent"), "{sent}");
     assert!(
-        heard.contains(&format!("{mallory_ip} own")),
+        heard
+            .lines()
+            .any(|l| l.starts_with(&format!("{mallory_ip} ")) && l.ends_with(" own")),
         "her own address works: {heard}"
     );
     assert!(
@@ -269,7 +286,7 @@ async fn a_container_cannot_claim_a_neighbours_address() {
         before.contains(&bob_mac),
         "the host has Bob's MAC for his address, Mallory's packets did not change it: {before} (Bob {bob_mac})"
     );
-    let gateway_mac = run(
+    let gateway = run(
         &app,
         "mallory",
         "telegram:1",
@@ -278,27 +295,13 @@ async fn a_container_cannot_claim_a_neighbours_address() {
             connect("10.100.0.1", 53)
         ),
     )
-    .await
-    .split_whitespace()
-    .skip_while(|w| *w != "lladdr")
-    .nth(1)
-    .unwrap_or_default()
-    .replace(':', "");
-    assert_eq!(gateway_mac.len(), 12, "Mallory knows the gateway's MAC");
+    .await;
+    let gateway_mac = lladdr(&gateway).replace(':', "");
     let forged = run(
         &app,
         "mallory",
         "telegram:1",
-        &format!(
-            "python3 -c \"import socket, time\n\
-             mac = bytes.fromhex(open('/sys/class/net/host0/address').read().strip().replace(':', ''))\n\
-             gw = bytes.fromhex('{gateway_mac}')\n\
-             frame = gw + mac + b'\\x08\\x06' + b'\\x00\\x01\\x08\\x00\\x06\\x04\\x00\\x02' + mac + socket.inet_aton('{bob_ip}') + gw + socket.inet_aton('10.100.0.1')\n\
-             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
-             s.bind(('host0', 0))\n\
-             for _ in range(10):\n    s.send(frame); time.sleep(0.3)\n\
-             print('forged', mac.hex())\""
-        ),
+        &forged_arp_replies(&gateway_mac, &bob_ip, "10.100.0.1"),
     )
     .await;
     assert!(forged.contains("forged"), "{forged}");
