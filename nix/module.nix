@@ -84,7 +84,8 @@ let
   );
   # dnsmasq's lease script: keeps the filter's set of leases current.
   leaseHook = pkgs.writeShellScript "voxnix-lease-hook" (
-    builtins.replaceStrings [ "@NFT@" ] [ "${pkgs.nftables}/bin/nft" ]
+    builtins.replaceStrings [ "@NFT@" "@PATH@" ]
+      [ "${pkgs.nftables}/bin/nft" (lib.makeBinPath [ pkgs.coreutils pkgs.gnugrep pkgs.gnused ]) ]
       (builtins.readFile ../data/nftables/lease-hook.sh)
   );
   prefixLength = lib.toInt (octet 4);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # voxnix: keeps the bridge filter's set of leases (data/nftables/bridge-filter.nft)
 # equal to the DHCP server's. Used as it is by the NixOS module and the sandbox
-# appliance, with @NFT@ replaced by the nft binary.
+# appliance, with @NFT@ replaced by the nft binary and @PATH@ by a PATH holding
+# date, tr, sed and grep.
 #
 #   dnsmasq --dhcp-script=THIS      add|old|del MAC IPV4 [HOSTNAME]
 #                                   (DNSMASQ_LEASE_EXPIRES: the lease's end, epoch)
@@ -12,6 +13,9 @@
 # as its lease (a lease that ends without a "del" cannot leave one behind),
 # and an address is bound to one MAC at a time: binding it drops any other.
 set -u
+# dnsmasq hands its helper's environment on; the tools this needs, whatever it is.
+PATH=@PATH@
+export PATH
 nft=@NFT@
 set_=leases
 

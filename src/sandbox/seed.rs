@@ -76,7 +76,9 @@ pub fn bridge_filter(gateway: &str) -> String {
 /// The DHCP server's lease script (`data/nftables/lease-hook.sh`, also the
 /// NixOS module's) with `nft` at `nft`.
 pub fn lease_hook(nft: &str) -> String {
-    include_str!("../../data/nftables/lease-hook.sh").replace("@NFT@", nft)
+    include_str!("../../data/nftables/lease-hook.sh")
+        .replace("@NFT@", nft)
+        .replace("@PATH@", "/usr/bin:/bin")
 }
 
 /// Writes the seed tree that `init.sh` copies over the overlay root.

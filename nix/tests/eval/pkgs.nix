@@ -93,6 +93,8 @@ let
     fish = (package "fish" "4.0.2") // { shellPath = "/bin/fish"; };
     bash = package "bash" "5.2p37";
     coreutils = package "coreutils" "9.7";
+    gnugrep = package "gnugrep" "3.11";
+    gnused = package "gnused" "4.9";
     git = package "git" "2.49.0";
     openssh = package "openssh" "10.0p2";
     gcc = package "gcc-wrapper" "14.2.1";
