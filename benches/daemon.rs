@@ -6,6 +6,7 @@
 //!       GetMachineAddresses per machine,
 //!   (c) the earlier project's way: `machinectl list --output=json` plus one
 //!       `machinectl show` per container, as subprocesses;
+//! how long an address added inside a container takes to show in `List`;
 //! the start latency of voxnix (`Manager.Start`) against a bare StartUnit
 //! waited for through JobRemoved; and the daemon's RSS idle and with 50
 //! containers.
@@ -167,6 +168,42 @@ async fn run() {
         );
     }
     let rss_50 = daemon_rss_kib(&sb, &bus).await;
+
+    // An address added inside a container, until List shows it (timed
+    // from the end of the exec that added it; List polled back to back).
+    let mut seen = Vec::new();
+    for i in 0..10u8 {
+        let ip = format!("192.0.2.{}", 10 + i);
+        m.exec(
+            "b0",
+            "",
+            &["ip", "addr", "add", &format!("{ip}/32"), "dev", "host0"],
+            10,
+        )
+        .await
+        .expect("exec");
+        let t = Instant::now();
+        loop {
+            if m.list("").await.expect("List").contains(&ip) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{ip} never listed");
+        }
+        seen.push(t.elapsed());
+        m.exec(
+            "b0",
+            "",
+            &["ip", "addr", "del", &format!("{ip}/32"), "dev", "host0"],
+            10,
+        )
+        .await
+        .expect("exec");
+    }
+    let (ss, sp, _) = stats(seen);
+    println!();
+    println!(
+        "address added inside a container → seen in List, ms (median / p95 over 10): {ss:.1} / {sp:.1}"
+    );
 
     let mut voxnix_start = Vec::new();
     let mut raw_start = Vec::new();

@@ -251,9 +251,10 @@ let
     # containers' keys with an OAuth client.
     RestrictAddressFamilies = [ "AF_UNIX" "AF_NETLINK" ]
       ++ optionals (cfg.tailscale.oauthClientId != null) [ "AF_INET" "AF_INET6" ];
-    # Only the two namespace kinds exec joins to reach a container's bus from
-    # inside it (src/host/ns_socket.rs); no unshare or clone of any kind.
-    RestrictNamespaces = "user mnt";
+    # Only the namespace kinds the daemon joins: user and mnt (exec reaches a
+    # container's bus from inside it, src/host/ns_socket.rs) and net (its
+    # address watch, src/host/addresses.rs); no unshare or clone of any kind.
+    RestrictNamespaces = "user mnt net";
     RestrictRealtime = true;
     LockPersonality = true;
     MemoryDenyWriteExecute = true;

@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::daemon::Appliance;
 use serde_json::Value;
+use voxnix::api::client::ManagerProxy;
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -853,3 +856,161 @@ async fn each_owner_runs_in_a_slice_holding_the_owners_totals() {
         "0"
     );
 }
+
+/// The live view: a running container's addresses come from its own kernel
+/// (a netlink socket inside its network namespace), not from a question to
+/// machined per request; an address added inside shows up by itself, one
+/// removed goes, and a container stopped from outside voxnix leaves the
+/// view (its next start is watched anew).
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_come_from_the_live_view_and_follow_the_container() {
+    let app = Appliance::boot("").await;
+    let m = app.manager().await;
+    assert_eq!(
+        app.create(r#"{"name":"live"}"#, "telegram:1").await["ok"],
+        true
+    );
+    let status = |m: ManagerProxy<'static>| async move {
+        let text = m.status("live", "telegram:1").await.expect("status");
+        serde_json::from_str::<serde_json::Value>(&text).expect("json")
+    };
+    let listed = |m: ManagerProxy<'static>| async move {
+        let text = m.list("telegram:1").await.expect("list");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v[0]["addresses"].clone()
+    };
+    let s = common::eventually(Duration::from_secs(10), || {
+        let m = m.clone();
+        async move {
+            let s = status(m).await;
+            (s["addresses_from"] == "kernel").then_some(s)
+        }
+    })
+    .await
+    .expect("the view has the container");
+    assert!(s["addresses"].to_string().contains("10.100.0."), "{s}");
+    // The same addresses machined reports (what List showed before).
+    let bus = app.sandbox.system_bus().await.expect("bus");
+    let machined = zbus_systemd::machine1::ManagerProxy::new(&bus)
+        .await
+        .expect("machine1");
+    let mut theirs: Vec<String> = machined
+        .get_machine_addresses("live".into())
+        .await
+        .expect("GetMachineAddresses")
+        .into_iter()
+        .filter_map(|(family, bytes)| match (family, bytes.len()) {
+            (2, 4) => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?).to_string()),
+            (10, 16) => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut ours: Vec<String> = s["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours, theirs, "the view and machined agree");
+    // An address added inside: in List by itself; removed: gone.
+    m.exec(
+        "live",
+        "telegram:1",
+        &["ip", "addr", "add", "192.0.2.77/32", "dev", "host0"],
+        10,
+    )
+    .await
+    .expect("exec");
+    let seen = common::eventually(Duration::from_secs(5), || {
+        let m = m.clone();
+        async move {
+            listed(m)
+                .await
+                .to_string()
+                .contains("192.0.2.77")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(seen.is_some(), "the added address is listed");
+    m.exec(
+        "live",
+        "telegram:1",
+        &["ip", "addr", "del", "192.0.2.77/32", "dev", "host0"],
+        10,
+    )
+    .await
+    .expect("exec");
+    let gone = common::eventually(Duration::from_secs(5), || {
+        let m = m.clone();
+        async move { (!listed(m).await.to_string().contains("192.0.2.77")).then_some(()) }
+    })
+    .await;
+    assert!(gone.is_some(), "the removed address is gone");
+    // The container's root finds the daemon's socket in its namespace
+    // (/proc/net/netlink lists it) and sends it an address of its making:
+    // only the kernel's messages count.
+    let forged = m
+        .exec(
+            "live",
+            "telegram:1",
+            &["python3", "-c", FORGE_NEWADDR],
+            10,
+        )
+        .await
+        .expect("exec");
+    let said = String::from_utf8_lossy(&forged.1).to_string();
+    assert!(
+        said.contains("sent ") && !said.contains("sent 0"),
+        "found the socket: {said} {}",
+        String::from_utf8_lossy(&forged.2)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !listed(m.clone()).await.to_string().contains("203.0.113.9"),
+        "a forged netlink message reached the view"
+    );
+    // Stopped from outside voxnix: out of the view; started again: watched.
+    app.sh("machinectl terminate live").await;
+    let stopped = common::eventually(Duration::from_secs(10), || {
+        let m = m.clone();
+        async move {
+            let s = status(m).await;
+            (s["addresses_from"] == "none" && s["addresses"] == serde_json::json!([])).then_some(())
+        }
+    })
+    .await;
+    assert!(stopped.is_some(), "{}", status(m.clone()).await);
+    m.start("live", "telegram:1").await.expect("start");
+    let again = common::eventually(Duration::from_secs(15), || {
+        let m = m.clone();
+        async move {
+            let s = status(m).await;
+            (s["addresses_from"] == "kernel" && s["addresses"].to_string().contains("10.100.0."))
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(again.is_some(), "{}", status(m.clone()).await);
+}
+
+/// Sends an RTM_NEWADDR for 203.0.113.9 on host0 to every route socket in
+/// this network namespace that listens to address changes (found in
+/// /proc/net/netlink); prints how many.
+const FORGE_NEWADDR: &str = r#"
+import socket, struct
+idx = int(open('/sys/class/net/host0/ifindex').read())
+addr = socket.inet_aton('203.0.113.9')
+body = struct.pack('=BBBBI', 2, 32, 0, 0, idx) + struct.pack('=HH', 8, 2) + addr + struct.pack('=HH', 8, 1) + addr
+msg = struct.pack('=IHHII', 16 + len(body), 20, 0, 1, 0) + body
+sent = 0
+for line in open('/proc/net/netlink').read().splitlines()[1:]:
+    f = line.split()
+    if f[1] == '0' and int(f[3], 16) & 0x110 and int(f[2]) != 0:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        s.sendto(msg, (int(f[2]), 0))
+        sent += 1
+print('sent', sent)
+"#;

@@ -248,7 +248,7 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
     }
     assert_eq!(sc["ProtectSystem"], "strict");
     // exec joins containers' user and mount namespaces, nothing else.
-    assert_eq!(sc["RestrictNamespaces"], "user mnt");
+    assert_eq!(sc["RestrictNamespaces"], "user mnt net");
     assert!(setting_list(&sc["SystemCallFilter"]).contains(&"~@mount".to_string()));
     assert!(setting_list(&sc["DeviceAllow"]).is_empty(), "{sc}");
     assert_eq!(

@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod records;
 pub mod spec;
 pub mod tailscale_keys;
+pub mod view;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -81,6 +82,9 @@ pub struct ContainerStatus {
     #[serde(flatten)]
     pub summary: ContainerSummary,
     pub unit: String,
+    /// Where `addresses` come from: `kernel` (the live view, netlink inside
+    /// the container), `machined` (no watcher: asked now), `none` (stopped).
+    pub addresses_from: &'static str,
     pub sub_state: String,
     pub leader: Option<u32>,
     pub machine_id: Option<String>,
@@ -120,6 +124,7 @@ pub struct Engine {
     personal: personal::PersonalFiles,
     tailscale_keys: tailscale_keys::TailscaleKeys,
     owner_slices: slices::OwnerSlices,
+    view: view::AddressView,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
@@ -200,6 +205,7 @@ impl Engine {
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
+            view: view::AddressView::new(cfg.proc_root.clone()),
             builder,
             known_modules,
             catalog,
@@ -1221,7 +1227,7 @@ impl Engine {
             let conf = self.conf_state(&r);
             async move {
                 let addresses = if running {
-                    self.machined.addresses(&r.name).await.unwrap_or_default()
+                    self.addresses_of(&r.name).await.0
                 } else {
                     vec![]
                 };
@@ -1238,6 +1244,18 @@ impl Engine {
         )
     }
 
+    /// A running container's addresses: from the live view, else (no
+    /// watcher) from machined. With where they came from.
+    async fn addresses_of(&self, name: &str) -> (Vec<IpAddr>, &'static str) {
+        match self.view.addresses(name) {
+            Some(a) => (a, "kernel"),
+            None => (
+                self.machined.addresses(name).await.unwrap_or_default(),
+                "machined",
+            ),
+        }
+    }
+
     pub async fn status(&self, scope: &Scope, name: &str) -> Result<ContainerStatus, EngineError> {
         let _permit = self.read_permit(scope).await?;
         let record = self.visible(scope, name)?;
@@ -1246,15 +1264,11 @@ impl Engine {
             tokio::join!(self.systemd.unit_status(&unit), self.machined.info(name));
         let unit_status = unit_status?;
         let machine = machine?;
-        let (addresses, os_release) = if machine.is_some() {
-            tokio::join!(
-                self.machined.addresses(name),
-                self.machined.os_release(name)
-            )
+        let ((addresses, addresses_from), os_release) = if machine.is_some() {
+            tokio::join!(self.addresses_of(name), self.machined.os_release(name))
         } else {
-            (Ok(vec![]), Ok(Default::default()))
+            ((vec![], "none"), Ok(Default::default()))
         };
-        let addresses = addresses.unwrap_or_default();
         let now_usec = records::now_secs().saturating_mul(1_000_000);
         let uptime_secs = (machine.is_some() && unit_status.active_enter_usec > 0)
             .then(|| now_usec.saturating_sub(unit_status.active_enter_usec) / 1_000_000);
@@ -1267,6 +1281,7 @@ impl Engine {
                 self.conf_state(&record),
             ),
             unit,
+            addresses_from,
             sub_state: unit_status.sub_state.clone(),
             leader: machine.as_ref().map(|m| m.leader),
             machine_id: machine.as_ref().map(|m| m.id_hex.clone()),

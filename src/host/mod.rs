@@ -2,6 +2,7 @@
 //! containers themselves. Over D-Bus (zbus), never through systemctl,
 //! machinectl, nixos-container or systemd-run.
 
+pub mod addresses;
 pub mod conf;
 pub mod container_root;
 pub mod exec;
