@@ -953,12 +953,7 @@ async fn addresses_come_from_the_live_view_and_follow_the_container() {
     // (/proc/net/netlink lists it) and sends it an address of its making:
     // only the kernel's messages count.
     let forged = m
-        .exec(
-            "live",
-            "telegram:1",
-            &["python3", "-c", FORGE_NEWADDR],
-            10,
-        )
+        .exec("live", "telegram:1", &["python3", "-c", FORGE_NEWADDR], 10)
         .await
         .expect("exec");
     let said = String::from_utf8_lossy(&forged.1).to_string();
