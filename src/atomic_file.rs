@@ -38,6 +38,19 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// [`write`] with mode 0600, creating the parent directory (0700) if
+/// needed: a file only root reads, in a directory only root enters.
+pub fn write_root_only(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    write(path, contents, 0o600)
+}
+
 /// Removes `path` durably; a missing file is success.
 pub fn remove(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

@@ -6,7 +6,6 @@
 //! the modules read it). The file goes with the container.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -38,20 +37,13 @@ impl PersonalFiles {
             self.remove(name)?;
             return Ok(None);
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
         let text = serde_json::to_vec(settings).map_err(io::Error::other)?;
-        crate::atomic_file::write(&path, &text, 0o600)?;
+        crate::atomic_file::write_root_only(&path, &text)?;
         Ok(Some(path))
     }
 
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        crate::atomic_file::remove(&self.path(name))
     }
 }
 

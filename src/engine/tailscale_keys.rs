@@ -12,7 +12,6 @@
 //! start, which the update makes at once when it is running, enrols it.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -33,11 +32,7 @@ impl TailscaleKeys {
 
     /// Writes the key for the coming start (root-only).
     pub fn hand_over(&self, name: &str, key: &str) -> io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
-        crate::atomic_file::write(&self.path(name), key.as_bytes(), 0o600)
+        crate::atomic_file::write_root_only(&self.path(name), key.as_bytes())
     }
 
     /// Leaves the file empty (it must exist: the conf names it, and nspawn
@@ -53,11 +48,7 @@ impl TailscaleKeys {
     /// An update added the `tailscale` module: the next start enrols it
     /// (as a create's does), then the mark goes.
     pub fn mark_pending(&self, name: &str) -> io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
-        crate::atomic_file::write(&self.pending_path(name), b"", 0o600)
+        crate::atomic_file::write_root_only(&self.pending_path(name), b"")
     }
 
     pub fn is_pending(&self, name: &str) -> bool {
@@ -65,20 +56,13 @@ impl TailscaleKeys {
     }
 
     pub fn clear_pending(&self, name: &str) -> io::Result<()> {
-        remove_if_there(&self.pending_path(name))
+        crate::atomic_file::remove(&self.pending_path(name))
     }
 
     /// The key file and the mark, at destroy.
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        remove_if_there(&self.path(name))?;
-        remove_if_there(&self.pending_path(name))
-    }
-}
-
-fn remove_if_there(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        crate::atomic_file::remove(&self.path(name))?;
+        crate::atomic_file::remove(&self.pending_path(name))
     }
 }
 

@@ -52,8 +52,7 @@ impl OwnerSlices {
                 let mut b = vec![0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
                     .map_err(|_| io::Error::other("no random bytes for the owner-slice key"))?;
-                std::fs::create_dir_all(state_dir)?;
-                crate::atomic_file::write(&path, &b, 0o600)?;
+                crate::atomic_file::write_root_only(&path, &b)?;
                 b
             }
             Err(e) => return Err(e),
