@@ -25,6 +25,8 @@ use zbus_systemd::{machine1, systemd1};
 const LIST_ROUNDS: usize = 30;
 const START_ROUNDS: usize = 5;
 
+const READY_ROUNDS: usize = 10;
+
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
     (
@@ -130,6 +132,8 @@ async fn run() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    let pid = common::daemon_pid(&bus).await;
+    println!("daemon memory idle: {}", common::memory_parts(&sb, pid));
     println!();
     println!("list latency, ms (median / p95 / min over {LIST_ROUNDS} rounds)");
     println!("| running | voxnix API | bare zbus floor | machinectl subprocesses |");
@@ -168,6 +172,33 @@ async fn run() {
         );
     }
     let rss_50 = daemon_rss_kib(&sb, &bus).await;
+
+    // What the view's periodic reconcile asks the host, made by a client
+    // the same way (voxnix's own adapters): one ListUnitsByPatterns, one
+    // ListMachines, one GetMachine + GetAll per running container.
+    // Its own connection: Subscribe() once per connection.
+    let own = sb.system_bus().await.expect("bus");
+    let host_systemd = voxnix::host::systemd::Systemd::new(&own)
+        .await
+        .expect("systemd");
+    let host_machined = voxnix::host::machined::Machined::new(&own)
+        .await
+        .expect("machined");
+    let mut reconcile = Vec::new();
+    for _ in 0..LIST_ROUNDS {
+        let t = Instant::now();
+        let (units, machines) = tokio::join!(host_systemd.container_units(), host_machined.list());
+        assert_eq!(units.expect("units").len(), 50);
+        for (name, _) in machines.expect("machines") {
+            host_machined.info(&name).await.expect("GetMachine");
+        }
+        reconcile.push(t.elapsed());
+    }
+    let (cs, cp, _) = stats(reconcile);
+    println!();
+    println!(
+        "the view's reconcile (every view_reconcile_secs, default 30 s), its host calls with 50 running, ms (median / p95): {cs:.1} / {cp:.1}"
+    );
 
     // An address added inside a container, until List shows it (timed
     // from the end of the exec that added it; List polled back to back).
@@ -233,6 +264,45 @@ async fn run() {
         "daemon RSS: idle {:.1} MiB, with 50 containers {:.1} MiB",
         rss_idle as f64 / 1024.0,
         rss_50 as f64 / 1024.0
+    );
+    let pid = common::daemon_pid(&bus).await;
+    println!(
+        "daemon memory with 50 containers: {}",
+        common::memory_parts(&sb, pid)
+    );
+
+    // Readiness: the daemon restarted with 50 containers to reconcile, from
+    // the exec to its READY=1 (systemd's own timestamps: a Type=notify unit
+    // turns active on READY), and to its first served List.
+    let mut ready = Vec::new();
+    let mut first_list = Vec::new();
+    for _ in 0..READY_ROUNDS {
+        // Restarted back to back, the unit would hit its start limit.
+        systemd
+            .reset_failed_unit("voxnix.service".into())
+            .await
+            .expect("reset-failed voxnix");
+        let t = Instant::now();
+        systemd
+            .restart_unit("voxnix.service".into(), "replace".into())
+            .await
+            .expect("restart voxnix");
+        loop {
+            let fresh = ManagerProxy::new(&bus).await.expect("manager");
+            if fresh.list("").await.is_ok_and(|l| l.contains("b49")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first_list.push(t.elapsed());
+        ready.push(common::ready_after_exec(&bus, "voxnix.service").await);
+    }
+    let (rs, rp, _) = stats(ready);
+    let (ls, lp, _) = stats(first_list);
+    println!();
+    println!(
+        "daemon ready with 50 containers, ms (median / p95 over {READY_ROUNDS} restarts): \
+         exec → READY=1 {rs:.1} / {rp:.1}; restart asked → first List served {ls:.1} / {lp:.1}"
     );
     drop(m);
     sb.shutdown().expect("shutdown");

@@ -61,11 +61,30 @@ async fn run() {
     println!(
         "load: {CLIENTS} clients, {CONTAINERS} running containers, {rounds} rounds of {secs} s"
     );
+    let bus_pid = common::main_pid(&bus, "dbus.service").await;
     let mut readings = vec![(common::rss_kib(&sb, pid), common::open_fds(&sb, pid))];
     for round in 1..=rounds {
+        let cpu = (common::cpu_time(&sb, pid), common::cpu_time(&sb, bus_pid));
         let t = load_round(&sb, secs).await;
+        let used = (
+            common::cpu_time(&sb, pid) - cpu.0,
+            common::cpu_time(&sb, bus_pid) - cpu.1,
+        );
         readings.push((common::rss_kib(&sb, pid), common::open_fds(&sb, pid)));
+        let total: usize = t.lat.iter().map(Vec::len).sum();
         print_round(round, secs, t);
+        // Where the two CPUs went: the daemon, the bus daemon relaying every
+        // call, and (the rest) the 200 clients and the containers.
+        println!(
+            "CPU: daemon {:.1} s ({:.0} µs a request), dbus-daemon {:.1} s ({:.0} µs a request), of {secs} s × {} CPUs",
+            used.0.as_secs_f64(),
+            used.0.as_secs_f64() * 1e6 / total.max(1) as f64,
+            used.1.as_secs_f64(),
+            used.1.as_secs_f64() * 1e6 / total.max(1) as f64,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
     }
     println!();
     println!(

@@ -62,6 +62,8 @@ let
       "Seconds to wait for a container's stop job.";
     address_wait_secs = setting "unsigned integer" 20
       "Seconds a create waits for the container's first IPv4 address.";
+    view_reconcile_secs = setting "positive integer" 30
+      "How often the daemon's in-memory view of its containers is checked against systemd and machined, repairing a missed signal (seconds).";
     proc_root = setting "absolute path" "/proc"
       "Where the host's `/proc` is (containers' buses are reached through it).";
     journal_root = setting "absolute path" "/"

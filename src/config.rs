@@ -42,6 +42,9 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     /// Seconds a create waits for the container's first IPv4 address.
     pub address_wait_secs: u64,
+    /// How often the live view (engine/view.rs) is checked against systemd
+    /// and machined, repairing a missed signal (seconds, 1 to 3600).
+    pub view_reconcile_secs: u64,
     /// Where `/proc` of the host is (containers' buses are reached through it).
     pub proc_root: PathBuf,
     /// Root under which the journal directories are (`/` on a host).
@@ -130,6 +133,7 @@ impl Default for Config {
             start_timeout_secs: 120,
             stop_timeout_secs: 60,
             address_wait_secs: 20,
+            view_reconcile_secs: 30,
             proc_root: PathBuf::from("/proc"),
             journal_root: PathBuf::from("/"),
             exec_max_timeout_secs: 300,
@@ -260,6 +264,12 @@ impl Config {
                     "modules: '{m}' is not a module name (lowercase letters, digits, '-')"
                 ));
             }
+        }
+        if !(1..=3600).contains(&self.view_reconcile_secs) {
+            return Err(format!(
+                "view_reconcile_secs: {} is out of range; use 1 to 3600 seconds",
+                self.view_reconcile_secs
+            ));
         }
         if self.start_timeout_secs == 0 || self.stop_timeout_secs == 0 {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());

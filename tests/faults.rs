@@ -186,3 +186,68 @@ async fn the_bus_connection_dropping_is_survived() {
     assert_eq!((code, String::from_utf8_lossy(&stdout).trim()), (0, "back"));
     assert_eq!(app.create(r#"{"name":"bc2"}"#, "").await["ok"], true);
 }
+
+/// The live view missing signals (the `view:deaf` fault drops them and
+/// holds the periodic reconcile): a stop and a start from outside voxnix go
+/// unseen, and the next reconcile (`view_reconcile_secs`) puts both right.
+#[tokio::test]
+async fn a_missed_signal_is_repaired_by_the_view_reconcile() {
+    let app = Appliance::boot("view_reconcile_secs = 2").await;
+    assert_eq!(
+        app.create(r#"{"name":"deaf"}"#, "telegram:1").await["ok"],
+        true
+    );
+    assert_eq!(state(&app, "deaf").await, "running");
+    app.set_fault("view:deaf");
+    app.sh("systemctl stop container@deaf.service").await;
+    assert_eq!(
+        app.sh("systemctl is-active container@deaf.service")
+            .await
+            .trim(),
+        "inactive"
+    );
+    // Well past a reconcile period: the view still has it running, so the
+    // signals were indeed missed.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        listed(&app).await.0,
+        "running",
+        "the stop was not missed: {}",
+        app.sh("journalctl -u voxnix --no-pager | tail -20").await
+    );
+    std::fs::remove_file(app.sandbox.root().join("var/lib/voxnix/fault-injection"))
+        .expect("clear the fault");
+    let repaired = common::eventually(std::time::Duration::from_secs(10), || async {
+        (listed(&app).await.0 == "stopped").then_some(())
+    })
+    .await;
+    assert!(repaired.is_some(), "the reconcile did not repair the view");
+    assert_eq!(state(&app, "deaf").await, "stopped");
+    // And a start missed the same way.
+    app.set_fault("view:deaf");
+    app.sh("systemctl start container@deaf.service").await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(listed(&app).await.0, "stopped", "the start was not missed");
+    std::fs::remove_file(app.sandbox.root().join("var/lib/voxnix/fault-injection"))
+        .expect("clear the fault");
+    let repaired = common::eventually(std::time::Duration::from_secs(20), || async {
+        let (s, a) = listed(&app).await;
+        (s == "running" && a.to_string().contains("10.100.0.")).then_some(())
+    })
+    .await;
+    assert!(
+        repaired.is_some(),
+        "the reconcile did not repair the view: {:?}",
+        listed(&app).await
+    );
+}
+
+/// The first listed container's state and addresses.
+async fn listed(app: &Appliance) -> (String, Value) {
+    let v: Value =
+        serde_json::from_str(&app.manager().await.list("").await.expect("list")).expect("json");
+    (
+        v[0]["state"].as_str().unwrap_or("").to_string(),
+        v[0]["addresses"].clone(),
+    )
+}

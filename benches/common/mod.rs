@@ -21,11 +21,13 @@ pub async fn appliance(extra_config: &str) -> Sandbox {
 
 /// The daemon's PID inside the appliance.
 pub async fn daemon_pid(bus: &zbus::Connection) -> u32 {
+    main_pid(bus, "voxnix.service").await
+}
+
+/// A service's main PID inside the appliance.
+pub async fn main_pid(bus: &zbus::Connection, unit: &str) -> u32 {
     let systemd = systemd1::ManagerProxy::new(bus).await.expect("systemd1");
-    let unit = systemd
-        .get_unit("voxnix.service".into())
-        .await
-        .expect("voxnix unit");
+    let unit = systemd.get_unit(unit.into()).await.expect("unit");
     let svc = systemd1::ServiceProxy::builder(bus)
         .path(unit)
         .build()
@@ -67,4 +69,78 @@ pub fn percentile(sorted: &[Duration], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Where a process's resident memory is: anonymous (heap, stacks) and
+/// file-backed (the binary's and libraries' pages), and its threads.
+pub fn memory_parts(sb: &Sandbox, pid: u32) -> String {
+    let read = |f: &str| std::fs::read_to_string(sb.root().join(format!("proc/{pid}/{f}")));
+    let kib = |text: &str, key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let rollup = read("smaps_rollup").unwrap_or_default();
+    let status = read("status").unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "RSS {:.1} MiB = anonymous {:.1} + file {:.1} + shmem {:.1}; {threads} threads",
+        kib(&rollup, "Rss:"),
+        kib(&rollup, "Anonymous:"),
+        kib(&status, "RssFile:"),
+        kib(&status, "RssShmem:"),
+    )
+}
+
+/// How long after its main process was started a `Type=notify` unit said
+/// READY=1 (systemd's monotonic timestamps of both).
+pub async fn ready_after_exec(bus: &zbus::Connection, unit: &str) -> Duration {
+    let systemd = systemd1::ManagerProxy::new(bus).await.expect("systemd1");
+    let path = systemd.get_unit(unit.into()).await.expect("unit");
+    let u = systemd1::UnitProxy::builder(bus)
+        .path(path.clone())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("unit");
+    let s = systemd1::ServiceProxy::builder(bus)
+        .path(path)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .expect("service");
+    let active = u
+        .active_enter_timestamp_monotonic()
+        .await
+        .expect("ActiveEnterTimestampMonotonic");
+    let exec = s
+        .exec_main_start_timestamp_monotonic()
+        .await
+        .expect("ExecMainStartTimestampMonotonic");
+    Duration::from_micros(active.saturating_sub(exec))
+}
+
+/// CPU time a process has used (user + system), from /proc/PID/stat.
+pub fn cpu_time(sb: &Sandbox, pid: u32) -> Duration {
+    let stat =
+        std::fs::read_to_string(sb.root().join(format!("proc/{pid}/stat"))).unwrap_or_default();
+    // Fields after the command (which may hold spaces) end with ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after ')').
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz.max(1))
 }

@@ -31,6 +31,22 @@ pub const POINTS: &[&str] = &[
     "stop:stopped",
 ];
 
+/// Conditions (not kills) a test can switch on: true while the trigger
+/// file holds `name` (left in place; the test removes it).
+pub const CONDITIONS: &[&str] = &["view:deaf"];
+
+pub fn active(_name: &str) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        let Some(dir) = STATE_DIR.get() else {
+            return false;
+        };
+        std::fs::read_to_string(dir.join("fault-injection")).is_ok_and(|w| w.trim() == _name)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    false
+}
+
 /// A place where the daemon may be killed in tests.
 pub fn point(_name: &str) {
     #[cfg(feature = "fault-injection")]

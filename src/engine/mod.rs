@@ -11,6 +11,7 @@ pub mod error;
 pub mod fault;
 pub mod operations;
 pub mod personal;
+mod queries;
 pub mod reconcile;
 pub mod records;
 pub mod spec;
@@ -124,7 +125,13 @@ pub struct Engine {
     personal: personal::PersonalFiles,
     tailscale_keys: tailscale_keys::TailscaleKeys,
     owner_slices: slices::OwnerSlices,
-    view: view::AddressView,
+    pub(crate) view: view::LiveView,
+    /// Coalesced reads that still ask the host (see view/coalesce.rs): a
+    /// unit's resource use (kept 1 s), a journal's lines (shared while
+    /// being read), a system's derivation (never changes).
+    unit_reads: view::coalesce::Coalesced<String, crate::host::systemd::UnitStatus>,
+    log_reads: view::coalesce::Coalesced<(String, u32), Arc<Vec<journal::LogLine>>>,
+    drv_reads: view::coalesce::Coalesced<String, Option<crate::nix::SystemInfo>>,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
@@ -205,7 +212,10 @@ impl Engine {
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
-            view: view::AddressView::new(cfg.proc_root.clone()),
+            view: view::LiveView::new(cfg.proc_root.clone()),
+            unit_reads: view::coalesce::Coalesced::new(Duration::from_secs(1)),
+            log_reads: view::coalesce::Coalesced::new(Duration::ZERO),
+            drv_reads: view::coalesce::Coalesced::new(Duration::from_secs(3600)),
             builder,
             known_modules,
             catalog,
@@ -844,6 +854,7 @@ impl Engine {
         self.machined
             .wait_registered(name, Duration::from_secs(30))
             .await?;
+        self.refresh_view(name).await;
         Ok(())
     }
 
@@ -911,6 +922,7 @@ impl Engine {
                 .wait_removed(name, Duration::from_secs(30))
                 .await?;
         }
+        self.refresh_view(name).await;
         Ok(())
     }
 
@@ -1121,6 +1133,7 @@ impl Engine {
         self.records
             .remove(&record.name)
             .map_err(io("removing the record"))?;
+        self.view.forget(&record.name);
         self.clear_expected(&record.name);
         self.emit(Event::ContainerRemoved {
             name: record.name.clone(),
@@ -1192,171 +1205,6 @@ impl Engine {
         self.records.put(&record).map_err(io("writing the record"))
     }
 
-    // ----- queries -----------------------------------------------------------
-
-    async fn state_of(&self, record: &Record) -> String {
-        let unit = self
-            .systemd
-            .unit_status(&container_unit(&record.name))
-            .await
-            .unwrap_or_default();
-        derive_state(record.phase, &unit.active_state, true)
-    }
-
-    pub async fn list(&self, scope: &Scope) -> Result<Vec<ContainerSummary>, EngineError> {
-        let _permit = self.read_permit(scope).await?;
-        let (records, _) = self.records.load_all();
-        let visible: Vec<Record> = records
-            .into_values()
-            .filter(|r| scope.allows(&r.owner))
-            .collect();
-        if visible.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (units, machines) = tokio::join!(self.systemd.container_units(), self.machined.list());
-        let units: HashMap<String, (String, String)> =
-            units?.into_iter().map(|(n, a, s)| (n, (a, s))).collect();
-        let machines: std::collections::HashSet<String> =
-            machines?.into_iter().map(|(n, _)| n).collect();
-        let rows = visible.into_iter().map(|r| {
-            let (active, _) = units
-                .get(&container_unit(&r.name))
-                .cloned()
-                .unwrap_or_else(|| ("inactive".into(), "dead".into()));
-            let running = machines.contains(&r.name);
-            let conf = self.conf_state(&r);
-            async move {
-                let addresses = if running {
-                    self.addresses_of(&r.name).await.0
-                } else {
-                    vec![]
-                };
-                summary(&r, &active, running, &addresses, conf)
-            }
-        });
-        // At most 8 address look-ups at once per list (see `reads`).
-        Ok(
-            futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
-                futures_util::stream::iter(rows),
-                8,
-            ))
-            .await,
-        )
-    }
-
-    /// A running container's addresses: from the live view, else (no
-    /// watcher) from machined. With where they came from.
-    async fn addresses_of(&self, name: &str) -> (Vec<IpAddr>, &'static str) {
-        match self.view.addresses(name) {
-            Some(a) => (a, "kernel"),
-            None => (
-                self.machined.addresses(name).await.unwrap_or_default(),
-                "machined",
-            ),
-        }
-    }
-
-    pub async fn status(&self, scope: &Scope, name: &str) -> Result<ContainerStatus, EngineError> {
-        let _permit = self.read_permit(scope).await?;
-        let record = self.visible(scope, name)?;
-        let unit = container_unit(name);
-        let (unit_status, machine) =
-            tokio::join!(self.systemd.unit_status(&unit), self.machined.info(name));
-        let unit_status = unit_status?;
-        let machine = machine?;
-        let ((addresses, addresses_from), os_release) = if machine.is_some() {
-            tokio::join!(self.addresses_of(name), self.machined.os_release(name))
-        } else {
-            ((vec![], "none"), Ok(Default::default()))
-        };
-        let now_usec = records::now_secs().saturating_mul(1_000_000);
-        let uptime_secs = (machine.is_some() && unit_status.active_enter_usec > 0)
-            .then(|| now_usec.saturating_sub(unit_status.active_enter_usec) / 1_000_000);
-        Ok(ContainerStatus {
-            summary: summary(
-                &record,
-                &unit_status.active_state,
-                machine.is_some(),
-                &addresses,
-                self.conf_state(&record),
-            ),
-            unit,
-            addresses_from,
-            sub_state: unit_status.sub_state.clone(),
-            leader: machine.as_ref().map(|m| m.leader),
-            machine_id: machine.as_ref().map(|m| m.id_hex.clone()),
-            uptime_secs,
-            os_release: os_release.unwrap_or_default(),
-            memory_bytes: unit_status.memory_bytes,
-            cpu_nsec: unit_status.cpu_nsec,
-            system_path: record.system_path.clone(),
-            workspace: record.spec.workspace,
-            last_operation: record.last_operation.clone(),
-            system: match &record.drv_path {
-                Some(p) => {
-                    let p = std::path::PathBuf::from(p);
-                    tokio::task::spawn_blocking(move || crate::nix::drv::system_info(&p).ok())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                None => None,
-            },
-            drv_path: record.drv_path.clone(),
-        })
-    }
-
-    pub async fn logs(
-        &self,
-        scope: &Scope,
-        name: &str,
-        lines: u32,
-    ) -> Result<Vec<journal::LogLine>, EngineError> {
-        let _permit = self.read_permit(scope).await?;
-        if lines == 0 || lines > 1000 {
-            return Err(EngineError::InvalidArgument(format!(
-                "lines: {lines} is out of range; ask for 1 to 1000 lines"
-            )));
-        }
-        let record = self.visible(scope, name)?;
-        // Only this container's lines: not those of an earlier one of the name.
-        let since_usec = Some(record.created_at.saturating_mul(1_000_000));
-        let machine = self.machined.info(name).await?;
-        let root = self.cfg.journal_root.clone();
-        let proc_root = self.cfg.proc_root.clone();
-        let stopped_root = self.cfg.containers_dir.join(name);
-        let unit = container_unit(name);
-        tokio::task::spawn_blocking(move || {
-            // The container's journal is read only from its side: inside
-            // the running container's namespaces (by this binary again), or
-            // through its directory when it is stopped.
-            let container = match &machine {
-                Some(m) => journal::ContainerJournal::Running {
-                    proc_root: &proc_root,
-                    leader: m.leader,
-                    reader: Path::new("/proc/self/exe"),
-                },
-                None => journal::ContainerJournal::Stopped(&stopped_root),
-            };
-            // Stopped: the id its root holds names its journal directory.
-            let id = match &machine {
-                Some(m) => Some(m.id_hex.clone()),
-                None => journal::machine_id_in_root(&stopped_root),
-            };
-            journal::container_logs(
-                &root,
-                id.as_deref(),
-                container,
-                &unit,
-                lines as usize,
-                since_usec,
-            )
-        })
-        .await
-        .map_err(|e| EngineError::HostError(format!("log reader failed: {e}")))?
-        .map_err(|e| EngineError::HostError(format!("cannot read the journal: {e}")))
-    }
-
     pub async fn exec(
         &self,
         scope: &Scope,
@@ -1420,7 +1268,7 @@ impl Engine {
 
     /// Names of every container with a record.
     pub fn names(&self) -> Vec<String> {
-        self.records.load_all().0.into_keys().collect()
+        self.records.all().into_keys().collect()
     }
 
     // ----- update ------------------------------------------------------------
@@ -1555,6 +1403,8 @@ impl Engine {
                         self.timeout(self.cfg.start_timeout_secs),
                     )
                     .await?;
+                // The system switched: another os-release, perhaps.
+                self.view.forget_os_release(name);
             }
             Ok::<(), EngineError>(())
         }
@@ -1600,7 +1450,7 @@ impl Engine {
     ) -> Result<serde_json::Value, EngineError> {
         let total = self.storage.owner_usage(owner).await?;
         let mut containers = Vec::new();
-        for (name, r) in self.records.load_all().0 {
+        for (name, r) in self.records.all() {
             if &r.owner == owner && scope.allows(&r.owner) && r.spec.workspace {
                 let u = self.storage.container_usage(owner, &name).await.ok();
                 containers.push(

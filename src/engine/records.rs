@@ -2,9 +2,12 @@
 //! One JSON file per container under `<state_dir>/containers/`, replaced
 //! atomically, so a crash at any instant leaves either the old or the new
 //! record. At start-up they are what reconcile compares the host against.
+//! The store keeps a copy of every record in memory, written through: reads
+//! (`get`, `all`) never touch the disk, so `List` costs no file reads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -102,17 +105,30 @@ impl Record {
     }
 }
 
-/// The records directory.
+/// The records directory, and its records in memory.
 #[derive(Debug, Clone)]
 pub struct RecordStore {
     dir: PathBuf,
+    memory: Arc<Mutex<BTreeMap<String, Record>>>,
 }
 
 impl RecordStore {
     pub fn open(state_dir: &Path) -> std::io::Result<Self> {
         let dir = state_dir.join("containers");
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        let store = Self {
+            dir,
+            memory: Arc::default(),
+        };
+        // Memory is filled from the disk only here; afterwards only `put`
+        // and `remove` change it (a later scan racing a write could bring
+        // back the record the write replaced).
+        *store.memory() = store.load_all().0;
+        Ok(store)
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -121,25 +137,39 @@ impl RecordStore {
 
     pub fn put(&self, record: &Record) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        atomic_file::write(&self.path(&record.name), &json, 0o600)
+        // The memory lock is held across the write: two writers of one
+        // record leave memory and disk agreeing on the last.
+        let mut memory = self.memory();
+        atomic_file::write(&self.path(&record.name), &json, 0o600)?;
+        memory.insert(record.name.clone(), record.clone());
+        Ok(())
     }
 
+    /// The record of `name` (from memory).
     pub fn get(&self, name: &str) -> std::io::Result<Option<Record>> {
-        match std::fs::read(self.path(name)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(std::io::Error::other),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.memory().get(name).cloned())
+    }
+
+    /// Every record, by name (from memory).
+    pub fn all(&self) -> BTreeMap<String, Record> {
+        self.memory().clone()
+    }
+
+    /// Whether `name` has a record.
+    pub fn contains(&self, name: &str) -> bool {
+        self.memory().contains_key(name)
     }
 
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
-        atomic_file::remove(&self.path(name))
+        let mut memory = self.memory();
+        atomic_file::remove(&self.path(name))?;
+        memory.remove(name);
+        Ok(())
     }
 
-    /// Every readable record, by name; unreadable files are returned apart so
-    /// they are reported, never silently dropped or overwritten.
+    /// Every readable record on disk, by name; unreadable files are
+    /// returned apart so they are reported, never silently dropped or
+    /// overwritten.
     pub fn load_all(&self) -> (BTreeMap<String, Record>, Vec<(PathBuf, String)>) {
         let mut ok = BTreeMap::new();
         let mut bad = Vec::new();
@@ -217,6 +247,27 @@ mod tests {
         );
         store.remove("a1").unwrap();
         assert_eq!(store.get("a1").unwrap(), None);
+    }
+
+    #[test]
+    fn memory_follows_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let r = Record::new("a1", Owner::parse("telegram:1").unwrap(), spec("a1"));
+        store.put(&r).unwrap();
+        // A second store opened on the directory (a restarted daemon)
+        // starts with what the first wrote.
+        let again = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(again.get("a1").unwrap(), Some(r.clone()));
+        assert_eq!(again.all().len(), 1);
+        // A write that fails leaves memory as it was.
+        let mut changed = r.clone();
+        changed.phase = Phase::Ready;
+        std::fs::remove_dir_all(dir.path().join("containers")).unwrap();
+        assert!(store.put(&changed).is_err());
+        assert_eq!(store.get("a1").unwrap(), Some(r));
+        store.remove("a1").unwrap();
+        assert!(!store.contains("a1"));
     }
 
     #[test]

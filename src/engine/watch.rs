@@ -1,118 +1,195 @@
-//! The live view: machined's signals tell the engine when a container comes
-//! or goes. A container that goes away while voxnix did not ask is announced
-//! (the bot tells its owner).
+//! Feeding the live view (`view/`): systemd's unit signals and machined's
+//! MachineNew/MachineRemoved, applied as they come; a direct read after each
+//! of voxnix's own operations; and a reconcile every `view_reconcile_secs`
+//! that repairs a missed signal. A container that goes away while voxnix
+//! did not ask is announced (the bot tells its owner).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
 use super::records::Phase;
+use super::view::UnitState;
 use super::{Engine, Event, derive_state};
 use crate::host::container_unit;
 
 impl Engine {
-    /// Follows MachineNew/MachineRemoved until the bus connection ends.
+    /// Follows the signals until the bus connection ends.
     pub async fn watch(self: Arc<Self>) {
-        let (new, removed) = tokio::join!(
+        let (new, removed, units) = tokio::join!(
             self.machined.manager().receive_machine_new(),
-            self.machined.manager().receive_machine_removed()
+            self.machined.manager().receive_machine_removed(),
+            self.systemd.container_unit_changes(),
         );
-        let (Ok(mut new), Ok(mut removed)) = (new, removed) else {
+        let (Ok(mut new), Ok(mut removed), Ok(units)) = (new, removed, units) else {
             tracing::error!(
-                "cannot subscribe to machined's signals; unexpected stops will not be announced"
+                "cannot subscribe to systemd's and machined's signals; reads ask them instead, \
+                 and unexpected stops are not announced"
             );
             return;
         };
-        // The view's start-up fill, then a repair every VIEW_RECONCILE (a
-        // signal missed, a watcher that ended).
+        let mut units = std::pin::pin!(units);
+        // Subscribed first, then the start-up fill: no change falls between.
         self.reconcile_view().await;
-        let mut repair = tokio::time::interval(VIEW_RECONCILE);
+        let mut repair =
+            tokio::time::interval(std::time::Duration::from_secs(self.cfg.view_reconcile_secs));
         repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         repair.tick().await;
         loop {
-            let (name, appeared) = tokio::select! {
-                Some(sig) = new.next() => match sig.args() { Ok(a) => (a.machine, true), Err(_) => continue },
-                Some(sig) = removed.next() => match sig.args() { Ok(a) => (a.machine, false), Err(_) => continue },
-                _ = repair.tick() => {
-                    self.reconcile_view().await;
-                    continue;
+            tokio::select! {
+                Some(change) = units.next() => {
+                    if deaf() { continue }
+                    self.unit_reads.forget(&change.name);
+                    self.view.unit_changed(&change.name, change.active_state, change.sub_state);
                 }
+                Some(sig) = new.next() => {
+                    let Ok(a) = sig.args() else { continue };
+                    if deaf() { continue }
+                    let name = a.machine.to_string();
+                    if let Ok(Some(m)) = self.machined.info(&name).await {
+                        let leader = m.leader;
+                        self.view.machine_new(m);
+                        if self.records.contains(&name) {
+                            self.view.addresses.watch(&name, leader);
+                        }
+                    }
+                    self.announce(&name, true).await;
+                }
+                Some(sig) = removed.next() => {
+                    let Ok(a) = sig.args() else { continue };
+                    if deaf() { continue }
+                    let name = a.machine.to_string();
+                    self.view.machine_removed(&name);
+                    self.view.addresses.forget(&name);
+                    self.unit_reads.forget(&name);
+                    self.announce(&name, false).await;
+                }
+                _ = repair.tick() => if !deaf() { self.reconcile_view().await },
                 else => break,
-            };
-            let Ok(Some(record)) = self.records.get(&name) else {
-                continue;
-            };
-            if appeared {
-                self.watch_addresses(&name).await;
-            } else {
-                self.view.forget(&name);
             }
-            if record.phase != Phase::Ready {
-                continue;
-            }
-            let state = if appeared {
-                "running".to_string()
-            } else {
-                let unit = self
-                    .systemd
-                    .unit_status(&container_unit(&name))
-                    .await
-                    .unwrap_or_default();
-                let s = derive_state(Phase::Ready, &unit.active_state, false);
-                if s == "failed" {
-                    s
-                } else {
-                    "stopped".to_string()
-                }
-            };
-            let expected = appeared || self.take_expected_stop(&name);
-            if !expected {
-                tracing::warn!(container = %name, owner = %record.owner, "container {state} without being asked");
-            }
-            self.emit(Event::ContainerChanged {
-                name,
-                owner: record.owner,
-                state,
-                expected,
-            });
         }
-        tracing::warn!("machined signal streams ended");
+        tracing::warn!("systemd's or machined's signal streams ended");
     }
 
-    async fn watch_addresses(&self, name: &str) {
-        if let Ok(Some(m)) = self.machined.info(name).await {
-            self.view.watch(name, m.leader);
-        }
-    }
-
-    /// Makes the view's watchers match machined's running containers of
-    /// voxnix: one ListMachines and one GetMachine per running container
-    /// (its leader: a new one is a new start).
-    pub(super) async fn reconcile_view(&self) {
-        let Ok(machines) = self.machined.list().await else {
+    /// Tells the front ends that a ready container started or stopped,
+    /// saying whether voxnix asked for it.
+    async fn announce(&self, name: &str, appeared: bool) {
+        let Ok(Some(record)) = self.records.get(name) else {
             return;
         };
-        let running: std::collections::HashSet<String> = machines
-            .into_iter()
-            .map(|(n, _)| n)
-            .filter(|n| matches!(self.records.get(n), Ok(Some(_))))
-            .collect();
-        let watched: std::collections::HashMap<String, u32> =
-            self.view.watched().into_iter().collect();
-        for name in watched.keys().filter(|n| !running.contains(*n)) {
-            self.view.forget(name);
+        if record.phase != Phase::Ready {
+            return;
         }
-        for name in &running {
-            match self.machined.info(name).await {
-                Ok(Some(m)) if watched.get(name) != Some(&m.leader) => {
-                    self.view.watch(name, m.leader)
-                }
-                Ok(None) => self.view.forget(name),
-                _ => {}
+        let state = if appeared {
+            "running".to_string()
+        } else {
+            let unit = self
+                .systemd
+                .unit_status(&container_unit(name))
+                .await
+                .unwrap_or_default();
+            let s = derive_state(Phase::Ready, &unit.active_state, false);
+            if s == "failed" {
+                s
+            } else {
+                "stopped".to_string()
+            }
+        };
+        let expected = appeared || self.take_expected_stop(name);
+        if !expected {
+            tracing::warn!(container = %name, owner = %record.owner, "container {state} without being asked");
+        }
+        self.emit(Event::ContainerChanged {
+            name: name.to_string(),
+            owner: record.owner,
+            state,
+            expected,
+        });
+    }
+
+    /// After an operation of voxnix's own on `name`: its outcome into the
+    /// view at once (the signals saying so may still be queued).
+    pub(super) async fn refresh_view(&self, name: &str) {
+        let token = self.view.token(name);
+        let unit_name = container_unit(name);
+        let (unit, machine) = tokio::join!(
+            self.systemd.unit_status(&unit_name),
+            self.machined.info(name)
+        );
+        let (Ok(unit), Ok(machine)) = (unit, machine) else {
+            return;
+        };
+        self.unit_reads.forget(&name.to_string());
+        let leader = machine.as_ref().map(|m| m.leader);
+        let state = UnitState {
+            active: unit.active_state,
+            sub: unit.sub_state,
+        };
+        if self.view.refresh(name, token, state, machine) {
+            match leader {
+                Some(l) if self.records.contains(name) => self.view.addresses.watch(name, l),
+                _ => self.view.addresses.forget(name),
+            }
+        }
+    }
+
+    /// Makes the view match systemd and machined: one ListUnitsByPatterns,
+    /// one ListMachines, and one GetMachine (with one GetAll) per running
+    /// container of voxnix's (its leader: a new one is a new start). What
+    /// it corrects, a missed signal, is logged and announced.
+    pub(super) async fn reconcile_view(&self) {
+        let tokens = self.view.tokens();
+        let (units, machines) = tokio::join!(self.systemd.container_units(), self.machined.list());
+        let (Ok(units), Ok(machines)) = (units, machines) else {
+            tracing::warn!("cannot read the units or machines; the view is checked again later");
+            return;
+        };
+        let units: HashMap<String, UnitState> = units
+            .into_iter()
+            .filter_map(|(unit, active, sub)| {
+                let name = unit.strip_prefix("container@")?.strip_suffix(".service")?;
+                Some((name.to_string(), UnitState { active, sub }))
+            })
+            .collect();
+        let mut running = HashMap::new();
+        for (name, _) in machines {
+            if !self.records.contains(&name) {
+                continue;
+            }
+            if let Ok(Some(m)) = self.machined.info(&name).await {
+                running.insert(name, m);
+            }
+        }
+        let was_running: HashMap<String, u32> = self.view.running().into_iter().collect();
+        let corrected = self.view.fill(&tokens, units, running);
+        for name in &corrected {
+            tracing::warn!(container = %name, "the live view had missed a change; corrected");
+            self.unit_reads.forget(name);
+        }
+        // The address watchers follow the machines.
+        let now_running: HashMap<String, u32> = self.view.running().into_iter().collect();
+        let watched: HashMap<String, u32> = self.view.addresses.watched().into_iter().collect();
+        for name in watched.keys().filter(|n| !now_running.contains_key(*n)) {
+            self.view.addresses.forget(name);
+        }
+        for (name, leader) in &now_running {
+            if watched.get(name) != Some(leader) && self.records.contains(name) {
+                self.view.addresses.watch(name, *leader);
+            }
+        }
+        for name in corrected {
+            let (before, after) = (was_running.get(&name), now_running.get(&name));
+            if before != after {
+                self.announce(&name, after.is_some()).await;
             }
         }
     }
 }
 
-/// How often the view is checked against machined (a few D-Bus calls).
-const VIEW_RECONCILE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The `view:deaf` fault (fault-injection builds only): signals are
+/// dropped as if lost and the periodic reconcile waits, for the test of
+/// the reconcile's repair.
+fn deaf() -> bool {
+    super::fault::active("view:deaf")
+}

@@ -8,8 +8,9 @@
 //! container from starting; every key a declarative container's file always
 //! has is written here too ([`ALWAYS_WRITTEN`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -126,11 +127,46 @@ pub fn parse(text: &str) -> BTreeMap<String, String> {
 #[derive(Debug, Clone)]
 pub struct ConfDir {
     dir: PathBuf,
+    /// What `state` found, by name, with the file's identity and a hash of
+    /// what it was compared with: `List` compares every container's conf
+    /// at each call, and re-reads only the files that changed (a stat, not
+    /// an open and a read, per container).
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+/// What tells one version of a file from another: any write changes its
+/// size, times or (voxnix's atomic writes) inode; ctime cannot be set back.
+type FileId = (u64, u64, u64, i64, i64, i64, i64);
+
+/// A file's identity, the hash of what it was compared with, the answer.
+type Seen = (FileId, u64, ConfState);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 impl ConfDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            seen: Arc::default(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -150,15 +186,28 @@ impl ConfDir {
     /// Never follows a link: NixOS's own conf files are links into /etc/static.
     pub fn state(&self, name: &str, wanted: &str) -> ConfState {
         let path = self.path(name);
-        match path.symlink_metadata() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfState::Missing,
-            Ok(m) if m.is_file() => match std::fs::read_to_string(&path) {
-                Ok(text) if text == wanted => ConfState::Ok,
-                Ok(text) if text.starts_with(HEADER) => ConfState::Outdated,
-                _ => ConfState::Foreign,
-            },
-            _ => ConfState::Foreign,
+        let meta = match path.symlink_metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ConfState::Missing,
+            Ok(m) if m.is_file() => m,
+            _ => return ConfState::Foreign,
+        };
+        let (id, wanted_hash) = (file_id(&meta), hash_of(wanted));
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((i, h, state)) = seen.get(name)
+            && *i == id
+            && *h == wanted_hash
+        {
+            return *state;
         }
+        let state = match std::fs::read_to_string(&path) {
+            Ok(text) if text == wanted => ConfState::Ok,
+            Ok(text) if text.starts_with(HEADER) => ConfState::Outdated,
+            _ => ConfState::Foreign,
+        };
+        // Read after the stat: a write in between leaves a newer file than
+        // `id` says, so the next call reads it again.
+        seen.insert(name.to_string(), (id, wanted_hash, state));
+        state
     }
 
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
@@ -201,6 +250,22 @@ mod tests {
         assert_eq!(confs.state("a", &wanted), ConfState::Missing);
         confs.write("a", &wanted).unwrap();
         assert_eq!(confs.state("a", &wanted), ConfState::Ok);
+        // Edited in place, same length (no new inode): seen, not the
+        // remembered answer.
+        {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(confs.path("a"))
+                .unwrap();
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            f.write_all(b"X").unwrap();
+        }
+        assert_eq!(confs.state("a", &wanted), ConfState::Foreign);
+        confs.write("a", &wanted).unwrap();
+        assert_eq!(confs.state("a", &wanted), ConfState::Ok);
+        // Compared with something else: compared again.
+        assert_eq!(confs.state("a", "other"), ConfState::Outdated);
         confs
             .write("a", &format!("{HEADER}PRIVATE_NETWORK=1\n"))
             .unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use zbus::Connection;
 use zbus::proxy::CacheProperties;
-use zbus_systemd::machine1::{self, MachineProxy, ManagerProxy};
+use zbus_systemd::machine1::{self, ManagerProxy};
 
 use super::HostError;
 
@@ -94,32 +94,45 @@ impl Machined {
                 });
             }
         };
-        let m = MachineProxy::builder(&self.conn)
+        // One GetAll, not a call per property.
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.machine1")
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(HostError::bus("Machine proxy"))?;
-        let (class, unit, leader, id, since, state) = tokio::join!(
-            m.class(),
-            m.unit(),
-            m.leader(),
-            m.id(),
-            m.timestamp(),
-            m.state()
+            .map_err(HostError::bus("Properties proxy"))?;
+        let iface = zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.freedesktop.machine1.Machine",
         );
-        // The machine may vanish between GetMachine and the property reads.
-        let Ok(leader) = leader else { return Ok(None) };
+        // The machine may vanish between GetMachine and GetAll.
+        let Ok(mut p) = props.get_all(iface).await else {
+            return Ok(None);
+        };
+        let mut text = |k: &str| {
+            p.remove(k)
+                .and_then(|v| String::try_from(v).ok())
+                .unwrap_or_default()
+        };
+        let (class, unit, state) = (text("Class"), text("Unit"), text("State"));
+        let Some(leader) = p.remove("Leader").and_then(|v| u32::try_from(v).ok()) else {
+            return Ok(None);
+        };
+        let id: Vec<u8> = p
+            .remove("Id")
+            .and_then(|v| Vec::<u8>::try_from(v).ok())
+            .unwrap_or_default();
         Ok(Some(MachineInfo {
             name: name.to_string(),
-            class: class.unwrap_or_default(),
-            unit: unit.unwrap_or_default(),
+            class,
+            unit,
             leader,
-            id_hex: id
-                .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-                .unwrap_or_default(),
-            since_usec: since.unwrap_or(0),
-            state: state.unwrap_or_default(),
+            id_hex: id.iter().map(|x| format!("{x:02x}")).collect(),
+            since_usec: p
+                .remove("Timestamp")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            state,
         }))
     }
 

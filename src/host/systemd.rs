@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, OwnedObjectPath};
-use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
+use zbus_systemd::systemd1::ManagerProxy;
 
 use super::HostError;
 
@@ -46,6 +46,37 @@ pub struct UnitStatus {
     pub cpu_nsec: Option<u64>,
     /// The service's last result (`success`, `exit-code`, `timeout` ...).
     pub result: String,
+}
+
+/// A change of a container's unit announced by systemd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitChange {
+    /// The container (`NAME` of `container@NAME.service`).
+    pub name: String,
+    pub active_state: Option<String>,
+    pub sub_state: Option<String>,
+}
+
+/// The container whose unit has the object path `path`
+/// (`/org/freedesktop/systemd1/unit/container_40NAME_2eservice`), if any.
+/// systemd escapes every byte but ASCII letters and digits as `_xx`.
+pub fn container_of_unit_path(path: &str) -> Option<String> {
+    let label = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
+    let mut bytes = Vec::with_capacity(label.len());
+    let mut rest = label.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'_' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let unit = String::from_utf8(bytes).ok()?;
+    let name = unit.strip_prefix("container@")?.strip_suffix(".service")?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// A handle on the host's systemd, subscribed to its signals.
@@ -172,49 +203,90 @@ impl Systemd {
         }
     }
 
-    /// Reads a unit's state and resource use (loads the unit if needed).
+    /// Reads a unit's state and resource use (loads the unit if needed):
+    /// one `GetAll` per interface, not a call per property.
     pub async fn unit_status(&self, unit: &str) -> Result<UnitStatus, HostError> {
         let path = self
             .manager
             .load_unit(unit.to_string())
             .await
             .map_err(HostError::bus("LoadUnit"))?;
-        let u = UnitProxy::builder(&self.conn)
-            .path(path.clone())
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .map_err(HostError::bus("Unit proxy"))?;
-        let s = ServiceProxy::builder(&self.conn)
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
             .path(path)
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .map_err(HostError::bus("Service proxy"))?;
-        let (load, active, sub, since) = tokio::join!(
-            u.load_state(),
-            u.active_state(),
-            u.sub_state(),
-            u.active_enter_timestamp()
+            .map_err(HostError::bus("Properties proxy"))?;
+        let unit_iface =
+            zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.systemd1.Unit");
+        let service_iface = zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.freedesktop.systemd1.Service",
         );
-        let (pid, mem, cpu, result) = tokio::join!(
-            s.main_pid(),
-            s.memory_current(),
-            s.cpu_usage_n_sec(),
-            s.result()
-        );
+        let (u, s) = tokio::join!(props.get_all(unit_iface), props.get_all(service_iface));
+        let mut u = u.map_err(|e| HostError::bus("GetAll Unit")(e.into()))?;
+        // A unit that is not a service (or not loaded) has no Service part.
+        let mut s = s.unwrap_or_default();
+        let text = |m: &mut std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| {
+            m.remove(k)
+                .and_then(|v| String::try_from(v).ok())
+                .unwrap_or_default()
+        };
+        let number = |m: &mut std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| {
+            m.remove(k).and_then(|v| u64::try_from(v).ok())
+        };
         // systemd reports "unknown" accounting as u64::MAX.
-        let known = |v: Result<u64, zbus::Error>| v.ok().filter(|&x| x != u64::MAX);
+        let known = |v: Option<u64>| v.filter(|&x| x != u64::MAX);
         Ok(UnitStatus {
-            load_state: load.map_err(HostError::bus("LoadState"))?,
-            active_state: active.map_err(HostError::bus("ActiveState"))?,
-            sub_state: sub.map_err(HostError::bus("SubState"))?,
-            active_enter_usec: since.unwrap_or(0),
-            main_pid: pid.unwrap_or(0),
-            memory_bytes: known(mem),
-            cpu_nsec: known(cpu),
-            result: result.unwrap_or_default(),
+            load_state: text(&mut u, "LoadState"),
+            active_state: text(&mut u, "ActiveState"),
+            sub_state: text(&mut u, "SubState"),
+            active_enter_usec: number(&mut u, "ActiveEnterTimestamp").unwrap_or(0),
+            main_pid: s
+                .remove("MainPID")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            memory_bytes: known(number(&mut s, "MemoryCurrent")),
+            cpu_nsec: known(number(&mut s, "CPUUsageNSec")),
+            result: text(&mut s, "Result"),
         })
+    }
+
+    /// Changes of every `container@NAME.service`'s state, as systemd
+    /// announces them (`PropertiesChanged` on its Unit interface; sent
+    /// because `new` subscribed): `(NAME, ActiveState, SubState)`, either
+    /// missing when that property did not change.
+    pub async fn container_unit_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = UnitChange> + use<>, HostError> {
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.systemd1")
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace("/org/freedesktop/systemd1/unit")
+            .arg(0, "org.freedesktop.systemd1.Unit")
+            .build()
+            .map_err(HostError::bus("match rule"))?;
+        let stream = zbus::MessageStream::for_match_rule(rule, &self.conn, None)
+            .await
+            .map_err(HostError::bus("AddMatch"))?;
+        Ok(stream.filter_map(|msg| async move {
+            let msg = msg.ok()?;
+            let name = container_of_unit_path(msg.header().path()?.as_str())?;
+            type Body = (
+                String,
+                std::collections::HashMap<String, zbus::OwnedVariant>,
+                Vec<String>,
+            );
+            let (_, mut changed, _): Body = msg.body().deserialize().ok()?;
+            let mut take = |k: &str| changed.remove(k).and_then(|v| String::try_from(v).ok());
+            Some(UnitChange {
+                name,
+                active_state: take("ActiveState"),
+                sub_state: take("SubState"),
+            })
+        }))
     }
 
     /// `(name, active_state, sub_state)` of every loaded `container@*.service`.
@@ -225,5 +297,25 @@ impl Systemd {
             .await
             .map_err(HostError::bus("ListUnitsByPatterns"))?;
         Ok(units.into_iter().map(|u| (u.0, u.3, u.4)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_unit_paths_are_unescaped_and_others_ignored() {
+        let p = "/org/freedesktop/systemd1/unit/container_40dev_2d1_2eservice";
+        assert_eq!(container_of_unit_path(p).as_deref(), Some("dev-1"));
+        for other in [
+            "/org/freedesktop/systemd1/unit/dbus_2eservice",
+            "/org/freedesktop/systemd1/unit/container_40_2eservice",
+            "/org/freedesktop/systemd1/unit/container_40dev_2",
+            "/org/freedesktop/systemd1/unit/container_40dev_zz_2eservice",
+            "/org/freedesktop/systemd1/job/12",
+        ] {
+            assert_eq!(container_of_unit_path(other), None, "{other}");
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! The live view of running containers' addresses: one watcher per running
-//! container (`host::addresses`, netlink inside its network namespace), its
-//! results kept in memory, so `List` and `Status` read addresses without
-//! asking anyone. machined's signals start and stop the watchers
-//! (`watch.rs`); a periodic reconcile repairs a missed signal. Where no
-//! watcher runs (it could not be opened), readers fall back to machined.
+//! The live view's addresses: one watcher per running container
+//! (`host::addresses`, netlink inside its network namespace), its results
+//! kept in memory, so `List` and `Status` read addresses without asking
+//! anyone. machined's signals start and stop the watchers (`watch.rs`); a
+//! periodic reconcile repairs a missed signal. Where no watcher runs (it
+//! could not be opened), readers fall back to machined.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
