@@ -130,7 +130,7 @@ pub struct Engine {
     /// unit's resource use (kept 1 s), a journal's lines (shared while
     /// being read), a system's derivation (never changes).
     unit_reads: view::coalesce::Coalesced<String, crate::host::systemd::UnitStatus>,
-    log_reads: view::coalesce::Coalesced<(String, u32), Arc<Vec<journal::LogLine>>>,
+    log_reads: view::coalesce::Coalesced<(String, u64, u32), Arc<Vec<journal::LogLine>>>,
     drv_reads: view::coalesce::Coalesced<String, Option<crate::nix::SystemInfo>>,
     names: tokio::sync::Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans

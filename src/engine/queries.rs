@@ -156,24 +156,29 @@ impl Engine {
             .await
     }
 
-    /// The machine's os-release: asked of machined once per start.
+    /// The machine's os-release: asked of machined once per start (a
+    /// failure is not kept: the next Status asks again).
     async fn os_release_of(
         &self,
         scope: &Scope,
         machine: &MachineInfo,
     ) -> std::collections::BTreeMap<String, String> {
-        if let Some(r) = self.view.os_release(&machine.name) {
-            return r;
-        }
+        let gen_before = match self.view.os_release(&machine.name) {
+            Ok(r) => return r,
+            Err(g) => g,
+        };
         let _permit = self.read_permit(scope).await;
-        let r = self
-            .machined
-            .os_release(&machine.name)
-            .await
-            .unwrap_or_default();
-        self.view
-            .set_os_release(&machine.name, machine.leader, r.clone());
-        r
+        match self.machined.os_release(&machine.name).await {
+            Ok(r) => {
+                self.view
+                    .set_os_release(&machine.name, gen_before, machine.leader, r.clone());
+                r
+            }
+            Err(e) => {
+                tracing::debug!(container = %machine.name, "os-release not read: {e}");
+                Default::default()
+            }
+        }
     }
 
     /// What the system's derivation says (a store path never changes).
@@ -181,12 +186,13 @@ impl Engine {
         self.drv_reads
             .get(drv_path.to_string(), || async {
                 let p = std::path::PathBuf::from(drv_path);
-                Ok::<_, ()>(
-                    tokio::task::spawn_blocking(move || crate::nix::drv::system_info(&p).ok())
-                        .await
-                        .ok()
-                        .flatten(),
-                )
+                // Not kept when unreadable: asked again next time.
+                match tokio::task::spawn_blocking(move || crate::nix::drv::system_info(&p).ok())
+                    .await
+                {
+                    Ok(Some(info)) => Ok(Some(info)),
+                    _ => Err(()),
+                }
             })
             .await
             .unwrap_or_default()
@@ -247,11 +253,11 @@ impl Engine {
             )));
         }
         let record = self.visible(scope, name)?;
-        // Requests for the same lines of one container while a read is under
-        // way share it.
+        // Requests for the same lines of one container (this one: not an
+        // earlier holder of the name) while a read is under way share it.
         let read = self
             .log_reads
-            .get((name.to_string(), lines), || async {
+            .get((name.to_string(), record.created_at, lines), || async {
                 let _permit = self.read_permit(scope).await?;
                 self.read_logs(&record, lines).await.map(Arc::new)
             })

@@ -109,7 +109,18 @@ impl Record {
 #[derive(Debug, Clone)]
 pub struct RecordStore {
     dir: PathBuf,
-    memory: Arc<Mutex<BTreeMap<String, Record>>>,
+    memory: Arc<Mutex<Memory>>,
+    /// Held across a write to disk (whose temporary file is named after
+    /// the process): readers take only `memory`, never waiting on an fsync.
+    writing: Arc<Mutex<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    records: BTreeMap<String, Record>,
+    /// Names whose file could not be read at open: `get` says so (as a
+    /// read of the file did), so a create cannot overwrite one unseen.
+    unreadable: std::collections::BTreeSet<String>,
 }
 
 impl RecordStore {
@@ -119,15 +130,29 @@ impl RecordStore {
         let store = Self {
             dir,
             memory: Arc::default(),
+            writing: Arc::default(),
         };
         // Memory is filled from the disk only here; afterwards only `put`
         // and `remove` change it (a later scan racing a write could bring
         // back the record the write replaced).
-        *store.memory() = store.load_all().0;
+        let (records, bad) = store.load_all();
+        let unreadable = bad
+            .iter()
+            .filter_map(|(p, _)| {
+                p.file_name()?
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
+            .collect();
+        *store.memory() = Memory {
+            records,
+            unreadable,
+        };
         Ok(store)
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Record>> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -137,34 +162,52 @@ impl RecordStore {
 
     pub fn put(&self, record: &Record) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        // The memory lock is held across the write: two writers of one
-        // record leave memory and disk agreeing on the last.
-        let mut memory = self.memory();
-        atomic_file::write(&self.path(&record.name), &json, 0o600)?;
-        memory.insert(record.name.clone(), record.clone());
-        Ok(())
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.path(&record.name);
+        let written = atomic_file::write(&path, &json, 0o600);
+        // Memory follows what the disk holds: also when the rename went
+        // through and only the directory's fsync failed.
+        if written.is_ok() || std::fs::read(&path).is_ok_and(|b| b == json) {
+            let mut memory = self.memory();
+            memory.records.insert(record.name.clone(), record.clone());
+            memory.unreadable.remove(&record.name);
+        }
+        written
     }
 
-    /// The record of `name` (from memory).
+    /// The record of `name` (from memory); an error if its file could not
+    /// be read at start-up.
     pub fn get(&self, name: &str) -> std::io::Result<Option<Record>> {
-        Ok(self.memory().get(name).cloned())
+        let memory = self.memory();
+        if memory.unreadable.contains(name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the record of '{name}' could not be read (see the daemon's log)"),
+            ));
+        }
+        Ok(memory.records.get(name).cloned())
     }
 
-    /// Every record, by name (from memory).
+    /// Every readable record, by name (from memory).
     pub fn all(&self) -> BTreeMap<String, Record> {
-        self.memory().clone()
+        self.memory().records.clone()
     }
 
-    /// Whether `name` has a record.
+    /// Whether `name` has a readable record.
     pub fn contains(&self, name: &str) -> bool {
-        self.memory().contains_key(name)
+        self.memory().records.contains_key(name)
     }
 
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
-        let mut memory = self.memory();
-        atomic_file::remove(&self.path(name))?;
-        memory.remove(name);
-        Ok(())
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.path(name);
+        let removed = atomic_file::remove(&path);
+        if removed.is_ok() || !path.exists() {
+            let mut memory = self.memory();
+            memory.records.remove(name);
+            memory.unreadable.remove(name);
+        }
+        removed
     }
 
     /// Every readable record on disk, by name; unreadable files are
@@ -237,6 +280,13 @@ mod tests {
         let (ok, bad) = store.load_all();
         assert_eq!(ok.len(), 1);
         assert_eq!(bad.len(), 1, "the corrupt record is reported");
+        // And a store opened on it says so for that name.
+        let again = RecordStore::open(dir.path()).unwrap();
+        assert!(
+            again.get("b2").is_err(),
+            "an unreadable record reads as missing"
+        );
+        assert!(!again.contains("b2"));
         assert!(
             dir.path().join("containers/b2.json").exists(),
             "and left alone"

@@ -14,8 +14,23 @@ use super::view::UnitState;
 use super::{Engine, Event, derive_state};
 use crate::host::container_unit;
 
+/// What the signal pump hands the machine worker.
+enum MachineSignal {
+    /// `MachineNew`, with the view's machine number when it came.
+    New(String, u64),
+    /// `MachineRemoved`, already applied to the view (it had the machine).
+    Removed(String),
+}
+
 impl Engine {
     /// Follows the signals until the bus connection ends.
+    ///
+    /// The pump below never waits on the bus: zbus stops reading the
+    /// connection (replies included) while a signal stream's queue is
+    /// full, so a pump awaiting a reply while signals pile up would stop
+    /// the daemon. Unit changes are applied at once; what needs a call
+    /// (reading a new machine, announcing) goes to a worker; the periodic
+    /// reconcile runs in a task of its own.
     pub async fn watch(self: Arc<Self>) {
         let (new, removed, units) = tokio::join!(
             self.machined.manager().receive_machine_new(),
@@ -30,12 +45,26 @@ impl Engine {
             return;
         };
         let mut units = std::pin::pin!(units);
+        let (to_worker, mut work) = tokio::sync::mpsc::unbounded_channel();
+        let worker = self.clone();
+        tokio::spawn(async move {
+            while let Some(signal) = work.recv().await {
+                worker.machine_signal(signal).await;
+            }
+        });
         // Subscribed first, then the start-up fill: no change falls between.
-        self.reconcile_view().await;
-        let mut repair =
-            tokio::time::interval(std::time::Duration::from_secs(self.cfg.view_reconcile_secs));
-        repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        repair.tick().await;
+        let reconciler = self.clone();
+        tokio::spawn(async move {
+            let period = std::time::Duration::from_secs(reconciler.cfg.view_reconcile_secs);
+            let mut repair = tokio::time::interval(period);
+            repair.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                repair.tick().await;
+                if !deaf() || !reconciler.view.is_filled() {
+                    reconciler.reconcile_view().await;
+                }
+            }
+        });
         loop {
             tokio::select! {
                 Some(change) = units.next() => {
@@ -47,29 +76,43 @@ impl Engine {
                     let Ok(a) = sig.args() else { continue };
                     if deaf() { continue }
                     let name = a.machine.to_string();
-                    if let Ok(Some(m)) = self.machined.info(&name).await {
-                        let leader = m.leader;
-                        self.view.machine_new(m);
-                        if self.records.contains(&name) {
-                            self.view.addresses.watch(&name, leader);
-                        }
-                    }
-                    self.announce(&name, true).await;
+                    let seq = self.view.machine_seq(&name);
+                    let _ = to_worker.send(MachineSignal::New(name, seq));
                 }
                 Some(sig) = removed.next() => {
                     let Ok(a) = sig.args() else { continue };
                     if deaf() { continue }
                     let name = a.machine.to_string();
-                    self.view.machine_removed(&name);
-                    self.view.addresses.forget(&name);
                     self.unit_reads.forget(&name);
-                    self.announce(&name, false).await;
+                    if self.view.machine_removed(&name) {
+                        self.view.addresses.forget(&name);
+                        let _ = to_worker.send(MachineSignal::Removed(name));
+                    }
                 }
-                _ = repair.tick() => if !deaf() { self.reconcile_view().await },
                 else => break,
             }
         }
         tracing::warn!("systemd's or machined's signal streams ended");
+    }
+
+    async fn machine_signal(&self, signal: MachineSignal) {
+        match signal {
+            MachineSignal::New(name, seq) => {
+                let Ok(Some(m)) = self.machined.info(&name).await else {
+                    return;
+                };
+                let leader = m.leader;
+                // Not news when a direct read or the reconcile had it
+                // already (then they watched and announced).
+                if self.view.machine_new(seq, m) {
+                    if self.records.contains(&name) {
+                        self.view.addresses.watch(&name, leader);
+                    }
+                    self.announce(&name, true).await;
+                }
+            }
+            MachineSignal::Removed(name) => self.announce(&name, false).await,
+        }
     }
 
     /// Tells the front ends that a ready container started or stopped,
@@ -126,11 +169,17 @@ impl Engine {
             active: unit.active_state,
             sub: unit.sub_state,
         };
-        if self.view.refresh(name, token, state, machine) {
+        let (applied, changed) = self.view.refresh(name, token, state, machine);
+        if applied {
             match leader {
                 Some(l) if self.records.contains(name) => self.view.addresses.watch(name, l),
                 _ => self.view.addresses.forget(name),
             }
+        }
+        if changed {
+            // The signal that comes after finds the view up to date and
+            // says nothing: the announcement is made here.
+            self.announce(name, leader.is_some()).await;
         }
     }
 
@@ -163,7 +212,7 @@ impl Engine {
         }
         let was_running: HashMap<String, u32> = self.view.running().into_iter().collect();
         let corrected = self.view.fill(&tokens, units, running);
-        for name in &corrected {
+        for (name, _) in &corrected {
             tracing::warn!(container = %name, "the live view had missed a change; corrected");
             self.unit_reads.forget(name);
         }
@@ -178,10 +227,13 @@ impl Engine {
                 self.view.addresses.watch(name, *leader);
             }
         }
-        for name in corrected {
-            let (before, after) = (was_running.get(&name), now_running.get(&name));
-            if before != after {
-                self.announce(&name, after.is_some()).await;
+        for (name, machine) in corrected {
+            // Only where the machine appeared or went: the signal that
+            // would have said so was missed.
+            if let Some(running) = machine
+                && was_running.contains_key(&name) != running
+            {
+                self.announce(&name, running).await;
             }
         }
     }

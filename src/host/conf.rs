@@ -202,7 +202,9 @@ impl ConfDir {
         let state = match std::fs::read_to_string(&path) {
             Ok(text) if text == wanted => ConfState::Ok,
             Ok(text) if text.starts_with(HEADER) => ConfState::Outdated,
-            _ => ConfState::Foreign,
+            Ok(_) => ConfState::Foreign,
+            // Unreadable now (EIO, out of fds): not remembered.
+            Err(_) => return ConfState::Foreign,
         };
         // Read after the stat: a write in between leaves a newer file than
         // `id` says, so the next call reads it again.
@@ -211,6 +213,10 @@ impl ConfDir {
     }
 
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         atomic_file::remove(&self.path(name))
     }
 

@@ -50,14 +50,26 @@ impl<K: Eq + Hash + Clone, V: Clone> Coalesced<K, V> {
         let arrived = Instant::now();
         let slot = self.slot(&key);
         let mut held = slot.lock().await;
-        if let Some((ended, v)) = held.as_ref()
-            && *ended + self.fresh_for >= arrived
-        {
-            return Ok(v.clone());
+        let answer = match held.as_ref() {
+            Some((ended, v)) if *ended + self.fresh_for >= arrived => Ok(v.clone()),
+            _ => {
+                let v = fetch().await;
+                if let Ok(v) = &v {
+                    *held = Some((Instant::now(), v.clone()));
+                }
+                v
+            }
+        };
+        drop(held);
+        if self.fresh_for.is_zero() {
+            // Kept only for requests already waiting: when none is, the
+            // answer goes (a journal read can be megabytes).
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&slot) == 2 {
+                slots.remove(&key);
+            }
         }
-        let v = fetch().await?;
-        *held = Some((Instant::now(), v.clone()));
-        Ok(v)
+        answer
     }
 
     /// Forgets `key`'s answer (what it describes changed).
@@ -106,7 +118,9 @@ mod tests {
             assert_eq!(t.await.unwrap(), Ok(1));
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        // A request after the answer asks again (fresh_for is zero).
+        // Nothing is kept once nobody waits (fresh_for is zero), and a
+        // request after the answer asks again.
+        assert!(c.slots.lock().unwrap().is_empty());
         let again = c.get("a", || async { Ok::<_, ()>(2) }).await;
         assert_eq!(again, Ok(2));
         // Another key is not held up by this one's fetch.

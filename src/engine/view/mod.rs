@@ -49,14 +49,19 @@ struct Entry {
     machine: Option<MachineInfo>,
     /// `os-release` of this machine (its leader), once asked for.
     os_release: Option<(u32, BTreeMap<String, String>)>,
-    /// Changed by every signal applied; see [`Token`].
-    seq: u64,
+    /// Bumped by forgetting the os-release: a read begun before cannot
+    /// put the old one back.
+    os_release_gen: u64,
+    /// Changed by every change of `unit` / `machine`; see [`Token`].
+    unit_seq: u64,
+    machine_seq: u64,
 }
 
-/// Taken before a direct read of a container's state; the read's result
-/// applies only if the token is still current.
+/// Taken before a direct read of a container's state; each part of the
+/// read's result (unit, machine) applies only if that part's number is
+/// still current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token(u64);
+pub struct Token(u64, u64);
 
 #[derive(Default)]
 struct Inner {
@@ -66,17 +71,53 @@ struct Inner {
     entries: HashMap<String, Entry>,
 }
 
+fn leader(m: &Option<MachineInfo>) -> Option<u32> {
+    m.as_ref().map(|m| m.leader)
+}
+
 impl Inner {
-    fn bump(&mut self, name: &str) -> &mut Entry {
+    fn next(&mut self) -> u64 {
         self.counter += 1;
-        let seq = self.counter;
-        let e = self.entries.entry(name.to_string()).or_default();
-        e.seq = seq;
-        e
+        self.counter
     }
 
     fn token(&self, name: &str) -> Token {
-        Token(self.entries.get(name).map_or(0, |e| e.seq))
+        self.entries
+            .get(name)
+            .map_or(Token(0, 0), |e| Token(e.unit_seq, e.machine_seq))
+    }
+
+    /// Sets the unit part if `seq` is current (None: unconditionally);
+    /// true if it changed.
+    fn set_unit(&mut self, name: &str, seq: Option<u64>, unit: UnitState) -> bool {
+        let n = self.next();
+        let e = self.entries.entry(name.to_string()).or_default();
+        if seq.is_some_and(|s| s != e.unit_seq) {
+            return false;
+        }
+        // The number moves even when the state does not: a direct read
+        // begun before a signal must not land after it.
+        let changed = e.unit != unit;
+        e.unit = unit;
+        e.unit_seq = n;
+        changed
+    }
+
+    /// Sets the machine part if `seq` is current (None: unconditionally);
+    /// true if it changed (appeared, went, or a new leader).
+    fn set_machine(&mut self, name: &str, seq: Option<u64>, machine: Option<MachineInfo>) -> bool {
+        let n = self.next();
+        let e = self.entries.entry(name.to_string()).or_default();
+        if seq.is_some_and(|s| s != e.machine_seq) {
+            return false;
+        }
+        let changed = leader(&e.machine) != leader(&machine);
+        if changed {
+            e.os_release = None;
+        }
+        e.machine = machine;
+        e.machine_seq = n;
+        changed
     }
 }
 
@@ -113,7 +154,7 @@ impl LiveView {
         })
     }
 
-    /// The names of the running machines the view holds.
+    /// The names of the running machines the view holds, with leaders.
     pub fn running(&self) -> Vec<(String, u32)> {
         self.lock()
             .entries
@@ -127,28 +168,37 @@ impl LiveView {
     /// systemd announced a change of `container@NAME.service`.
     pub fn unit_changed(&self, name: &str, active: Option<String>, sub: Option<String>) {
         let mut inner = self.lock();
-        let e = inner.bump(name);
+        let mut unit = inner
+            .entries
+            .get(name)
+            .map(|e| e.unit.clone())
+            .unwrap_or_default();
         if let Some(a) = active {
-            e.unit.active = a;
+            unit.active = a;
         }
         if let Some(s) = sub {
-            e.unit.sub = s;
+            unit.sub = s;
         }
+        inner.set_unit(name, None, unit);
     }
 
-    /// machined registered the machine (`info` read after `MachineNew`).
-    pub fn machine_new(&self, info: MachineInfo) {
-        let mut inner = self.lock();
-        let e = inner.bump(&info.name.clone());
-        e.machine = Some(info);
+    /// The machine part's number now: taken when `MachineNew` comes, before
+    /// the machine is read.
+    pub fn machine_seq(&self, name: &str) -> u64 {
+        self.lock().token(name).1
     }
 
-    /// machined dropped the machine.
-    pub fn machine_removed(&self, name: &str) {
-        let mut inner = self.lock();
-        let e = inner.bump(name);
-        e.machine = None;
-        e.os_release = None;
+    /// machined registered the machine (`info` read after `MachineNew`,
+    /// which came when the machine part's number was `seq`); true if it is
+    /// news (not applied when anything about the machine came meanwhile).
+    pub fn machine_new(&self, seq: u64, info: MachineInfo) -> bool {
+        let name = info.name.clone();
+        self.lock().set_machine(&name, Some(seq), Some(info))
+    }
+
+    /// machined dropped the machine; true if the view had it.
+    pub fn machine_removed(&self, name: &str) -> bool {
+        self.lock().set_machine(name, None, None)
     }
 
     // ----- direct reads ---------------------------------------------------
@@ -158,45 +208,46 @@ impl LiveView {
     }
 
     pub fn tokens(&self) -> HashMap<String, Token> {
-        self.lock()
+        let inner = self.lock();
+        inner
             .entries
-            .iter()
-            .map(|(n, e)| (n.clone(), Token(e.seq)))
+            .keys()
+            .map(|n| (n.clone(), inner.token(n)))
             .collect()
     }
 
-    /// A direct read of one container; false (not applied) when a signal
-    /// about it came in meanwhile.
+    /// A direct read of one container: each part applies unless something
+    /// about it came in meanwhile. Returns whether the machine part applied
+    /// and whether that changed the machine (appeared, went, new leader).
     pub fn refresh(
         &self,
         name: &str,
         token: Token,
         unit: UnitState,
         machine: Option<MachineInfo>,
-    ) -> bool {
+    ) -> (bool, bool) {
         let mut inner = self.lock();
-        if inner.token(name) != token {
-            return false;
+        let current = inner.token(name);
+        if current.0 == token.0 {
+            inner.set_unit(name, Some(token.0), unit);
         }
-        let e = inner.entries.entry(name.to_string()).or_default();
-        if e.machine.as_ref().map(|m| m.leader) != machine.as_ref().map(|m| m.leader) {
-            e.os_release = None;
+        if current.1 != token.1 {
+            return (false, false);
         }
-        e.unit = unit;
-        e.machine = machine;
-        true
+        (true, inner.set_machine(name, Some(token.1), machine))
     }
 
     /// The reconcile's reads of every unit and machine: containers missing
     /// from `units` / `machines` are unloaded / not running. `tokens` were
     /// taken before the reads. Marks the view filled. Returns the names it
-    /// corrected (a signal had been missed).
+    /// corrected (a signal had been missed), each with whether its machine
+    /// appeared or went (`Some(running)`).
     pub fn fill(
         &self,
         tokens: &HashMap<String, Token>,
         units: HashMap<String, UnitState>,
         machines: HashMap<String, MachineInfo>,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Option<bool>)> {
         let mut inner = self.lock();
         let was_filled = inner.filled;
         inner.filled = true;
@@ -207,21 +258,15 @@ impl LiveView {
         names.dedup();
         let mut corrected = Vec::new();
         for name in names {
-            if inner.token(&name) != tokens.get(&name).copied().unwrap_or(Token(0)) {
-                continue;
-            }
+            let token = tokens.get(&name).copied().unwrap_or(Token(0, 0));
             let unit = units.get(&name).cloned().unwrap_or_default();
             let machine = machines.get(&name).cloned();
-            let e = inner.entries.entry(name.clone()).or_default();
-            let leader = |m: &Option<MachineInfo>| m.as_ref().map(|m| m.leader);
-            if e.unit != unit || leader(&e.machine) != leader(&machine) {
-                corrected.push(name.clone());
+            let running = machine.is_some();
+            let unit_changed = inner.set_unit(&name, Some(token.0), unit);
+            let machine_changed = inner.set_machine(&name, Some(token.1), machine);
+            if unit_changed || machine_changed {
+                corrected.push((name, machine_changed.then_some(running)));
             }
-            if leader(&e.machine) != leader(&machine) {
-                e.os_release = None;
-            }
-            e.unit = unit;
-            e.machine = machine;
         }
         // Entries that say nothing any more (unloaded, not running).
         inner
@@ -238,29 +283,41 @@ impl LiveView {
 
     // ----- os-release -----------------------------------------------------
 
-    /// The machine's os-release, if read before for its current leader.
-    pub fn os_release(&self, name: &str) -> Option<BTreeMap<String, String>> {
+    /// The machine's os-release if read before for its current leader;
+    /// else the number `set_os_release` wants with the one read now.
+    pub fn os_release(&self, name: &str) -> Result<BTreeMap<String, String>, u64> {
         let inner = self.lock();
-        let e = inner.entries.get(name)?;
-        let leader = e.machine.as_ref()?.leader;
-        match &e.os_release {
-            Some((l, r)) if *l == leader => Some(r.clone()),
-            _ => None,
+        let Some(e) = inner.entries.get(name) else {
+            return Err(0);
+        };
+        match (&e.os_release, leader(&e.machine)) {
+            (Some((l, r)), Some(now)) if *l == now => Ok(r.clone()),
+            _ => Err(e.os_release_gen),
         }
     }
 
-    pub fn set_os_release(&self, name: &str, leader: u32, release: BTreeMap<String, String>) {
+    /// Keeps an os-release read while `gen` (from `os_release`) is current.
+    pub fn set_os_release(
+        &self,
+        name: &str,
+        gen_before: u64,
+        leader: u32,
+        release: BTreeMap<String, String>,
+    ) {
         if let Some(e) = self.lock().entries.get_mut(name)
+            && e.os_release_gen == gen_before
             && e.machine.as_ref().is_some_and(|m| m.leader == leader)
         {
             e.os_release = Some((leader, release));
         }
     }
 
-    /// Forgets the os-release read (an update switched the system).
+    /// Forgets the os-release read (an update switched the system), also
+    /// one being read now.
     pub fn forget_os_release(&self, name: &str) {
         if let Some(e) = self.lock().entries.get_mut(name) {
             e.os_release = None;
+            e.os_release_gen += 1;
         }
     }
 }
@@ -305,13 +362,33 @@ mod tests {
         // The read saw it running; then it stopped (signals), then the read
         // lands.
         v.unit_changed("a", Some("inactive".into()), Some("dead".into()));
-        v.machine_removed("a");
-        assert!(!v.refresh("a", t, active(), Some(machine("a", 7))));
+        assert!(!v.machine_removed("a"), "it was not running in the view");
+        assert_eq!(
+            v.refresh("a", t, active(), Some(machine("a", 7))),
+            (false, false)
+        );
         assert_eq!(v.get("a"), Some((UnitState::default(), None)));
         // A read with a current token applies.
         let t = v.token("a");
-        assert!(v.refresh("a", t, active(), Some(machine("a", 7))));
+        assert_eq!(
+            v.refresh("a", t, active(), Some(machine("a", 7))),
+            (true, true)
+        );
         assert_eq!(v.get("a").unwrap().1.unwrap().leader, 7);
+        // And a reconcile whose reads began before that direct read leaves
+        // it alone.
+        let corrected = v.fill(
+            &HashMap::from([("a".to_string(), t)]),
+            HashMap::new(),
+            HashMap::new(),
+        );
+        assert!(corrected.is_empty(), "{corrected:?}");
+        assert_eq!(v.get("a").unwrap().1.unwrap().leader, 7);
+        // A MachineNew read after a MachineRemoved came: not applied.
+        let seq = v.machine_seq("a");
+        assert!(v.machine_removed("a"));
+        assert!(!v.machine_new(seq, machine("a", 8)));
+        assert_eq!(v.get("a").unwrap().1, None);
     }
 
     #[test]
@@ -323,8 +400,18 @@ mod tests {
             HashMap::from([("a".to_string(), active())]),
             HashMap::from([("a".to_string(), machine("a", 7))]),
         );
-        v.set_os_release("a", 7, BTreeMap::from([("ID".into(), "nixos".into())]));
-        assert!(v.os_release("a").is_some());
+        let gen_before = v.os_release("a").unwrap_err();
+        v.set_os_release(
+            "a",
+            gen_before,
+            7,
+            BTreeMap::from([("ID".into(), "nixos".into())]),
+        );
+        assert!(v.os_release("a").is_ok());
+        // One read before an update forgot it does not bring it back.
+        v.forget_os_release("a");
+        v.set_os_release("a", gen_before, 7, BTreeMap::new());
+        assert!(v.os_release("a").is_err());
         // "a" stopped and its signals were lost; "b" started, a signal came
         // during the reconcile's reads (it is kept).
         let tokens = v.tokens();
@@ -334,9 +421,9 @@ mod tests {
             HashMap::from([("b".to_string(), UnitState::default())]),
             HashMap::new(),
         );
-        assert_eq!(corrected, vec!["a".to_string()]);
+        assert_eq!(corrected, vec![("a".to_string(), Some(false))]);
         assert_eq!(v.get("a"), Some((UnitState::default(), None)));
-        assert_eq!(v.os_release("a"), None);
+        assert!(v.os_release("a").is_err());
         assert_eq!(v.get("b").unwrap().0.active, "active");
         assert_eq!(v.running(), vec![]);
     }
