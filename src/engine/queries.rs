@@ -50,16 +50,16 @@ impl Engine {
     /// view is filled.
     async fn ask_running_states(
         &self,
-    ) -> Result<(HashMap<String, UnitState>, HashMap<String, ()>), EngineError> {
+    ) -> Result<
+        (
+            HashMap<String, UnitState>,
+            std::collections::HashSet<String>,
+        ),
+        EngineError,
+    > {
         let (units, machines) = tokio::join!(self.systemd.container_units(), self.machined.list());
-        let units = units?
-            .into_iter()
-            .filter_map(|(unit, active, sub)| {
-                let name = unit.strip_prefix("container@")?.strip_suffix(".service")?;
-                Some((name.to_string(), UnitState { active, sub }))
-            })
-            .collect();
-        let machines = machines?.into_iter().map(|(n, _)| (n, ())).collect();
+        let units = super::view::by_container(units?);
+        let machines = machines?.into_iter().map(|(n, _)| n).collect();
         Ok((units, machines))
     }
 
@@ -85,7 +85,7 @@ impl Engine {
             let (unit, running) = match &asked {
                 Some((units, machines)) => (
                     units.get(&r.name).cloned().unwrap_or_default(),
-                    machines.contains_key(&r.name),
+                    machines.contains(&r.name),
                 ),
                 None => {
                     let (u, m) = self.view.get(&r.name).unwrap_or_default();

@@ -194,13 +194,7 @@ impl Engine {
             tracing::warn!("cannot read the units or machines; the view is checked again later");
             return;
         };
-        let units: HashMap<String, UnitState> = units
-            .into_iter()
-            .filter_map(|(unit, active, sub)| {
-                let name = unit.strip_prefix("container@")?.strip_suffix(".service")?;
-                Some((name.to_string(), UnitState { active, sub }))
-            })
-            .collect();
+        let units = super::view::by_container(units);
         let mut running = HashMap::new();
         for (name, _) in machines {
             if !self.records.contains(&name) {

@@ -43,6 +43,18 @@ impl Default for UnitState {
     }
 }
 
+/// `(unit, active, sub)` of `container@NAME.service` units (systemd's
+/// `ListUnitsByPatterns`) by container name.
+pub fn by_container(units: Vec<(String, String, String)>) -> HashMap<String, UnitState> {
+    units
+        .into_iter()
+        .filter_map(|(unit, active, sub)| {
+            let name = unit.strip_prefix("container@")?.strip_suffix(".service")?;
+            Some((name.to_string(), UnitState { active, sub }))
+        })
+        .collect()
+}
+
 #[derive(Default)]
 struct Entry {
     unit: UnitState,
