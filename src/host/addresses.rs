@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use netlink_packet_core::{
@@ -39,22 +38,7 @@ pub const MAX_ADDRESSES: usize = 64;
 /// the host's own (a reused PID would otherwise make the host "the
 /// container").
 pub fn open_netns(proc_root: &Path, leader: u32) -> io::Result<File> {
-    let net = File::open(proc_root.join(leader.to_string()).join("ns/net"))?;
-    let theirs = net.metadata()?;
-    for host in [
-        Path::new("/proc/self/ns/net").to_path_buf(),
-        proc_root.join("1/ns/net"),
-    ] {
-        if let Ok(m) = std::fs::metadata(&host)
-            && (m.dev(), m.ino()) == (theirs.dev(), theirs.ino())
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("process {leader} is not in a container (it shares the host's network)"),
-            ));
-        }
-    }
-    Ok(net)
+    super::namespaces::open_not_hosts(proc_root, leader, "net", "network")
 }
 
 /// The addresses of one network namespace, kept current.

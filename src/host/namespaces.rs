@@ -21,6 +21,31 @@ pub const JOIN_STEPS: [&str; 5] = [
     "becoming the container's root (uid)",
 ];
 
+/// Opens namespace `kind` (`mnt`, `net`) of `leader`, refusing it when it
+/// is the caller's own or that of PID 1 of `proc_root`: the leader's PID may
+/// have been reused by a host process since machined named it, and "inside
+/// the container" would then be the host. `what` names the namespace in the
+/// error ("mounts", "network").
+pub fn open_not_hosts(proc_root: &Path, leader: u32, kind: &str, what: &str) -> io::Result<File> {
+    let ns = File::open(proc_root.join(leader.to_string()).join("ns").join(kind))?;
+    let theirs = ns.metadata()?;
+    for host in [
+        Path::new("/proc/self/ns").join(kind),
+        proc_root.join("1/ns").join(kind),
+    ] {
+        // Unreadable (e.g. PID 1 of another PID namespace) cannot match.
+        if let Ok(m) = std::fs::metadata(&host)
+            && (m.dev(), m.ino()) == (theirs.dev(), theirs.ino())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("process {leader} is not in a container (it shares the host's {what})"),
+            ));
+        }
+    }
+    Ok(ns)
+}
+
 /// A container's namespaces, opened through `proc_root` (where its leader
 /// is a valid PID).
 pub struct Namespaces {
@@ -39,23 +64,8 @@ impl Namespaces {
     /// then be the host.
     pub fn open(proc_root: &Path, leader: u32) -> io::Result<Namespaces> {
         let dir = proc_root.join(leader.to_string()).join("ns");
-        let mnt = File::open(dir.join("mnt"))?;
+        let mnt = open_not_hosts(proc_root, leader, "mnt", "mounts")?;
         let user = File::open(dir.join("user"))?;
-        let theirs = mnt.metadata()?;
-        for host in [
-            Path::new("/proc/self/ns/mnt").to_path_buf(),
-            proc_root.join("1/ns/mnt"),
-        ] {
-            // Unreadable (e.g. PID 1 of another PID namespace) cannot match.
-            if let Ok(m) = std::fs::metadata(&host)
-                && (m.dev(), m.ino()) == (theirs.dev(), theirs.ino())
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("process {leader} is not in a container (it shares the host's mounts)"),
-                ));
-            }
-        }
         // Join the user namespace only when it is not ours already (joining
         // one's own user namespace is EINVAL).
         let ours = std::fs::metadata("/proc/self/ns/user")?;
