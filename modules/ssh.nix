@@ -1,5 +1,5 @@
 {
-  description = "OpenSSH server; root logs in with the spec's authorized keys, password login disabled.";
+  description = "OpenSSH server; root logs in with the spec's and the owner's registered keys, password login disabled; nix-ld for remote editors.";
 
   settings = {
     authorized_keys = {
@@ -12,6 +12,11 @@
       type = "int";
       default = 22;
       description = "TCP port sshd listens on (opened in the container firewall).";
+    };
+    editors = {
+      type = "bool";
+      default = true;
+      description = "Turn on programs.nix-ld, so the servers VS Code/Cursor Remote-SSH and JetBrains Gateway download into the container run.";
     };
   };
 
@@ -44,8 +49,17 @@
           PasswordAuthentication = false;
           KbdInteractiveAuthentication = false;
           PermitRootLogin = "prohibit-password";
+          # Remote editors (VS Code/Cursor Remote-SSH, JetBrains Gateway)
+          # talk to their server through a forwarded TCP connection. sshd
+          # allows it by default; said here so it stays on.
+          AllowTcpForwarding = lib.mkDefault true;
         };
       };
+
+      # The editors' servers are generic Linux binaries that expect a dynamic
+      # loader at /lib64/ld-linux-x86-64.so.2, which NixOS does not have:
+      # nix-ld puts one there (and the common libraries behind it).
+      programs.nix-ld.enable = cfg.editors;
 
       systemd.services.voxnix-ssh-keys = {
         description = "Root's SSH keys from the personal settings (voxnix)";

@@ -78,6 +78,12 @@ let
       "Owner kinds front ends may act for (`telegram` lets them act as `telegram:<chat id>`).";
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
+    expose_host_ports = setting "string" ""
+      "Host ports `voxnix expose --to host` may hand out, `LOW-HIGH` (e.g. `20000-20099`); empty: no container port is put on the host. Set `services.voxnix.expose.hostPorts` instead: the module also opens that range in the firewall.";
+    expose_max_per_owner = setting "u32" 4
+      "Ports one owner may have exposed at once (host and tailnet), over all their containers.";
+    connect_jump_host = setting "string" ""
+      "What `voxnix connect` names as the ProxyJump to reach a container through the host (e.g. `me@myserver.example`); empty: the host's name.";
     default_memory_max = setting "string" "4G"
       "A container's memory limit when its spec gives none (`none`: no limit).";
     max_memory_max = setting "string" "32G"
@@ -207,6 +213,10 @@ let
       oauthClientId = null;
       oauthClientSecretFile = null;
     };
+    expose = {
+      hostPorts = null;
+      openFirewall = true;
+    };
     accessFile = null;
     extraModules = { };
   };
@@ -242,6 +252,7 @@ let
     "tailscale.oauthClientId" = [ "tailscale_oauth_client_id" ];
     "tailscale.oauthClientSecretFile" = [ "tailscale_oauth_client_secret_file" ];
     "accessFile" = [ "access_file" ];
+    "expose.hostPorts" = [ "expose_host_ports" ];
   };
 
   # Keys the module computes (no typed option of their own).
@@ -328,6 +339,10 @@ let
     # store; the daemon and the bot read the file and add its lists.
     // (if cfg.accessFile != null then
       { access_file = toString cfg.accessFile; }
+    else { })
+    # { from, to } as the daemon reads it: "FROM-TO".
+    // (if cfg.expose.hostPorts != null then
+      { expose_host_ports = "${toString cfg.expose.hostPorts.from}-${toString cfg.expose.hostPorts.to}"; }
     else { });
 
   render = { cfg ? typedDefaults, paths ? examplePaths }:

@@ -95,6 +95,12 @@ let
       let net = concatStringsSep "." (map octet [ 0 1 2 ]); in "${net}.100,${net}.200,12h"
     else null;
 
+  # ---- host ports for `voxnix expose --to host` -------------------------------
+
+  hostPorts = cfg.expose.hostPorts;
+  # For messages only (assertions' messages are read even when they hold).
+  hostPortsText = if hostPorts == null then "none" else "${toString hostPorts.from}-${toString hostPorts.to}";
+
   # ---- storage --------------------------------------------------------------
 
   # What the daemon is told is the one source of truth: the typed options
@@ -487,6 +493,36 @@ in
       oauthClientSecretFile = secretFile "The file holding that OAuth client's secret (`tskey-client-...`), read by the daemon only (daemon key `tailscale_oauth_client_secret_file`).";
       authKeyFile = secretFile "A shared Tailscale auth key for containers with the tailscale module, used when no OAuth client is set; every such container's root can read it, so prefer the OAuth client (daemon key `tailscale_auth_key_file`).";
     };
+
+    expose = {
+      hostPorts = mkOption {
+        type = types.nullOr (types.submodule {
+          options = {
+            from = mkOption {
+              type = types.port;
+              description = "The first host port of the range (at least 1024).";
+            };
+            to = mkOption {
+              type = types.port;
+              description = "The last host port of the range (at least `from`).";
+            };
+          };
+        });
+        default = td.expose.hostPorts;
+        example = literalExpression "{ from = 20000; to = 20099; }";
+        description = ''
+          The host ports `voxnix expose --to host` may hand out, both ends included; each
+          exposed container port gets one of them. null: no container port is put on the
+          host (daemon key `expose_host_ports`, written `FROM-TO`).
+        '';
+      };
+
+      openFirewall = mkOption {
+        type = types.bool;
+        default = td.expose.openFirewall;
+        description = "Open expose.hostPorts in the host's firewall (networking.firewall.allowedTCPPortRanges).";
+      };
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [
@@ -545,6 +581,16 @@ in
         {
           assertion = config.nix.enable;
           message = "services.voxnix builds containers through the Nix daemon: nix.enable must be true.";
+        }
+        # The daemon refuses such a range at start-up (src/config.rs): say
+        # so at evaluation instead.
+        {
+          assertion = hostPorts == null || hostPorts.from >= 1024;
+          message = "services.voxnix.expose.hostPorts: from must be at least 1024 (lower ports are privileged), got ${hostPortsText}.";
+        }
+        {
+          assertion = hostPorts == null || hostPorts.from <= hostPorts.to;
+          message = "services.voxnix.expose.hostPorts: from must not be above to, got ${hostPortsText}.";
         }
       ];
 
@@ -653,6 +699,11 @@ in
         allowedUDPPorts = [ 53 67 ];
         allowedTCPPorts = [ 53 ];
       };
+
+      # The host ports `voxnix expose --to host` hands out, which
+      # systemd-nspawn forwards to the container's port.
+      networking.firewall.allowedTCPPortRanges = mkIf (hostPorts != null && cfg.expose.openFirewall)
+        [{ inherit (hostPorts) from to; }];
 
       # Containers never reach each other on the bridge, nor pose as a DHCP
       # or router-advertisement server, as the gateway or as a neighbour's

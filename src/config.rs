@@ -60,6 +60,14 @@ pub struct Config {
     pub frontend_owner_kinds: Vec<String>,
     /// Containers one owner may have at once.
     pub max_containers_per_owner: u32,
+    /// Host ports `voxnix expose --to host` may hand out, `LOW-HIGH`
+    /// (e.g. `20000-20099`); empty: no container port is put on the host.
+    pub expose_host_ports: String,
+    /// Ports one owner may have exposed at once, over all their containers.
+    pub expose_max_per_owner: u32,
+    /// What `voxnix connect` names as the `ProxyJump` to reach a container
+    /// through the host (e.g. `me@myserver.example`); empty: the host's name.
+    pub connect_jump_host: String,
     /// A container's memory limit when its spec gives none (`4G`; `none`:
     /// no limit unless the spec gives one).
     pub default_memory_max: String,
@@ -141,6 +149,9 @@ impl Default for Config {
             frontend_group: "voxnix".into(),
             frontend_owner_kinds: vec!["telegram".into()],
             max_containers_per_owner: 10,
+            expose_host_ports: String::new(),
+            expose_max_per_owner: 4,
+            connect_jump_host: String::new(),
             default_memory_max: "4G".into(),
             max_memory_max: "32G".into(),
             default_tasks_max: 4096,
@@ -271,6 +282,24 @@ impl Config {
                 self.view_reconcile_secs
             ));
         }
+        self.expose_range()?;
+        if self.expose_max_per_owner > 1000 {
+            return Err(format!(
+                "expose_max_per_owner: {} is out of range; use 0 to 1000",
+                self.expose_max_per_owner
+            ));
+        }
+        if !self
+            .connect_jump_host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_@:[]".contains(&b))
+        {
+            return Err(
+                "connect_jump_host: use a host name or address, optionally user@ and :port \
+                 (letters, digits and . - _ @ : [ ] only)"
+                    .into(),
+            );
+        }
         if self.start_timeout_secs == 0 || self.stop_timeout_secs == 0 {
             return Err("start_timeout_secs and stop_timeout_secs must be at least 1".into());
         }
@@ -387,6 +416,27 @@ impl Config {
     }
 
     /// The totals of each owner's slice (see [`crate::host::slices`]).
+    /// The host ports `expose --to host` may hand out; None when off.
+    pub fn expose_range(&self) -> Result<Option<std::ops::RangeInclusive<u16>>, String> {
+        let text = self.expose_host_ports.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            format!(
+                "expose_host_ports: '{text}' is not a port range; write LOW-HIGH with ports \
+                 1024 to 65535, e.g. 20000-20099 (or leave it empty for none)"
+            )
+        };
+        let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo < 1024 || lo > hi {
+            return Err(bad());
+        }
+        Ok(Some(lo..=hi))
+    }
+
     pub fn owner_totals(&self) -> Result<crate::host::slices::OwnerTotals, String> {
         use crate::host::slices::MemoryTotal;
         let v = self.owner_memory_max.trim();

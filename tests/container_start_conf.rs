@@ -341,6 +341,7 @@ async fn the_stand_in_reads_each_conf_key_as_nixos_does() {
         system_path: Some("/nix/store/00000000000000000000000000000000-nixos-system-box".into()),
         private_network: true,
         host_bridge: Some("br-vox".into()),
+        host_ports: vec![(20000, 8080), (20001, 22)],
         extra_nspawn_flags: vec![
             "--bind=/var/lib/voxnix/storage/x:/workspace:idmap".into(),
             "--load-credential=tailscale-auth-key:/run/keys/ts".into(),
@@ -434,6 +435,7 @@ fn voxnix_and_the_stand_in_use_only_nixos_keys() {
         system_path: Some("/nix/store/x".into()),
         private_network: true,
         host_bridge: Some("br".into()),
+        host_ports: vec![(20000, 80)],
         extra_nspawn_flags: vec!["--a".into()],
     }
     .render()

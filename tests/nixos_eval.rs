@@ -727,6 +727,88 @@ fn option_paths_come_from_the_real_module_system() {
     }
 }
 
+#[test]
+fn host_ports_for_expose_reach_the_daemon_and_the_firewall() {
+    let firewall = |case: &Json| case["config"]["networking"]["firewall"].clone();
+
+    let x = host("cases.exposeHostPorts");
+    assert_eq!(x["failedAssertions"], Json::Array(vec![]));
+    assert_eq!(x["warnings"], Json::Array(vec![]));
+    let (config, value) = config_toml(&x);
+    assert_eq!(value["expose_host_ports"].as_str(), Some("20000-20099"));
+    assert_eq!(config.expose_host_ports, "20000-20099");
+    let fw = firewall(&x);
+    assert_eq!(
+        fw["allowedTCPPortRanges"],
+        serde_json::json!([{ "from": 20000, "to": 20099 }]),
+        "{fw}"
+    );
+    // The range only, on every interface: no single ports, no UDP, and the
+    // bridge's own rules unchanged.
+    assert_eq!(fw["allowedTCPPorts"], serde_json::json!([]), "{fw}");
+    assert_eq!(fw["allowedUDPPortRanges"], serde_json::json!([]), "{fw}");
+    assert_eq!(
+        fw["interfaces"]["br-vox"]["allowedTCPPortRanges"],
+        serde_json::json!([]),
+        "{fw}"
+    );
+
+    // openFirewall = false: the daemon still has the range, the firewall
+    // opens nothing.
+    let closed = host("cases.exposeClosedFirewall");
+    assert_eq!(closed["failedAssertions"], Json::Array(vec![]));
+    let (config, _) = config_toml(&closed);
+    assert_eq!(config.expose_host_ports, "20000-20099");
+    assert_eq!(
+        firewall(&closed)["allowedTCPPortRanges"],
+        serde_json::json!([])
+    );
+
+    // Off by default: the daemon's empty default, nothing opened.
+    let d = host("cases.defaults");
+    assert_eq!(d["configToml"]["expose_host_ports"], "");
+    assert_eq!(firewall(&d)["allowedTCPPortRanges"], serde_json::json!([]));
+
+    // With every option set (30000-30009, firewall closed).
+    let e = host("cases.everything");
+    assert_eq!(e["configToml"]["expose_host_ports"], "30000-30009");
+    assert_eq!(firewall(&e)["allowedTCPPortRanges"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_host_port_range_is_refused_with_its_message() {
+    let a = host("assertions");
+    for (case, expect) in [
+        (
+            "exposeLowPorts",
+            "from must be at least 1024 (lower ports are privileged), got 80-2000.",
+        ),
+        (
+            "exposeReversed",
+            "from must not be above to, got 20099-20000.",
+        ),
+    ] {
+        let failed = strings(&a[case]["failed"]);
+        assert_eq!(
+            failed,
+            [format!("services.voxnix.expose.hostPorts: {expect}")],
+            "{case}"
+        );
+    }
+    // A port past 65535 is no port: the option's type refuses it.
+    let err = try_eval(&[
+        "nix/tests/eval/host.nix",
+        "-A",
+        "typeErrors.exposePortTooHigh",
+    ])
+    .expect_err("hostPorts.to = 70000 evaluated");
+    assert!(
+        err.contains("services.voxnix.expose.hostPorts.to")
+            && err.contains("16 bit unsigned integer"),
+        "{err}"
+    );
+}
+
 // ---- mkContainer ------------------------------------------------------------
 
 fn container_ok(case: &str) -> Json {
@@ -828,6 +910,10 @@ fn every_setting_of_every_module_reaches_the_configuration() {
     );
     assert_eq!(c["services"]["openssh"]["ports"], serde_json::json!([2222]));
     assert_eq!(
+        c["programs"]["nix-ld"]["enable"], false,
+        "ssh.editors = false"
+    );
+    assert_eq!(
         c["services"]["openssh"]["authorizedKeysFiles"],
         serde_json::json!(["/run/voxnix/authorized_keys/%u"])
     );
@@ -862,6 +948,49 @@ fn every_setting_of_every_module_reaches_the_configuration() {
     );
     let spec: Json = serde_json::from_str(s["etc"]["voxnix/spec.json"].as_str().unwrap()).unwrap();
     assert_eq!(spec["settings"]["ssh"]["port"], 2222);
+}
+
+/// VS Code/Cursor Remote-SSH and JetBrains Gateway download servers linked
+/// for a usual Linux loader: the ssh module turns nix-ld on for them (and
+/// keeps TCP forwarding, which they tunnel through), unless the spec says
+/// `ssh.editors = false`.
+#[test]
+fn ssh_turns_on_nix_ld_for_remote_editors_unless_told_not_to() {
+    let on = container_ok("only-ssh");
+    let c = &on["config"];
+    assert_eq!(c["programs"]["nix-ld"]["enable"], true, "{}", c["programs"]);
+    assert_eq!(
+        c["services"]["openssh"]["settings"]["AllowTcpForwarding"], true,
+        "{}",
+        c["services"]["openssh"]
+    );
+    assert_eq!(
+        container_ok("all")["config"]["programs"]["nix-ld"]["enable"],
+        true
+    );
+
+    let off = container_ok("sshNoEditors");
+    let c = &off["config"];
+    assert_eq!(
+        c["programs"]["nix-ld"]["enable"], false,
+        "{}",
+        c["programs"]
+    );
+    // Only nix-ld goes: sshd is the same.
+    assert_eq!(c["services"]["openssh"]["enable"], true);
+    assert_eq!(
+        c["services"]["openssh"]["settings"],
+        on["config"]["services"]["openssh"]["settings"]
+    );
+    let spec: Json =
+        serde_json::from_str(off["etc"]["voxnix/spec.json"].as_str().unwrap()).unwrap();
+    assert_eq!(spec["settings"]["ssh"]["editors"], false);
+
+    // Without the ssh module, no nix-ld.
+    assert_eq!(
+        container_ok("none")["config"]["programs"]["nix-ld"]["enable"],
+        false
+    );
 }
 
 /// Nothing of the owner or their personal settings is in a container's

@@ -270,6 +270,7 @@ const ALL_TYPED_OPTIONS_SET: &str = r#"{
   llm = { baseUrl = "http://127.0.0.1:11434/v1"; model = "some-model"; apiKeyFile = "/run/agenix/llm"; };
   tailscale = { authKeyFile = "/run/agenix/tailscale"; oauthClientId = "k123CNTRL"; oauthClientSecretFile = "/run/agenix/tailscale-oauth"; };
   accessFile = "/run/agenix/access";
+  expose = { hostPorts = { from = 20000; to = 20099; }; openFirewall = false; };
   extraModules = { my-tools = ./modules/git.nix; };
 }"#;
 
@@ -286,6 +287,7 @@ fn typed_options_render_keys_the_daemon_accepts() {
         )
     });
     assert_eq!(cfg.bridge, "br-test");
+    assert_eq!(cfg.expose_host_ports, "20000-20099");
     assert!(cfg.modules.contains(&"my-tools".to_string()));
     assert!(cfg.modules.contains(&"git".to_string()));
 

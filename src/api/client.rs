@@ -34,6 +34,19 @@ pub trait Manager {
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;
     fn restore_kept_from(&self, name: &str, from: &str, owner: &str) -> zbus::Result<()>;
+    fn add_key(&self, key: &str, owner: &str) -> zbus::Result<String>;
+    fn keys(&self, owner: &str) -> zbus::Result<String>;
+    fn remove_key(&self, which: &str, owner: &str) -> zbus::Result<String>;
+    fn connect(&self, name: &str, owner: &str) -> zbus::Result<String>;
+    fn expose(
+        &self,
+        name: &str,
+        owner: &str,
+        port: u32,
+        to: &str,
+        host_port: u32,
+    ) -> zbus::Result<String>;
+    fn unexpose(&self, name: &str, owner: &str, port: u32, to: &str) -> zbus::Result<String>;
     fn modules(&self) -> zbus::Result<String>;
     fn host_health(&self, owner: &str) -> zbus::Result<String>;
 

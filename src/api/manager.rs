@@ -8,7 +8,26 @@ use zbus::object_server::SignalEmitter;
 
 use super::caller::{Access, Caller};
 use super::error::{ApiError, to_json};
-use crate::engine::{Engine, Owner, Scope};
+use crate::engine::records::ExposeTo;
+use crate::engine::{Engine, EngineError, Owner, Scope};
+
+fn tcp_port(what: &str, p: u32) -> Result<u16, EngineError> {
+    u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+        EngineError::InvalidArgument(format!("{what}: {p} is not a TCP port; use 1 to 65535"))
+    })
+}
+
+fn expose_to(to: &str) -> Result<Option<ExposeTo>, EngineError> {
+    match to {
+        "" => Ok(None),
+        "host" => Ok(Some(ExposeTo::Host)),
+        "tailnet" => Ok(Some(ExposeTo::Tailnet)),
+        other => Err(EngineError::InvalidArgument(format!(
+            "to: '{}' is not a place to expose to; use 'host' or 'tailnet'",
+            other.chars().take(40).collect::<String>().escape_default()
+        ))),
+    }
+}
 
 pub struct Manager {
     pub engine: Arc<Engine>,
@@ -301,6 +320,109 @@ impl Manager {
     ) -> Result<(), ApiError> {
         let (scope, _) = self.scope(conn, &hdr, owner).await?;
         Ok(self.engine.restore_kept_from(&scope, name, from).await?)
+    }
+
+    /// Registers an OpenSSH public key (one line, as in a .pub file) for
+    /// the owner: root logins of every container of theirs with the ssh
+    /// module take it, the running ones at once. As JSON: {keys, changed,
+    /// applied_to, at_next_start}.
+    async fn add_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        key: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.add_key(&acting, key).await?)
+    }
+
+    /// The owner's registered keys, as a JSON array of {line, fingerprint,
+    /// algorithm, comment, added_at}.
+    async fn keys(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.keys(&acting)?)
+    }
+
+    /// Removes the owner's keys that `which` names (a number in Keys'
+    /// order from 1, a fingerprint, or a comment), also from the running
+    /// containers. JSON as AddKey's.
+    async fn remove_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        which: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.remove_key(&acting, which).await?)
+    }
+
+    /// How to reach a running container with ssh, as JSON: {name, via,
+    /// alias, host_name, port, user, proxy_jump, host_key, known_hosts,
+    /// ssh_config, warning}.
+    async fn connect(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.connect(&scope, name).await?)
+    }
+
+    /// Shares a container's TCP port: `to` is "host" (a host port from the
+    /// administrator's range, `host_port` or 0 for any free one; forwarded
+    /// from the container's next start) or "tailnet" (Tailscale Serve in the
+    /// running container). As JSON: {name, exposure, pending_restart}.
+    // Two of the eight are zbus's (the header and the connection).
+    #[allow(clippy::too_many_arguments)]
+    async fn expose(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        port: u32,
+        to: &str,
+        host_port: u32,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        let to = expose_to(to)?.unwrap_or(ExposeTo::Host);
+        let port = tcp_port("port", port)?;
+        let host_port = match host_port {
+            0 => None,
+            p => Some(tcp_port("host_port", p)?),
+        };
+        to_json(
+            &self
+                .engine
+                .expose(&scope, name, port, to, host_port)
+                .await?,
+        )
+    }
+
+    /// Stops sharing a port (`to`: "host", "tailnet", or "" for whichever
+    /// it is). JSON as Expose's.
+    async fn unexpose(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        port: u32,
+        to: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        let to = expose_to(to)?;
+        let port = tcp_port("port", port)?;
+        to_json(&self.engine.unexpose(&scope, name, port, to).await?)
     }
 
     /// The module library, as a JSON array of {name, description, settings,

@@ -7,9 +7,12 @@
 
 pub mod admission;
 pub mod builder;
+pub mod connect;
 pub mod error;
+pub mod expose;
 pub mod fault;
 pub mod operations;
+pub mod owner_keys;
 pub mod personal;
 mod queries;
 pub mod reconcile;
@@ -42,6 +45,9 @@ pub use error::EngineError;
 pub use operations::{Event, OperationSnapshot, Operations};
 use records::{Phase, Record, RecordStore};
 use spec::ContainerSpec;
+
+/// The module whose root logins take the owner's registered keys.
+const SSH_MODULE: &str = "ssh";
 
 /// Which containers a caller may see and act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +105,8 @@ pub struct ContainerStatus {
     /// The system's derivation and what it says (modules, main packages).
     pub drv_path: Option<String>,
     pub system: Option<crate::nix::SystemInfo>,
+    /// Ports shared on purpose (`voxnix expose`).
+    pub exposed: Vec<expose::ExposedPort>,
 }
 
 /// What create reports when done.
@@ -123,6 +131,8 @@ pub struct Engine {
     known_modules: Vec<String>,
     catalog: Vec<crate::nix::ModuleInfo>,
     personal: personal::PersonalFiles,
+    /// Each owner's SSH public keys, handed to their `ssh` containers.
+    pub(crate) owner_keys: owner_keys::OwnerKeys,
     tailscale_keys: tailscale_keys::TailscaleKeys,
     owner_slices: slices::OwnerSlices,
     pub(crate) view: view::LiveView,
@@ -133,6 +143,8 @@ pub struct Engine {
     log_reads: view::coalesce::Coalesced<(String, u64, u32), Arc<Vec<journal::LogLine>>>,
     drv_reads: view::coalesce::Coalesced<String, Option<crate::nix::SystemInfo>>,
     names: tokio::sync::Mutex<()>,
+    /// Held while a host port is chosen and recorded (engine/expose.rs).
+    ports: Mutex<()>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
     /// allows a connection only so many pending replies (128 on the system
@@ -209,6 +221,7 @@ impl Engine {
             records,
             storage: Storage::new(cfg.storage.clone()),
             personal: personal::PersonalFiles::new(&cfg.state_dir),
+            owner_keys: owner_keys::OwnerKeys::new(&cfg.state_dir),
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
@@ -220,6 +233,7 @@ impl Engine {
             known_modules,
             catalog,
             names: tokio::sync::Mutex::new(()),
+            ports: Mutex::new(()),
             admission: admission::Admission::new(),
             locks: crate::keyed_locks::KeyedLocks::new(),
             expected_stops: Mutex::new(HashMap::new()),
@@ -317,6 +331,45 @@ impl Engine {
         spec: &ContainerSpec,
     ) -> serde_json::Map<String, serde_json::Value> {
         spec.personal_settings(|m, k| self.setting_is_personal(m, k).unwrap_or(true))
+    }
+
+    /// Whether the container is handed a personal file at all: it has
+    /// personal settings, or the `ssh` module (whose root keys are the
+    /// owner's registered keys, which change without the conf changing).
+    fn has_personal(&self, spec: &ContainerSpec) -> bool {
+        spec.modules.iter().any(|m| m == SSH_MODULE) || !self.personal_settings(spec).is_empty()
+    }
+
+    /// The personal file's contents for `record`: its personal settings and,
+    /// with the `ssh` module, its owner's registered keys added to root's.
+    fn personal_for(
+        &self,
+        record: &Record,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, EngineError> {
+        let mut map = self.personal_settings(&record.spec);
+        if record.spec.modules.iter().any(|m| m == SSH_MODULE) {
+            let registered = self
+                .owner_keys
+                .list(&record.owner)
+                .map_err(io("reading the owner's SSH keys"))?;
+            let ssh = map
+                .entry(SSH_MODULE)
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let serde_json::Value::Object(ssh) = ssh {
+                let mut lines: Vec<serde_json::Value> = match ssh.get("authorized_keys") {
+                    Some(serde_json::Value::Array(a)) => a.clone(),
+                    _ => Vec::new(),
+                };
+                for k in registered {
+                    let line = serde_json::Value::String(k.line);
+                    if !lines.contains(&line) {
+                        lines.push(line);
+                    }
+                }
+                ssh.insert("authorized_keys".into(), serde_json::Value::Array(lines));
+            }
+        }
+        Ok(map)
     }
 
     /// Whether the library declares `module.setting` personal; `None` when
@@ -672,7 +725,7 @@ impl Engine {
     /// The container's personal settings, where its conf says they are.
     fn write_personal(&self, record: &Record) -> Result<(), EngineError> {
         self.personal
-            .write(&record.name, &self.personal_settings(&record.spec))
+            .write(&record.name, &self.personal_for(record)?)
             .map_err(io("writing the container's personal settings"))?;
         Ok(())
     }
@@ -680,7 +733,7 @@ impl Engine {
     /// The conf file NixOS's `container@.service` reads for `record`.
     fn render_conf(&self, record: &Record) -> Result<String, EngineError> {
         let mut flags = Vec::new();
-        if !self.personal_settings(&record.spec).is_empty() {
+        if self.has_personal(&record.spec) {
             // Read by nspawn from the host's file at each start; in the
             // container only as a credential, never in the store.
             flags.push(format!(
@@ -730,6 +783,11 @@ impl Engine {
             system_path: record.system_path.clone(),
             private_network: true,
             host_bridge: Some(self.cfg.bridge.clone()),
+            host_ports: record
+                .exposed
+                .iter()
+                .filter_map(|e| e.host_port.map(|h| (h, e.port)))
+                .collect(),
             extra_nspawn_flags: flags,
         };
         conf.render().ok_or_else(|| {

@@ -128,7 +128,11 @@ impl Engine {
 
     /// A running container's addresses: from the live view, else (no
     /// watcher) from machined. With where they came from.
-    async fn addresses_of(&self, scope: &Scope, name: &str) -> (Vec<IpAddr>, &'static str) {
+    pub(super) async fn addresses_of(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> (Vec<IpAddr>, &'static str) {
         match self.view.addresses.addresses(name) {
             Some(a) => (a, "kernel"),
             None => {
@@ -238,6 +242,7 @@ impl Engine {
             last_operation: record.last_operation.clone(),
             system,
             drv_path: record.drv_path.clone(),
+            exposed: super::expose::exposed_ports(&record, machine.as_ref().map(|m| m.since_usec)),
         })
     }
 

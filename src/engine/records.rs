@@ -57,6 +57,45 @@ pub struct Record {
     /// nothing older.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub workspace_made_by_create: bool,
+    /// Ports shared on purpose (`voxnix expose`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<Exposure>,
+}
+
+/// Where an exposed port is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExposeTo {
+    /// A host port from the administrator's range, forwarded by nspawn
+    /// (NixOS's `HOST_PORT`) to the container's port.
+    Host,
+    /// The container's tailnet address only, through Tailscale Serve.
+    Tailnet,
+}
+
+impl ExposeTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExposeTo::Host => "host",
+            ExposeTo::Tailnet => "tailnet",
+        }
+    }
+}
+
+/// One exposed TCP port of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    /// The container's port.
+    pub port: u16,
+    pub to: ExposeTo,
+    /// The host's port (`to = host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    pub added_at: u64,
+    /// The same in microseconds: compared with the machine's start (a
+    /// restart within the same second as the expose is common).
+    #[serde(default)]
+    pub added_at_usec: u64,
 }
 
 pub fn now_secs() -> u64 {
@@ -85,6 +124,7 @@ impl Record {
                 outcome: None,
             }),
             workspace_made_by_create: false,
+            exposed: Vec::new(),
         }
     }
 

@@ -20,6 +20,30 @@ pub fn date(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// A container's exposed ports as one line (`8080 on host port 20000,
+/// 3000 on the tailnet`), from its status JSON; None when none are.
+pub fn exposed_ports(status: &serde_json::Value) -> Option<String> {
+    let ports = status["exposed"].as_array()?;
+    if ports.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = ports
+        .iter()
+        .map(|e| {
+            let port = e["port"].as_u64().unwrap_or(0);
+            let mut t = match e["host_port"].as_u64() {
+                Some(h) => format!("{port} on host port {h}"),
+                None => format!("{port} on the tailnet"),
+            };
+            if e["pending_restart"] == serde_json::Value::Bool(true) {
+                t.push_str(" (from the next restart)");
+            }
+            t
+        })
+        .collect();
+    Some(parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

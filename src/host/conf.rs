@@ -42,6 +42,9 @@ pub struct ContainerConf {
     pub system_path: Option<String>,
     pub private_network: bool,
     pub host_bridge: Option<String>,
+    /// TCP ports forwarded from the host to the container, (host, container)
+    /// (`HOST_PORT`; NixOS's `forwardPorts`, nspawn's `--port`).
+    pub host_ports: Vec<(u16, u16)>,
     /// Flags appended to systemd-nspawn (bind mounts, credentials ...). Each
     /// must be one shell word: NixOS word-splits the variable.
     pub extra_nspawn_flags: Vec<String>,
@@ -88,6 +91,16 @@ impl ContainerConf {
         // (nix/mkContainer.nix: networking.useHostResolvConf = false), so the
         // host's resolv.conf, which may name a resolver on the host's
         // loopback, is not copied in.
+        if !self.host_ports.is_empty() {
+            // As NixOS writes forwardPorts: PROTOCOL:HOST:CONTAINER, joined
+            // by commas (its start script gives each one to --port).
+            let ports: Vec<String> = self
+                .host_ports
+                .iter()
+                .map(|(h, c)| format!("tcp:{h}:{c}"))
+                .collect();
+            out.push_str(&format!("HOST_PORT={}\n", ports.join(",")));
+        }
         out.push_str("COPY_RESOLV_CONF=0\n");
         // A user namespace of its own, as NixOS's `privateUsers = "pick"`:
         // the container's root is an unprivileged uid range on the host.
@@ -292,6 +305,7 @@ mod tests {
             system_path: Some("/nix/store/abc-nixos-system".into()),
             private_network: true,
             host_bridge: Some("br-vox".into()),
+            host_ports: vec![(20000, 8080), (20001, 22)],
             extra_nspawn_flags: vec![
                 "--bind=/srv/ws:/workspace".into(),
                 "--load-credential=k:/run/k".into(),
@@ -302,6 +316,8 @@ mod tests {
         assert_eq!(kv["SYSTEM_PATH"], "/nix/store/abc-nixos-system");
         assert_eq!(kv["PRIVATE_NETWORK"], "1");
         assert_eq!(kv["HOST_BRIDGE"], "br-vox");
+        assert_eq!(kv["HOST_PORT"], "tcp:20000:8080,tcp:20001:22");
+        assert!(!parse(&ContainerConf::default().render().unwrap()).contains_key("HOST_PORT"));
         assert_eq!(
             kv["EXTRA_NSPAWN_FLAGS"],
             "--bind=/srv/ws:/workspace --load-credential=k:/run/k"
@@ -316,6 +332,7 @@ mod tests {
                 system_path: Some("/nix/store/abc-nixos-system".into()),
                 private_network: true,
                 host_bridge: Some("br-vox".into()),
+                host_ports: vec![(20000, 80)],
                 extra_nspawn_flags: vec!["--bind=/a:/b".into()],
             },
         ] {

@@ -44,7 +44,7 @@ let
     code-server = { port = 8443; open_firewall = false; };
     dev.extra_packages = [ "nodejs" "python3Packages.requests" ];
     git = { user_name = "Ada Lovelace"; user_email = "ada@example.invalid"; };
-    ssh = { authorized_keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0Mv7UugJwEF8AIfmXXuSbRkj/V1I0PO0WRhr8O ada@laptop" ]; port = 2222; };
+    ssh = { authorized_keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0Mv7UugJwEF8AIfmXXuSbRkj/V1I0PO0WRhr8O ada@laptop" ]; port = 2222; editors = false; };
     tailscale = { userspace_networking = true; ssh = true; };
   };
   failing = {
@@ -67,6 +67,8 @@ in
       all = run (base "all" { modules = library.names; });
       everySetting = run (base "settings" { modules = library.names; settings = allSettings; state_version = "24.11"; });
       workspaceFlag = run (base "ws" { modules = [ "git" ]; workspace = true; });
+      # ssh without the remote editors' loader (nix-ld).
+      sshNoEditors = run (base "noed" { modules = [ "ssh" ]; settings.ssh.editors = false; });
       # The same container for two owners with different personal settings:
       # the configuration must not differ (nothing of either is in it).
       personalA = run { name = "same"; owner = "unix:1000"; modules = library.names; settings = allSettings; };

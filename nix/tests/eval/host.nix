@@ -102,6 +102,7 @@ let
         oauthClientSecretFile = secret "tailscale-oauth";
       };
       accessFile = secret "access";
+      expose = { hostPorts = { from = 30000; to = 30009; }; openFirewall = false; };
       extraModules.my-tools = ./fixtures/extra-modules/my-tools/my-tools.nix;
       settings = {
         max_containers_per_owner = 3;
@@ -139,6 +140,12 @@ let
     networkManager = run { networking.networkmanager.enable = true; };
     oldStateVersion = run { system.stateVersion = "21.11"; };
     extraModuleDir = run { services.voxnix.extraModules.my-dir = ./fixtures/extra-modules/my-dir; };
+    # Host ports for `voxnix expose --to host`: the daemon's range, and the
+    # host firewall open for it unless told not to.
+    exposeHostPorts = run { services.voxnix.expose.hostPorts = { from = 20000; to = 20099; }; };
+    exposeClosedFirewall = run {
+      services.voxnix.expose = { hostPorts = { from = 20000; to = 20099; }; openFirewall = false; };
+    };
   };
 
   # One configuration per assertion of the module, and a word of the message
@@ -157,6 +164,8 @@ let
     confDir = { config.services.voxnix.settings.conf_dir = "/etc/elsewhere"; expect = "conf_dir must be /etc/nixos-containers"; };
     containersDir = { config.services.voxnix.settings.containers_dir = "/srv/roots"; expect = "containers_dir must be /var/lib/nixos-containers"; };
     tailscaleOAuth = { config.services.voxnix.tailscale.oauthClientId = "k123CNTRL"; expect = "oauthClientId and oauthClientSecretFile go together"; };
+    exposeLowPorts = { config.services.voxnix.expose.hostPorts = { from = 80; to = 2000; }; expect = "hostPorts: from must be at least 1024"; };
+    exposeReversed = { config.services.voxnix.expose.hostPorts = { from = 20099; to = 20000; }; expect = "hostPorts: from must not be above to, got 20099-20000"; };
     confDirOld = { config = { system.stateVersion = "21.11"; services.voxnix.settings.conf_dir = "/etc/nixos-containers"; }; expect = "conf_dir must be /etc/containers"; };
   };
 in
@@ -170,6 +179,11 @@ in
   extraCopies = {
     my-tools = builtins.path { path = ./fixtures/extra-modules/my-tools; name = "voxnix-extra-my-tools"; };
     my-dir = builtins.path { path = ./fixtures/extra-modules/my-dir; name = "voxnix-extra-my-dir"; };
+  };
+  # Configurations the option types refuse: the test evaluates each and
+  # reads the error.
+  typeErrors = {
+    exposePortTooHigh = run { services.voxnix.expose.hostPorts = { from = 60000; to = 70000; }; };
   };
   assertions = builtins.mapAttrs
     (_: c: { inherit (c) expect; failed = (run c.config).failedAssertions; })

@@ -127,9 +127,13 @@ let
     };
   });
 
+  # nixos/modules/services/networking/firewall.nix (commonOptions, also
+  # per interface): ranges are attribute sets of ports ({ from; to; }).
   firewallPorts = {
     allowedTCPPorts = list port;
     allowedUDPPorts = list port;
+    allowedTCPPortRanges = list (types.attrsOf port);
+    allowedUDPPortRanges = list (types.attrsOf port);
   };
 in
 {
@@ -211,6 +215,13 @@ in
         shellAliases = opt (types.attrsOf (types.nullOr (types.either types.str types.path))) { };
       };
       bash.loginShellInit = lines;
+      # nixos/modules/programs/nix-ld.nix: an enable option, and the
+      # libraries as a list of packages (nixpkgs' default is a base set of
+      # them; none here, nothing reads it).
+      nix-ld = {
+        enable = bool false;
+        libraries = list types.package;
+      };
     };
 
     systemd = {

@@ -552,6 +552,10 @@ pub async fn status(g: &Global, name: &str) -> ExitCode {
                 .unwrap_or("-".into()),
         ),
         ("Workspace", s(&v, "workspace")),
+        (
+            "Exposed",
+            crate::frontends::format::exposed_ports(&v).unwrap_or("-".into()),
+        ),
         ("System", s(&v, "system_path")),
         ("Conf", s(&v, "conf")),
     ];

@@ -1,6 +1,7 @@
 //! The `voxnix` command line: the daemon itself, the container verbs (clients
 //! of the daemon's D-Bus API), and the sandbox appliance.
 
+mod connect;
 mod containers;
 mod sandbox;
 mod storage;
@@ -72,6 +73,32 @@ pub enum Command {
         timeout: u32,
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Your SSH public keys: root logins of your containers with the ssh
+    /// module take them (the running ones at once).
+    #[command(subcommand)]
+    Keys(connect::KeysCommand),
+    /// Print the ~/.ssh/config block and known_hosts line that reach a
+    /// running container with ssh (its host key pinned).
+    Connect { name: String },
+    /// Share a container's TCP port: on a host port from the
+    /// administrator's range, or on its tailnet address only.
+    Expose {
+        name: String,
+        port: u16,
+        #[arg(long, value_enum, default_value = "host")]
+        to: connect::ExposeTo,
+        /// This host port (from the range) instead of a free one.
+        #[arg(long, value_name = "PORT")]
+        host_port: Option<u16>,
+    },
+    /// Stop sharing a container's port.
+    Unexpose {
+        name: String,
+        port: u16,
+        /// Which one, when the port is shared both ways.
+        #[arg(long, value_enum)]
+        to: Option<connect::ExposeTo>,
     },
     /// List the modules a container can be built from.
     Modules,
@@ -260,6 +287,15 @@ async fn run(cli: Cli) -> ExitCode {
             timeout,
             command,
         } => containers::exec(g, &name, timeout, &command).await,
+        Command::Keys(cmd) => connect::keys(g, cmd).await,
+        Command::Connect { name } => connect::connect_cmd(g, &name).await,
+        Command::Expose {
+            name,
+            port,
+            to,
+            host_port,
+        } => connect::expose(g, &name, port, to, host_port).await,
+        Command::Unexpose { name, port, to } => connect::unexpose(g, &name, port, to).await,
         Command::Modules => containers::modules(g).await,
         Command::Health => containers::health(g).await,
         Command::Storage(cmd) => storage::storage(g, cmd).await,
