@@ -7,28 +7,13 @@ mod common;
 use common::daemon::Appliance;
 use serde_json::Value;
 
-/// `sh -c SCRIPT` in a container, as its owner; stdout and stderr.
-async fn run(app: &Appliance, name: &str, owner: &str, script: &str) -> String {
-    let m = app.manager().await;
-    let (_, out, err, _) = m
-        .exec(name, owner, &["sh", "-c", script], 30)
-        .await
-        .expect("exec");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    )
-}
-
 fn kind(e: &zbus::Error) -> String {
     voxnix::api::client::error_parts(e).0
 }
 
 /// A web server in `name` on port 8080 whose page says `who`.
 async fn serve(app: &Appliance, name: &str, owner: &str, who: &str) {
-    let out = run(
-        app,
+    let out = app.run_in(
         name,
         owner,
         &format!(
@@ -162,13 +147,8 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
         assert_eq!(app.create(&spec, owner).await["ok"], true);
         // What modules/ssh.nix's unit makes at boot (the sandbox boots
         // Debian's /usr, not the module).
-        run(
-            &app,
-            name,
-            owner,
-            "mkdir -p -m 0755 /run/voxnix/authorized_keys",
-        )
-        .await;
+        app.run_in(name, owner, "mkdir -p -m 0755 /run/voxnix/authorized_keys")
+            .await;
     }
     let key = app
         .sh("rm -f /root/id && ssh-keygen -q -t ed25519 -N '' -C alice@laptop -f /root/id && cat /root/id.pub")
@@ -184,21 +164,21 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("updated now: alice"), "{said}");
-    let inside = run(
-        &app,
-        "alice",
-        "telegram:1",
-        "cat /run/voxnix/authorized_keys/root",
-    )
-    .await;
+    let inside = app
+        .run_in(
+            "alice",
+            "telegram:1",
+            "cat /run/voxnix/authorized_keys/root",
+        )
+        .await;
     assert_eq!(inside.trim(), key, "alice's root keys");
-    let bobs = run(
-        &app,
-        "bob",
-        "telegram:2",
-        "cat /run/voxnix/authorized_keys/root 2>&1; true",
-    )
-    .await;
+    let bobs = app
+        .run_in(
+            "bob",
+            "telegram:2",
+            "cat /run/voxnix/authorized_keys/root 2>&1; true",
+        )
+        .await;
     assert!(!bobs.contains(key), "bob got alice's key: {bobs}");
     // The private half is refused.
     let out = app
@@ -216,8 +196,7 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
     let m = app.manager().await;
     let e = m.connect("alice", "telegram:1").await.unwrap_err();
     assert_eq!(kind(&e), "Busy", "{e}");
-    let host_key = run(
-        &app,
+    let host_key = app.run_in(
         "alice",
         "telegram:1",
         "mkdir -p /etc/ssh && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && \
@@ -249,13 +228,13 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let inside = run(
-        &app,
-        "alice",
-        "telegram:1",
-        "cat /run/voxnix/authorized_keys/root",
-    )
-    .await;
+    let inside = app
+        .run_in(
+            "alice",
+            "telegram:1",
+            "cat /run/voxnix/authorized_keys/root",
+        )
+        .await;
     assert!(!inside.contains(key), "{inside}");
     let e = m
         .remove_key("alice@laptop", "telegram:1")

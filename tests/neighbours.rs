@@ -20,20 +20,6 @@ async fn ipv4_of(app: &Appliance, name: &str, owner: &str) -> String {
         .to_string()
 }
 
-/// `sh -c SCRIPT` in a container, as its owner; stdout.
-async fn run(app: &Appliance, name: &str, owner: &str, script: &str) -> String {
-    let m = app.manager().await;
-    let (_, out, err, _) = m
-        .exec(name, owner, &["sh", "-c", script], 30)
-        .await
-        .expect("exec");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    )
-}
-
 /// A TCP connect from inside a container, in Python (no tools assumed).
 fn connect(ip: &str, port: u16) -> String {
     format!(
@@ -68,7 +54,7 @@ async fn heard_at_gateway(
     let listen = app.sh(&listener);
     let send = async {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        run(app, name, owner, script).await
+        app.run_in(name, owner, script).await
     };
     tokio::join!(listen, send)
 }
@@ -116,8 +102,7 @@ async fn one_owners_container_cannot_reach_anothers() {
     }
     let bob = ipv4_of(&app, "bob", "telegram:2").await;
     // Bob serves something on all addresses, as code-server does.
-    let serving = run(
-        &app,
+    let serving = app.run_in(
         "bob",
         "telegram:2",
         "systemd-run --unit=web python3 -m http.server 8080 --bind 0.0.0.0 && sleep 1 && echo up",
@@ -132,13 +117,17 @@ async fn one_owners_container_cannot_reach_anothers() {
         .await;
     assert!(from_host.contains("connected"), "{from_host}");
     // ... Alice's container does not.
-    let from_alice = run(&app, "alice", "telegram:1", &connect(&bob, 8080)).await;
+    let from_alice = app
+        .run_in("alice", "telegram:1", &connect(&bob, 8080))
+        .await;
     assert!(
         from_alice.contains("refused") && !from_alice.contains("connected"),
         "Alice reached Bob's port: {from_alice}"
     );
     // The way out still works: the gateway's DNS answers over TCP.
-    let gateway = run(&app, "alice", "telegram:1", &connect("10.100.0.1", 53)).await;
+    let gateway = app
+        .run_in("alice", "telegram:1", &connect("10.100.0.1", 53))
+        .await;
     assert!(gateway.contains("connected"), "{gateway}");
     // No owner's container name is published by the DHCP server.
     let leases = app.sh("cat /run/voxnix-sandbox-dnsmasq.leases").await;
@@ -187,33 +176,31 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
     // Bob learns the gateway's MAC; Mallory then sends Bob ARP replies
     // saying the gateway's address is at Mallory's MAC (arpspoof's way).
     let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
-    let bob_mac = run(
-        &app,
-        "bob",
-        "telegram:2",
-        "cat /sys/class/net/host0/address",
-    )
-    .await;
-    let before = run(
-        &app,
-        "bob",
-        "telegram:2",
-        &format!(
-            "{} >/dev/null; sleep 2; ip neigh show 10.100.0.1",
-            connect("10.100.0.1", 53)
-        ),
-    )
-    .await;
+    let bob_mac = app
+        .run_in("bob", "telegram:2", "cat /sys/class/net/host0/address")
+        .await;
+    let before = app
+        .run_in(
+            "bob",
+            "telegram:2",
+            &format!(
+                "{} >/dev/null; sleep 2; ip neigh show 10.100.0.1",
+                connect("10.100.0.1", 53)
+            ),
+        )
+        .await;
     let gateway_mac = lladdr(&before);
-    let forged = run(
-        &app,
-        "mallory",
-        "telegram:1",
-        &forged_arp_replies(&bob_mac.trim().replace(':', ""), "10.100.0.1", &bob_ip),
-    )
-    .await;
+    let forged = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &forged_arp_replies(&bob_mac.trim().replace(':', ""), "10.100.0.1", &bob_ip),
+        )
+        .await;
     assert!(forged.contains("forged"), "{forged}");
-    let after = run(&app, "bob", "telegram:2", "ip neigh show 10.100.0.1").await;
+    let after = app
+        .run_in("bob", "telegram:2", "ip neigh show 10.100.0.1")
+        .await;
     assert_eq!(
         lladdr(&after),
         gateway_mac,
@@ -236,15 +223,11 @@ async fn a_container_cannot_claim_a_neighbours_address() {
     mallory_and_bob(&app).await;
     let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
     let mallory_ip = ipv4_of(&app, "mallory", "telegram:1").await;
-    let bob_mac = run(
-        &app,
-        "bob",
-        "telegram:2",
-        "cat /sys/class/net/host0/address",
-    )
-    .await
-    .trim()
-    .to_string();
+    let bob_mac = app
+        .run_in("bob", "telegram:2", "cat /sys/class/net/host0/address")
+        .await
+        .trim()
+        .to_string();
     let leases = app.sh("nft list set bridge voxnix leases").await;
     assert!(
         leases.contains(&format!("{bob_mac} . {bob_ip}")),
@@ -286,24 +269,24 @@ async fn a_container_cannot_claim_a_neighbours_address() {
         before.contains(&bob_mac),
         "the host has Bob's MAC for his address, Mallory's packets did not change it: {before} (Bob {bob_mac})"
     );
-    let gateway = run(
-        &app,
-        "mallory",
-        "telegram:1",
-        &format!(
-            "{} >/dev/null; ip neigh show 10.100.0.1",
-            connect("10.100.0.1", 53)
-        ),
-    )
-    .await;
+    let gateway = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &format!(
+                "{} >/dev/null; ip neigh show 10.100.0.1",
+                connect("10.100.0.1", 53)
+            ),
+        )
+        .await;
     let gateway_mac = lladdr(&gateway).replace(':', "");
-    let forged = run(
-        &app,
-        "mallory",
-        "telegram:1",
-        &forged_arp_replies(&gateway_mac, &bob_ip, "10.100.0.1"),
-    )
-    .await;
+    let forged = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &forged_arp_replies(&gateway_mac, &bob_ip, "10.100.0.1"),
+        )
+        .await;
     assert!(forged.contains("forged"), "{forged}");
     let after = app.sh(&format!("ip neigh show {bob_ip} dev br-vox")).await;
     assert!(
@@ -312,7 +295,7 @@ async fn a_container_cannot_claim_a_neighbours_address() {
     );
     // Both still reach the way out.
     for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
-        let out = run(&app, name, owner, &connect("10.100.0.1", 53)).await;
+        let out = app.run_in(name, owner, &connect("10.100.0.1", 53)).await;
         assert!(out.contains("connected"), "{name}: {out}");
     }
 }

@@ -45,6 +45,21 @@ impl Appliance {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `sh -c SCRIPT` in container `name` through the API's Exec, as
+    /// `owner`; its stdout and stderr together.
+    pub async fn run_in(&self, name: &str, owner: &str, script: &str) -> String {
+        let m = self.manager().await;
+        let (_, out, err, _) = m
+            .exec(name, owner, &["sh", "-c", script], 30)
+            .await
+            .expect("exec");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        )
+    }
+
     /// Waits for an operation to end; returns its snapshot JSON.
     pub async fn wait_op(&self, m: &ManagerProxy<'_>, op: &str, owner: &str) -> serde_json::Value {
         for _ in 0..1200 {
