@@ -215,7 +215,7 @@ let
     };
     expose = {
       hostPorts = null;
-      openFirewall = true;
+      openFirewall = false;
     };
     accessFile = null;
     extraModules = { };

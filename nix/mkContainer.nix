@@ -41,7 +41,16 @@ let
       imports = [ entry.module ];
     };
 in
-{ lib, pkgs, ... }:
+{ config, lib, pkgs, ... }:
+let
+  # The host's forwarded ports (voxnix expose --to host), opened in this
+  # container's firewall from the credential at each start.
+  # (The same script runs in the sandbox's stand-in firewall.)
+  openExposedPortsScript = pkgs.writeText "voxnix-open-exposed-ports.sh"
+    (builtins.readFile ./open-exposed-ports.sh);
+  openExposedPorts = mode:
+    "${pkgs.bash}/bin/sh ${openExposedPortsScript} /run/credentials/@system/voxnix-personal ${mode} ${pkgs.jq}/bin/jq";
+in
 {
   _file = toString ./mkContainer.nix;
   key = "voxnix:container";
@@ -131,6 +140,24 @@ in
     # may point at a resolver on the host's loopback).
     networking.useHostResolvConf = false;
     networking.firewall.enable = true;
+    # A port the host forwards here (nspawn's DNAT) arrives on eth0 and would
+    # be refused like any other: the ones voxnix exposed are opened, from
+    # the credential the host passes at start (firewall.service runs before
+    # voxnix-personal, so it reads the credential itself).
+    networking.firewall.extraCommands =
+      lib.mkIf (!config.networking.nftables.enable) (openExposedPorts "iptables");
+    systemd.services.voxnix-exposed-ports = lib.mkIf config.networking.nftables.enable {
+      description = "Open the ports the host forwards here (voxnix)";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "nftables.service" ];
+      partOf = [ "nftables.service" ];
+      unitConfig.ConditionCredential = "voxnix-personal";
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = openExposedPorts "nft";
+      };
+    };
 
     system.stateVersion = specLib.stateVersion checked;
 

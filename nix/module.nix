@@ -520,7 +520,14 @@ in
       openFirewall = mkOption {
         type = types.bool;
         default = td.expose.openFirewall;
-        description = "Open expose.hostPorts in the host's firewall (networking.firewall.allowedTCPPortRanges).";
+        description = ''
+          Also open expose.hostPorts in the host's own firewall
+          (networking.firewall.allowedTCPPortRanges). Forwarding does not need it:
+          systemd-nspawn rewrites the destination before routing (DNAT in
+          PREROUTING), so that traffic is forwarded to the container and never
+          meets the host's input rules. Opening the range lets in connections to
+          host services that listen on those ports, too.
+        '';
       };
     };
   };

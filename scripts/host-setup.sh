@@ -19,6 +19,10 @@ packages=(
     iproute2            # the container bridge
     util-linux          # unshare, nsenter
     ca-certificates
+    openssh-client      # ssh, ssh-keygen: the tests log in to containers
+    jq                  # the sandbox's stand-in for modules/ssh.nix reads the personal file
+    libwrap0            # a library Debian's sshd links (the sandbox's sshd, below)
+    iptables            # the sandbox containers' stand-in for NixOS's firewall (iptables-nft)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -47,6 +51,28 @@ if [ "$(cat /proc/sys/fs/inotify/max_user_instances)" -lt 8192 ]; then
 fi
 if [ "$(cat /proc/sys/fs/inotify/max_user_watches)" -lt 524288 ]; then
     sysctl -q -w fs.inotify.max_user_watches=524288
+fi
+
+# Containers in the sandbox boot this machine's /usr, which has no sshd; the
+# stand-in for modules/ssh.nix runs Debian's, taken out of its package into a
+# path of the sandbox's own. The package is not installed, so no sshd starts on
+# this machine and none of its host keys or config are made here.
+sshd_dir=/usr/local/lib/voxnix-sandbox
+if ! [ -x "$sshd_dir/sshd" ]; then
+    say "Unpacking Debian's sshd into $sshd_dir (the package is not installed)"
+    mkdir -p "$sshd_dir"
+    unpack=$(mktemp -d "$sshd_dir/.unpack.XXXXXX")
+    trap 'rm -rf "$unpack"' EXIT
+    if ! (cd "$unpack" && apt-get download -qq openssh-server >/dev/null 2>&1); then
+        apt-get update -qq
+        (cd "$unpack" && apt-get download -qq openssh-server >/dev/null)
+    fi
+    dpkg-deb -x "$unpack"/openssh-server_*.deb "$unpack/x"
+    install -m 0755 "$unpack/x/usr/sbin/sshd" "$sshd_dir/sshd.new"
+    "$sshd_dir/sshd.new" -V 2>&1 | grep -q OpenSSH || { echo "voxnix: the unpacked sshd does not run (a library missing?)" >&2; exit 3; }
+    mv "$sshd_dir/sshd.new" "$sshd_dir/sshd"
+    rm -rf "$unpack"
+    trap - EXIT
 fi
 
 command -v cargo >/dev/null || { echo "voxnix: cargo is missing; install the Rust toolchain (rustup) first" >&2; exit 3; }

@@ -1131,3 +1131,153 @@ async fn in_a_group_each_person_acts_as_themselves() {
         .expect("Alice confirms");
     bot.stop().await;
 }
+
+/// The text a call sent.
+fn said(c: &fakes::TgCall) -> String {
+    c.body["text"].as_str().unwrap_or("").to_string()
+}
+
+/// `/keys`, `/connect`, `/expose` and `/unexpose` need no LLM. A key pasted
+/// once reaches Alice's running ssh container; `/connect` sends the ssh_config
+/// block and the pinned host key as blocks to copy (Telegram `pre`
+/// entities); a pasted private key is refused, with advice, and is not in the
+/// log; ports are shared, shown in /status and unshared; Bob reaches none of
+/// Alice's.
+#[tokio::test]
+async fn keys_connect_and_ports_from_the_chat() {
+    let app = Appliance::boot("expose_host_ports = \"20000-20003\"\n").await;
+    let tg = FakeTelegram::start().await;
+    let bot = Bot::start(&app, &tg, None, &[ALICE, BOB]).await;
+    let alice = "telegram:1001";
+    tg.send_text(ALICE, "/create box ssh");
+    tg.wait_text(ALICE, "box is running", Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|| panic!("created; sent: {:?}", tg.texts_to(ALICE)));
+
+    tg.send_text(ALICE, "/keys");
+    tg.wait_text(ALICE, "no SSH keys yet", T)
+        .await
+        .expect("no keys at first");
+    let key = app
+        .sh("rm -f /root/chat-id && ssh-keygen -q -t ed25519 -N '' -C alice@laptop -f /root/chat-id && cat /root/chat-id.pub")
+        .await;
+    let key = key.trim();
+    tg.send_text(ALICE, &format!("/keys add {key}"));
+    let added = tg
+        .wait_text(ALICE, "Added SHA256:", T)
+        .await
+        .unwrap_or_else(|| panic!("added; sent: {:?}", tg.texts_to(ALICE)));
+    assert!(
+        said(&added).contains("have it now: box"),
+        "{}",
+        said(&added)
+    );
+    let inside = app
+        .run_in("box", alice, "cat /run/voxnix/authorized_keys/root")
+        .await;
+    assert_eq!(inside.trim(), key, "box's root keys");
+
+    // A private key pasted by mistake: refused, and the chat says to delete it.
+    let body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
+    tg.send_text(
+        ALICE,
+        &format!("/keys add -----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----"),
+    );
+    let refused = tg
+        .wait_text(ALICE, "Could not add that key", T)
+        .await
+        .expect("a refusal");
+    assert!(said(&refused).contains("PRIVATE key"), "{}", said(&refused));
+    assert!(
+        said(&refused).contains("Delete the message"),
+        "{}",
+        said(&refused)
+    );
+    assert!(!said(&refused).contains(body));
+    assert!(
+        !fakes::logs().contains(body),
+        "the private key is in the log"
+    );
+
+    tg.send_text(ALICE, "/keys");
+    let listed = tg
+        .wait_text(ALICE, "1. ssh-ed25519 SHA256:", T)
+        .await
+        .expect("the list");
+    assert!(said(&listed).contains("alice@laptop"), "{}", said(&listed));
+
+    // /connect: two copyable blocks, the block and the pinned host key.
+    tg.send_text(ALICE, "/connect box");
+    let c = tg
+        .wait_text(ALICE, "add this to ~/.ssh/config", Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|| panic!("connect; sent: {:?}", tg.texts_to(ALICE)));
+    let shown = said(&c);
+    let utf16: Vec<u16> = shown.encode_utf16().collect();
+    let blocks: Vec<String> = c.body["entities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "pre")
+        .map(|e| {
+            let at = e["offset"].as_u64().unwrap_or(0) as usize;
+            let len = e["length"].as_u64().unwrap_or(0) as usize;
+            String::from_utf16_lossy(&utf16[at.min(utf16.len())..(at + len).min(utf16.len())])
+        })
+        .collect();
+    assert_eq!(blocks.len(), 2, "{:?}", c.body);
+    assert!(blocks[0].starts_with("Host box.voxnix\n"), "{}", blocks[0]);
+    assert!(
+        blocks[0].contains("StrictHostKeyChecking yes"),
+        "{}",
+        blocks[0]
+    );
+    let host_key = app
+        .run_in(
+            "box",
+            alice,
+            "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub",
+        )
+        .await;
+    assert_eq!(blocks[1], format!("box.voxnix {}", host_key.trim()));
+    assert!(shown.contains("ssh box.voxnix"), "{shown}");
+    tg.send_text(BOB, "/connect box");
+    tg.wait_text(BOB, "Could not connect to box", T)
+        .await
+        .expect("not Bob's");
+
+    // Ports.
+    tg.send_text(ALICE, "/expose box 8080");
+    let e = tg
+        .wait_text(ALICE, "box:8080 is shared on host port 20000", T)
+        .await
+        .unwrap_or_else(|| panic!("exposed; sent: {:?}", tg.texts_to(ALICE)));
+    assert!(said(&e).contains("/restart box"), "{}", said(&e));
+    tg.send_text(ALICE, "/status box");
+    tg.wait_text(ALICE, "Exposed: 8080 on host port 20000", T)
+        .await
+        .expect("status shows it");
+    tg.send_text(BOB, "/expose box 9090");
+    tg.wait_text(BOB, "Could not expose port 9090 of box", T)
+        .await
+        .expect("not Bob's");
+    tg.send_text(ALICE, "/expose box 70000");
+    tg.wait_text(ALICE, "Usage: /expose", T)
+        .await
+        .expect("a usage line");
+    tg.send_text(ALICE, "/unexpose box 8080");
+    tg.wait_text(ALICE, "box:8080 is no longer shared", T)
+        .await
+        .expect("unexposed");
+
+    tg.send_text(ALICE, "/keys remove 1");
+    tg.wait_text(ALICE, "Removed SHA256:", T)
+        .await
+        .expect("removed");
+    let inside = app
+        .run_in("box", alice, "cat /run/voxnix/authorized_keys/root")
+        .await;
+    assert!(!inside.contains(key), "{inside}");
+    assert_no_secrets(&tg, None).await;
+    bot.stop().await;
+}

@@ -251,6 +251,55 @@ impl Daemon for FakeDaemon {
             json!([{"id": "20250101T000000Z", "created": 1_735_689_600u64, "reason": "before-destroy", "used": 4096}]),
         )
     }
+
+    // Keys and ports are slash commands only (no agent tool): the eval's
+    // conversations never reach them, and the fake says so if one did.
+    async fn add_key(&self, _owner: &Owner, _key: &str) -> Result<Value, ApiFailure> {
+        Err(not_in_eval())
+    }
+
+    async fn keys(&self, _owner: &Owner) -> Result<Value, ApiFailure> {
+        Err(not_in_eval())
+    }
+
+    async fn remove_key(&self, _owner: &Owner, _which: &str) -> Result<Value, ApiFailure> {
+        Err(not_in_eval())
+    }
+
+    async fn connect(&self, owner: &Owner, name: &str) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Err(not_in_eval())
+    }
+
+    async fn expose(
+        &self,
+        owner: &Owner,
+        name: &str,
+        _port: u16,
+        _to: &str,
+        _host_port: u16,
+    ) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Err(not_in_eval())
+    }
+
+    async fn unexpose(
+        &self,
+        owner: &Owner,
+        name: &str,
+        _port: u16,
+        _to: &str,
+    ) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Err(not_in_eval())
+    }
+}
+
+fn not_in_eval() -> ApiFailure {
+    ApiFailure::new(
+        ErrorKind::Unsupported,
+        "the eval's fake daemon has no keys or ports",
+    )
 }
 
 /// Remembers what was shown.

@@ -28,9 +28,29 @@ async fn serve(app: &Appliance, name: &str, owner: &str, who: &str) {
 
 /// An HTTP GET of the host's bridge address at `port`, from the appliance.
 fn fetch(port: u16) -> String {
+    fetch_at("10.100.0.1", port)
+}
+
+/// An HTTP GET of `ip:port`, from the appliance.
+fn fetch_at(ip: &str, port: u16) -> String {
     format!(
-        "python3 -c \"import urllib.request\ntry:\n    print(urllib.request.urlopen('http://10.100.0.1:{port}/index.html', timeout=3).read().decode())\nexcept Exception as e:\n    print('failed', e)\" 2>&1"
+        "python3 -c \"import urllib.request\ntry:\n    print(urllib.request.urlopen('http://{ip}:{port}/index.html', timeout=3).read().decode())\nexcept Exception as e:\n    print('failed', e)\" 2>&1"
     )
+}
+
+/// `name`'s IPv4 address on the bridge.
+async fn address_of(app: &Appliance, name: &str, owner: &str) -> String {
+    let m = app.manager().await;
+    let status: Value =
+        serde_json::from_str(&m.status(name, owner).await.expect("status")).expect("json");
+    status["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|a| a.starts_with("10.100.0."))
+        .unwrap_or_else(|| panic!("{name} has no bridge address: {status}"))
+        .to_string()
 }
 
 /// A port of the range is forwarded, by nspawn, to the container it was
@@ -116,6 +136,29 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
         let other = app.sh(&fetch(p)).await;
         assert!(!other.contains("bob-page"), "port {p}: {other}");
     }
+    // Each container's own firewall (NixOS's, which nspawn's DNAT goes
+    // through): Alice's exposed port is open in hers, Bob's unexposed one is
+    // refused by his, even from the host.
+    let alice_ip = address_of(&app, "alice", "telegram:1").await;
+    let bob_ip = address_of(&app, "bob", "telegram:2").await;
+    let direct = app.sh(&fetch_at(&alice_ip, 8080)).await;
+    assert!(direct.contains("alice-page"), "{direct}");
+    let direct = app.sh(&fetch_at(&bob_ip, 8080)).await;
+    assert!(
+        direct.contains("failed") && !direct.contains("bob-page"),
+        "bob's firewall let it in: {direct}"
+    );
+    let rules = app
+        .run_in(
+            "alice",
+            "telegram:1",
+            "/usr/sbin/iptables-nft -w -S nixos-fw",
+        )
+        .await;
+    assert!(
+        rules.contains("--dport 8080 -j nixos-fw-accept") && !rules.contains("--dport 9000"),
+        "{rules}"
+    );
 
     // A destroy takes the exposure with it: Bob may then have the port.
     m.destroy("alice", "telegram:1").await.expect("destroy");
@@ -134,26 +177,80 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     assert_eq!(kind(&e), "InvalidArgument", "{e}");
 }
 
-/// Keys registered once reach the owner's running ssh containers at once
-/// (root's authorized keys, written inside the container), and a removed
-/// one leaves; another owner's container never gets them. `connect` pins
-/// the host key the container has, parsed: what its root writes around it
-/// (a forged ssh_config line) never reaches the block.
+/// `connect` until the container's sshd has made its host key (Busy until then).
+async fn connect_when_ready(app: &Appliance, name: &str, owner: &str) -> Value {
+    let m = app.manager().await;
+    for _ in 0..120 {
+        match m.connect(name, owner).await {
+            Ok(text) => return serde_json::from_str(&text).expect("connect JSON"),
+            Err(e) if kind(&e) == "Busy" => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    }
+    panic!("{name} never got an SSH host key");
+}
+
+/// A real `ssh` from the appliance (the person's laptop) with the block and
+/// known_hosts line `connect` gave, and the private key `identity`:
+/// (success, stdout, stderr). The block's ProxyJump is the appliance itself,
+/// where the test already is, so it is turned off on the command line.
+async fn ssh(app: &Appliance, c: &Value, identity: &str, command: &str) -> (bool, String, String) {
+    let dir = format!("/root/ssh-{}", c["name"].as_str().unwrap_or("x"));
+    let script = format!(
+        "mkdir -p {dir} && cat > {dir}/config <<'EOF'\n{}EOF\n\
+         printf '%s\\n' '{}' > {dir}/known_hosts && \
+         ssh -F {dir}/config -o ProxyJump=none -o UserKnownHostsFile={dir}/known_hosts \
+             -o GlobalKnownHostsFile=/dev/null -o BatchMode=yes -o IdentitiesOnly=yes \
+             -o ConnectTimeout=10 -i {identity} {} '{command}' > {dir}/out 2> {dir}/err; \
+         echo \"rc=$?\"; cat {dir}/out; echo '--stderr--'; cat {dir}/err",
+        c["ssh_config"].as_str().unwrap_or(""),
+        c["known_hosts"].as_str().unwrap_or(""),
+        c["alias"].as_str().unwrap_or(""),
+    );
+    let out = app.sh(&script).await;
+    let (head, rest) = out.split_once('\n').unwrap_or((&out, ""));
+    let (stdout, stderr) = rest.split_once("--stderr--\n").unwrap_or((rest, ""));
+    (head == "rc=0", stdout.to_string(), stderr.to_string())
+}
+
+/// The whole way in, with real sshd inside real containers: a key
+/// registered once lets its owner in as root over ssh with the host key
+/// `connect` pinned (StrictHostKeyChecking), reaches the owner's running
+/// containers at once and never another owner's; a wrong pinned key is
+/// refused by ssh; what the container's root writes around its host key (a
+/// forged ssh_config line) never reaches the block; a removed key no longer
+/// gets in.
 #[tokio::test]
-async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
+async fn a_registered_key_logs_in_over_ssh_with_the_pinned_host_key() {
     let app = Appliance::boot("").await;
     for (name, owner) in [("alice", "telegram:1"), ("bob", "telegram:2")] {
         let spec = format!(r#"{{"name":"{name}","modules":["ssh"]}}"#);
         assert_eq!(app.create(&spec, owner).await["ok"], true);
-        // What modules/ssh.nix's unit makes at boot (the sandbox boots
-        // Debian's /usr, not the module).
-        app.run_in(name, owner, "mkdir -p -m 0755 /run/voxnix/authorized_keys")
-            .await;
     }
+    // The people's laptops: a key pair each.
     let key = app
-        .sh("rm -f /root/id && ssh-keygen -q -t ed25519 -N '' -C alice@laptop -f /root/id && cat /root/id.pub")
+        .sh("rm -f /root/id /root/bob-id && ssh-keygen -q -t ed25519 -N '' -C alice@laptop -f /root/id && \
+             ssh-keygen -q -t ed25519 -N '' -C bob@laptop -f /root/bob-id && cat /root/id.pub")
         .await;
     let key = key.trim();
+    let m = app.manager().await;
+
+    // Before any key: the block comes with a warning that root will not let her in.
+    let c = connect_when_ready(&app, "alice", "telegram:1").await;
+    assert!(
+        c["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("keys add")),
+        "{c}"
+    );
+    let (ok, _, err) = ssh(&app, &c, "/root/id", "true").await;
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "in with no key: {err}"
+    );
+
     let out = app
         .cli(&["--as", "telegram:1", "keys", "add", "/root/id.pub"])
         .await;
@@ -164,22 +261,10 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("updated now: alice"), "{said}");
-    let inside = app
-        .run_in(
-            "alice",
-            "telegram:1",
-            "cat /run/voxnix/authorized_keys/root",
-        )
-        .await;
-    assert_eq!(inside.trim(), key, "alice's root keys");
-    let bobs = app
-        .run_in(
-            "bob",
-            "telegram:2",
-            "cat /run/voxnix/authorized_keys/root 2>&1; true",
-        )
-        .await;
-    assert!(!bobs.contains(key), "bob got alice's key: {bobs}");
+    let bob_key = app.sh("cat /root/bob-id.pub").await;
+    m.add_key(bob_key.trim(), "telegram:2")
+        .await
+        .expect("bob's key");
     // The private half is refused.
     let out = app
         .cli(&["--as", "telegram:1", "keys", "add", "/root/id"])
@@ -192,34 +277,83 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 
-    // connect: no host key yet, then the one the container has.
-    let m = app.manager().await;
-    let e = m.connect("alice", "telegram:1").await.unwrap_err();
-    assert_eq!(kind(&e), "Busy", "{e}");
-    let host_key = app.run_in(
-        "alice",
-        "telegram:1",
-        "mkdir -p /etc/ssh && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && \
-         cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub && \
-         printf 'Host *\\n  ProxyCommand touch /tmp/pwned\\n' >> /etc/ssh/ssh_host_ed25519_key.pub",
-    )
-    .await;
-    let c: Value = serde_json::from_str(&m.connect("alice", "telegram:1").await.expect("connect"))
-        .expect("json");
-    assert_eq!(c["host_key"], host_key.trim(), "{c}");
-    assert_eq!(
-        c["known_hosts"],
-        format!("alice.voxnix {}", host_key.trim())
-    );
+    // The host key connect pins is the one alice's sshd made.
+    let c = connect_when_ready(&app, "alice", "telegram:1").await;
+    assert!(c["warning"].is_null(), "{c}");
+    let made = app
+        .run_in(
+            "alice",
+            "telegram:1",
+            "cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub",
+        )
+        .await;
+    assert_eq!(c["host_key"], made.trim(), "{c}");
+    assert_eq!(c["known_hosts"], format!("alice.voxnix {}", made.trim()));
     assert_eq!(c["via"], "host");
     let block = c["ssh_config"].as_str().unwrap_or("");
     assert!(block.contains("ProxyJump "), "{block}");
     assert!(block.contains("HostName 10.100.0."), "{block}");
-    assert!(!block.contains("ProxyCommand"), "{block}");
+    assert!(block.contains("StrictHostKeyChecking yes"), "{block}");
+
+    // In, as root, in alice (and ssh checked the pinned key to get there).
+    let (ok, out, err) = ssh(&app, &c, "/root/id", "echo in:$(hostname):$(id -u)").await;
+    assert!(ok, "alice's ssh: {out} {err}");
+    assert_eq!(out.trim(), "in:alice:0", "{err}");
+    // Bob's key does not open alice; alice's key does not open bob.
+    let (ok, _, err) = ssh(&app, &c, "/root/bob-id", "true").await;
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "bob into alice: {err}"
+    );
+    let bobs = connect_when_ready(&app, "bob", "telegram:2").await;
+    let (ok, _, err) = ssh(&app, &bobs, "/root/id", "true").await;
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "alice into bob: {err}"
+    );
+    let (ok, out, err) = ssh(&app, &bobs, "/root/bob-id", "hostname").await;
+    assert!(ok && out.trim() == "bob", "bob's ssh: {out} {err}");
+    let inside = app
+        .run_in("bob", "telegram:2", "cat /run/voxnix/authorized_keys/root")
+        .await;
+    assert!(!inside.contains(key), "bob got alice's key: {inside}");
+    // A pinned key that is not alice's (bob's, under alice's name): ssh refuses.
+    let mut wrong = c.clone();
+    wrong["known_hosts"] = Value::String(format!(
+        "alice.voxnix {}",
+        bobs["host_key"].as_str().unwrap_or("")
+    ));
+    let (ok, _, err) = ssh(&app, &wrong, "/root/id", "true").await;
+    assert!(
+        !ok && err.contains("Host key verification failed"),
+        "a wrong pinned key: {err}"
+    );
     let e = m.connect("alice", "telegram:2").await.unwrap_err();
     assert_eq!(kind(&e), "NotFound", "{e}");
 
-    // Removed: gone from the running container at once.
+    // Alice's root rewrites her host key files: without a key, connect is
+    // Busy; around the key, a forged ssh_config line is not taken.
+    app.run_in(
+        "alice",
+        "telegram:1",
+        "mkdir -p /root/keep && mv /etc/ssh/ssh_host_*_key.pub /root/keep/",
+    )
+    .await;
+    let e = m.connect("alice", "telegram:1").await.unwrap_err();
+    assert_eq!(kind(&e), "Busy", "{e}");
+    app.run_in(
+        "alice",
+        "telegram:1",
+        "mv /root/keep/* /etc/ssh/ && \
+         printf 'Host *\\n  ProxyCommand touch /tmp/pwned\\n' >> /etc/ssh/ssh_host_ed25519_key.pub",
+    )
+    .await;
+    let forged = connect_when_ready(&app, "alice", "telegram:1").await;
+    assert_eq!(forged["host_key"], c["host_key"], "{forged}");
+    let block = forged["ssh_config"].as_str().unwrap_or("");
+    assert!(!block.contains("ProxyCommand"), "{block}");
+
+    // Removed: gone from the running container at once, and ssh no longer gets in.
     let out = app
         .cli(&["--as", "telegram:1", "keys", "remove", "alice@laptop"])
         .await;
@@ -236,9 +370,80 @@ async fn keys_reach_the_owners_containers_and_connect_pins_the_host_key() {
         )
         .await;
     assert!(!inside.contains(key), "{inside}");
+    let (ok, _, err) = ssh(&app, &c, "/root/id", "true").await;
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "in after removal: {err}"
+    );
     let e = m
         .remove_key("alice@laptop", "telegram:1")
         .await
         .unwrap_err();
     assert_eq!(kind(&e), "NotFound", "{e}");
+}
+
+/// nix/open-exposed-ports.sh, which a container's firewall runs at start
+/// (NixOS's extraCommands, the nftables unit, the sandbox's stand-in), with
+/// the real iptables and nft, in a network namespace of its own: it opens
+/// the listed ports in NixOS's chains, and nothing that is not a whole port
+/// number reaches a command.
+#[test]
+fn the_firewall_script_opens_only_port_numbers() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let marker = dir.path().join("pwned");
+    let cred = dir.path().join("voxnix-personal");
+    std::fs::write(
+        &cred,
+        serde_json::json!({
+            "git": {"user_name": "Ada"},
+            "_voxnix": {"open_tcp_ports": [
+                8080, 443, format!("22; touch {}", marker.display()), 70000, 1.5, 0, -1
+            ]}
+        })
+        .to_string(),
+    )
+    .expect("credential");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/open-exposed-ports.sh");
+    let run = format!(
+        "set -e
+         for t in iptables ip6tables; do $t -w -N nixos-fw-accept; $t -w -N nixos-fw; done
+         sh {script} {cred} iptables /usr/bin/jq
+         nft add table inet nixos-fw
+         nft add chain inet nixos-fw input-allow
+         sh {script} {cred} nft /usr/bin/jq
+         sh {script} {dir}/absent iptables /usr/bin/jq
+         echo '--rules--'
+         iptables -w -S nixos-fw; ip6tables -w -S nixos-fw; nft list chain inet nixos-fw input-allow",
+        cred = cred.display(),
+        dir = dir.path().display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &run])
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = text.split("--rules--").nth(1).unwrap_or("");
+    for port in ["8080", "443"] {
+        // IPv4, IPv6, nft: each once.
+        assert_eq!(
+            rules
+                .matches(&format!("--dport {port} -j nixos-fw-accept"))
+                .count(),
+            2,
+            "{rules}"
+        );
+        assert!(
+            rules.contains(&format!("tcp dport {port} accept")),
+            "{rules}"
+        );
+    }
+    for not_a_port in ["dport 22", "70000", "dport 0", "dport 1 "] {
+        assert!(!rules.contains(not_a_port), "{not_a_port}: {rules}");
+    }
+    assert!(!marker.exists(), "a string ran as a command");
 }

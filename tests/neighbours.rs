@@ -101,13 +101,18 @@ async fn one_owners_container_cannot_reach_anothers() {
         );
     }
     let bob = ipv4_of(&app, "bob", "telegram:2").await;
-    // Bob serves something on all addresses, as code-server does.
-    let serving = app.run_in(
-        "bob",
-        "telegram:2",
-        "systemd-run --unit=web python3 -m http.server 8080 --bind 0.0.0.0 && sleep 1 && echo up",
-    )
-    .await;
+    // Bob serves something on all addresses, and opens it in his
+    // container's own firewall, as code-server with open_firewall does (and
+    // as any root of a container may): only the bridge stands between his
+    // port and Alice.
+    let serving = app
+        .run_in(
+            "bob",
+            "telegram:2",
+            "/usr/sbin/iptables-nft -w -I nixos-fw 1 -p tcp --dport 8080 -j nixos-fw-accept && \
+         systemd-run --unit=web python3 -m http.server 8080 --bind 0.0.0.0 && sleep 1 && echo up",
+        )
+        .await;
     assert!(serving.contains("up"), "{serving}");
     // The host reaches it (the way an exposed port would)...
     let from_host = app

@@ -312,9 +312,15 @@ fn mk_container(spec: &Value) -> Result<Value, String> {
     let f = spec_file(tmp.path(), spec);
     eval_expr(&format!(
         r#"let
-          lib = {{ mkOption = x: x; types = {{ attrs = "attrs"; str = "str"; listOf = t: t; attrsOf = t: t; }}; }};
+          lib = {{
+            mkOption = x: x;
+            mkIf = condition: content: {{ _type = "if"; inherit condition content; }};
+            types = {{ attrs = "attrs"; str = "str"; listOf = t: t; attrsOf = t: t; }};
+          }};
+          pkgs = {{ writeText = name: _: "/nix/store/fake-${{name}}"; bash = "/nix/store/fake-bash"; jq = "/nix/store/fake-jq"; }};
+          config = {{ networking.nftables.enable = false; }};
           module = (import (repo + "/nix/mkContainer.nix") {{ }}) {f};
-          m = module {{ inherit lib; pkgs = {{ }}; }};
+          m = module {{ inherit lib pkgs config; }};
         in {{
           inherit (m.config) voxnix boot networking system;
           etc = m.config.environment.etc."voxnix/spec.json".text;

@@ -737,7 +737,21 @@ fn host_ports_for_expose_reach_the_daemon_and_the_firewall() {
     let (config, value) = config_toml(&x);
     assert_eq!(value["expose_host_ports"].as_str(), Some("20000-20099"));
     assert_eq!(config.expose_host_ports, "20000-20099");
-    let fw = firewall(&x);
+    // Nothing opened by default: nspawn's DNAT sends that traffic through
+    // the forward path, not the host's input rules.
+    assert_eq!(
+        firewall(&x)["allowedTCPPortRanges"],
+        serde_json::json!([]),
+        "{}",
+        firewall(&x)
+    );
+
+    // openFirewall = true: the range opened too.
+    let open = host("cases.exposeOpenFirewall");
+    assert_eq!(open["failedAssertions"], Json::Array(vec![]));
+    let (config, _) = config_toml(&open);
+    assert_eq!(config.expose_host_ports, "20000-20099");
+    let fw = firewall(&open);
     assert_eq!(
         fw["allowedTCPPortRanges"],
         serde_json::json!([{ "from": 20000, "to": 20099 }]),
@@ -751,17 +765,6 @@ fn host_ports_for_expose_reach_the_daemon_and_the_firewall() {
         fw["interfaces"]["br-vox"]["allowedTCPPortRanges"],
         serde_json::json!([]),
         "{fw}"
-    );
-
-    // openFirewall = false: the daemon still has the range, the firewall
-    // opens nothing.
-    let closed = host("cases.exposeClosedFirewall");
-    assert_eq!(closed["failedAssertions"], Json::Array(vec![]));
-    let (config, _) = config_toml(&closed);
-    assert_eq!(config.expose_host_ports, "20000-20099");
-    assert_eq!(
-        firewall(&closed)["allowedTCPPortRanges"],
-        serde_json::json!([])
     );
 
     // Off by default: the daemon's empty default, nothing opened.
@@ -948,6 +951,45 @@ fn every_setting_of_every_module_reaches_the_configuration() {
     );
     let spec: Json = serde_json::from_str(s["etc"]["voxnix/spec.json"].as_str().unwrap()).unwrap();
     assert_eq!(spec["settings"]["ssh"]["port"], 2222);
+}
+
+/// A port the host forwards (expose --to host) arrives on the container's
+/// eth0, where its firewall would refuse it: the firewall opens the exposed
+/// ports from the credential at start, with NixOS's iptables firewall (the
+/// default) in its extraCommands, with an nftables one from a unit after
+/// nftables.service. Either way the same script, which the sandbox's
+/// stand-in firewall runs too.
+#[test]
+fn the_container_firewall_opens_the_ports_the_host_forwards() {
+    let script = "/run/credentials/@system/voxnix-personal";
+    let c = container_ok("none");
+    let cfg = &c["config"];
+    assert_eq!(cfg["networking"]["firewall"]["enable"], true);
+    let extra = cfg["networking"]["firewall"]["extraCommands"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        extra.contains("voxnix-open-exposed-ports.sh")
+            && extra.contains(&format!("{script} iptables"))
+            && extra.contains("jq-1.7.1/bin/jq"),
+        "{extra}"
+    );
+    assert!(
+        cfg["systemd"]["services"]["voxnix-exposed-ports"].is_null(),
+        "no unit with the iptables firewall"
+    );
+
+    let nft = container_ok("nftablesFirewall");
+    let cfg = &nft["config"];
+    assert_eq!(
+        cfg["networking"]["firewall"]["extraCommands"], "",
+        "nixpkgs refuses extraCommands with the nftables firewall"
+    );
+    let unit = &cfg["systemd"]["services"]["voxnix-exposed-ports"];
+    let start = unit["serviceConfig"]["ExecStart"].as_str().unwrap_or("");
+    assert!(start.contains(&format!("{script} nft")), "{unit}");
+    assert_eq!(unit["after"], serde_json::json!(["nftables.service"]));
+    assert_eq!(unit["partOf"], serde_json::json!(["nftables.service"]));
 }
 
 /// VS Code/Cursor Remote-SSH and JetBrains Gateway download servers linked

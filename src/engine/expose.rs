@@ -233,11 +233,21 @@ impl Engine {
             .get(&record.name)
             .map_err(io("reading a record"))?;
         let text = self.render_conf(record)?;
-        self.records.put(record).map_err(io("writing the record"))?;
-        if let Err(e) = self.confs.write(&record.name, &text) {
+        // The personal file first: the conf may name it from now on, and it
+        // holds the ports the container's firewall opens at its next start.
+        self.write_personal(record)?;
+        let undo = |before: &Option<Record>| {
             if let Some(before) = before {
-                let _ = self.records.put(&before);
+                let _ = self.records.put(before);
+                let _ = self.write_personal(before);
             }
+        };
+        if let Err(e) = self.records.put(record) {
+            undo(&before);
+            return Err(EngineError::HostError(format!("writing the record: {e}")));
+        }
+        if let Err(e) = self.confs.write(&record.name, &text) {
+            undo(&before);
             return Err(EngineError::HostError(format!(
                 "writing the conf file: {e}"
             )));

@@ -49,6 +49,23 @@ use spec::ContainerSpec;
 /// The module whose root logins take the owner's registered keys.
 const SSH_MODULE: &str = "ssh";
 
+/// The personal file's key for what the host tells the container (not a
+/// module's settings; a module file cannot be named so).
+const HOST_WORD: &str = "_voxnix";
+
+/// The container ports forwarded from host ports, sorted, each once.
+fn host_exposed_ports(record: &Record) -> Vec<u16> {
+    let mut ports: Vec<u16> = record
+        .exposed
+        .iter()
+        .filter(|e| e.host_port.is_some())
+        .map(|e| e.port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// Which containers a caller may see and act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -334,19 +351,32 @@ impl Engine {
     }
 
     /// Whether the container is handed a personal file at all: it has
-    /// personal settings, or the `ssh` module (whose root keys are the
-    /// owner's registered keys, which change without the conf changing).
-    fn has_personal(&self, spec: &ContainerSpec) -> bool {
-        spec.modules.iter().any(|m| m == SSH_MODULE) || !self.personal_settings(spec).is_empty()
+    /// personal settings, the `ssh` module (whose root keys are the owner's
+    /// registered keys, which change without the conf changing), or host
+    /// ports forwarded to it (which its firewall opens from the file).
+    fn has_personal(&self, record: &Record) -> bool {
+        record.spec.modules.iter().any(|m| m == SSH_MODULE)
+            || !host_exposed_ports(record).is_empty()
+            || !self.personal_settings(&record.spec).is_empty()
     }
 
-    /// The personal file's contents for `record`: its personal settings and,
-    /// with the `ssh` module, its owner's registered keys added to root's.
+    /// The personal file's contents for `record`: its personal settings;
+    /// with the `ssh` module, its owner's registered keys added to root's;
+    /// and under `_voxnix` (not a module: the host's word to the container)
+    /// the container ports the host forwards to it, which
+    /// nix/open-exposed-ports.sh opens in its firewall at start.
     fn personal_for(
         &self,
         record: &Record,
     ) -> Result<serde_json::Map<String, serde_json::Value>, EngineError> {
         let mut map = self.personal_settings(&record.spec);
+        let forwarded = host_exposed_ports(record);
+        if !forwarded.is_empty() {
+            map.insert(
+                HOST_WORD.into(),
+                serde_json::json!({ "open_tcp_ports": forwarded }),
+            );
+        }
         if record.spec.modules.iter().any(|m| m == SSH_MODULE) {
             let registered = self
                 .owner_keys
@@ -733,7 +763,7 @@ impl Engine {
     /// The conf file NixOS's `container@.service` reads for `record`.
     fn render_conf(&self, record: &Record) -> Result<String, EngineError> {
         let mut flags = Vec::new();
-        if self.has_personal(&record.spec) {
+        if self.has_personal(record) {
             // Read by nspawn from the host's file at each start; in the
             // container only as a credential, never in the store.
             flags.push(format!(

@@ -32,6 +32,33 @@ const UNITS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Units every container of the sandbox boots with (they live in the
+/// appliance's /usr, which containers boot): stand-ins for what a voxnix NixOS
+/// container's system holds, each skipping itself where the original would
+/// not exist (the appliance, a container without the module).
+const CONTAINER_UNITS: &[(&str, &str, &str)] = &[
+    (
+        "voxnix-sandbox-firewall.service",
+        include_str!("assets/voxnix-sandbox-firewall.service"),
+        "sysinit.target",
+    ),
+    (
+        "voxnix-sandbox-personal.service",
+        include_str!("assets/voxnix-sandbox-personal.service"),
+        "multi-user.target",
+    ),
+    (
+        "voxnix-sandbox-ssh-keys.service",
+        include_str!("assets/voxnix-sandbox-ssh-keys.service"),
+        "multi-user.target",
+    ),
+    (
+        "voxnix-sandbox-sshd.service",
+        include_str!("assets/voxnix-sandbox-sshd.service"),
+        "multi-user.target",
+    ),
+];
+
 fn put(seed: &Path, path: &str, contents: &[u8], mode: u32) -> Result<(), SandboxError> {
     let rel = path.trim_start_matches('/');
     let target = seed.join(rel);
@@ -116,6 +143,55 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         lease_hook("/usr/sbin/nft").as_bytes(),
         0o755,
     )?;
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/sshd_config",
+        include_bytes!("assets/sshd_config"),
+        0o644,
+    )?;
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/pam-sshd",
+        include_bytes!("assets/pam-sshd"),
+        0o644,
+    )?;
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/firewall-start",
+        include_bytes!("assets/firewall-start"),
+        0o755,
+    )?;
+    // `iptables` as NixOS's firewall has it on its PATH. Debian's is a link
+    // through /etc/alternatives, which a container's own /etc lacks.
+    let bin = seed.join("usr/lib/voxnix-sandbox/bin");
+    fs::create_dir_all(&bin).map_err(io_err("creating the sandbox's bin"))?;
+    for tool in ["iptables", "ip6tables"] {
+        let link = bin.join(tool);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("/usr/sbin/{tool}-nft"), &link)
+            .map_err(io_err(format!("linking {tool}")))?;
+    }
+    // The script mkContainer's firewall runs, the same file.
+    put(
+        seed,
+        "/usr/lib/voxnix-sandbox/open-exposed-ports.sh",
+        include_bytes!("../../nix/open-exposed-ports.sh"),
+        0o644,
+    )?;
+    for (name, text, target) in CONTAINER_UNITS {
+        put(
+            seed,
+            &format!("/usr/lib/systemd/system/{name}"),
+            text.as_bytes(),
+            0o644,
+        )?;
+        let vendor_wants = seed.join(format!("usr/lib/systemd/system/{target}.wants"));
+        fs::create_dir_all(&vendor_wants).map_err(io_err("creating the vendor wants"))?;
+        let link = vendor_wants.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(format!("../{name}"), &link)
+            .map_err(io_err(format!("enabling {name} for containers")))?;
+    }
     // No getty: the appliance shares the host's /dev, so getty@tty1 would
     // open the host's console, and parallel appliances' gettys hang each
     // other up until systemd gives up (a degraded boot, seen in CI).

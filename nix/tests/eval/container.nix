@@ -17,18 +17,22 @@ let
   library = import (root + "/nix/library.nix") { modulesDir = root + "/modules"; };
   mkContainer = import (root + "/nix/mkContainer.nix") { inherit library; };
 
-  evalContainer = spec: lib.evalModules {
+  # `extra`: NixOS settings of the container beside the spec's (as a module
+  # could set them).
+  evalContainerWith = extra: spec: lib.evalModules {
     modules = [
       ./nixos-options.nix
       { _module.args.pkgs = pkgs; }
       (mkContainer spec)
-    ];
+    ] ++ extra;
   };
+  evalContainer = evalContainerWith [ ];
 
   plain = import ./plain.nix;
 
-  run = spec:
-    let config = (evalContainer spec).config; in
+  run = runWith [ ];
+  runWith = extra: spec:
+    let config = (evalContainerWith extra spec).config; in
     {
       config = plain (builtins.removeAttrs config [ "_module" ]);
       failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
@@ -67,6 +71,9 @@ in
       all = run (base "all" { modules = library.names; });
       everySetting = run (base "settings" { modules = library.names; settings = allSettings; state_version = "24.11"; });
       workspaceFlag = run (base "ws" { modules = [ "git" ]; workspace = true; });
+      # A container whose firewall is nftables-based (a module could turn
+      # it on): the exposed ports are opened by a unit instead.
+      nftablesFirewall = runWith [ { networking.nftables.enable = true; } ] (base "nft" { });
       # ssh without the remote editors' loader (nix-ld).
       sshNoEditors = run (base "noed" { modules = [ "ssh" ]; settings.ssh.editors = false; });
       # The same container for two owners with different personal settings:

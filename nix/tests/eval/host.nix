@@ -140,11 +140,12 @@ let
     networkManager = run { networking.networkmanager.enable = true; };
     oldStateVersion = run { system.stateVersion = "21.11"; };
     extraModuleDir = run { services.voxnix.extraModules.my-dir = ./fixtures/extra-modules/my-dir; };
-    # Host ports for `voxnix expose --to host`: the daemon's range, and the
-    # host firewall open for it unless told not to.
+    # Host ports for `voxnix expose --to host`: the daemon's range; the host
+    # firewall's input rules opened for it only when asked (forwarded
+    # traffic never meets them).
     exposeHostPorts = run { services.voxnix.expose.hostPorts = { from = 20000; to = 20099; }; };
-    exposeClosedFirewall = run {
-      services.voxnix.expose = { hostPorts = { from = 20000; to = 20099; }; openFirewall = false; };
+    exposeOpenFirewall = run {
+      services.voxnix.expose = { hostPorts = { from = 20000; to = 20099; }; openFirewall = true; };
     };
   };
 

@@ -252,10 +252,12 @@ in
       };
       firewall = firewallPorts // {
         enable = bool true;
+        extraCommands = opt types.lines "";
         trustedInterfaces = strs;
         checkReversePath = opt (types.either types.bool (types.enum [ "strict" "loose" ])) true;
         interfaces = opt (types.attrsOf (types.submodule { options = firewallPorts; })) { };
       };
+      nftables.enable = bool false;
       nat = {
         enable = bool false;
         internalInterfaces = strs;

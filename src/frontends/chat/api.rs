@@ -195,6 +195,21 @@ impl ApiFailure {
         s
     }
 
+    /// As `summary`, for requests whose daemon messages say what to do
+    /// themselves (keys, ports): the kind's advice, written for containers
+    /// ("no container of that name"), is left out when the message is shown.
+    pub fn summary_as_told(&self, action: &str) -> String {
+        if self.kind.message_is_for_people() && !self.message.is_empty() {
+            tracing::warn!(action, kind = self.kind.as_str(), message = %redact(&self.message), "request failed");
+            format!(
+                "Could not {action}: {}.",
+                self.message.trim_end_matches('.')
+            )
+        } else {
+            self.summary(action)
+        }
+    }
+
     /// What the model is told: the kind, the daemon's message when it helps,
     /// and what to tell the person.
     pub fn for_model(&self) -> Value {
@@ -313,6 +328,32 @@ pub trait Daemon: Send + Sync + 'static {
     fn snapshot(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
     /// A container's workspace snapshots (the daemon's JSON array).
     fn snapshots(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
+    /// Registers an SSH public key of the owner (`AddKey`; the daemon's JSON).
+    fn add_key(&self, owner: &Owner, key: &str) -> impl Future<Output = R<Value>> + Send;
+    /// The owner's SSH keys (`Keys`; a JSON array).
+    fn keys(&self, owner: &Owner) -> impl Future<Output = R<Value>> + Send;
+    /// Removes keys by number, fingerprint or comment (`RemoveKey`).
+    fn remove_key(&self, owner: &Owner, which: &str) -> impl Future<Output = R<Value>> + Send;
+    /// How to get into a container with ssh (`Connect`; the daemon's JSON).
+    fn connect(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
+    /// Shares a port of a container (`Expose`; `to` is `host` or `tailnet`,
+    /// `host_port` 0 to let the daemon choose).
+    fn expose(
+        &self,
+        owner: &Owner,
+        name: &str,
+        port: u16,
+        to: &str,
+        host_port: u16,
+    ) -> impl Future<Output = R<Value>> + Send;
+    /// Stops sharing it (`Unexpose`; `to` empty for whichever it is).
+    fn unexpose(
+        &self,
+        owner: &Owner,
+        name: &str,
+        port: u16,
+        to: &str,
+    ) -> impl Future<Output = R<Value>> + Send;
     /// Administrators only: the daemon answers root, or a front end acting
     /// for an owner it lists as an admin (`admin_owners`, the Telegram admins).
     fn host_health(&self, owner: &Owner) -> impl Future<Output = R<Value>> + Send;
@@ -554,6 +595,51 @@ impl Daemon for DbusDaemon {
 
     async fn snapshot(&self, owner: &Owner, name: &str) -> R<Value> {
         json(&bus(self.proxy.snapshot(name, owner.as_str()).await)?)
+    }
+
+    async fn add_key(&self, owner: &Owner, key: &str) -> R<Value> {
+        json(&bus(self.proxy.add_key(key, owner.as_str()).await)?)
+    }
+
+    async fn keys(&self, owner: &Owner) -> R<Value> {
+        json(&bus(self.proxy.keys(owner.as_str()).await)?)
+    }
+
+    async fn remove_key(&self, owner: &Owner, which: &str) -> R<Value> {
+        json(&bus(self.proxy.remove_key(which, owner.as_str()).await)?)
+    }
+
+    async fn connect(&self, owner: &Owner, name: &str) -> R<Value> {
+        json(&bus(self.proxy.connect(name, owner.as_str()).await)?)
+    }
+
+    async fn expose(
+        &self,
+        owner: &Owner,
+        name: &str,
+        port: u16,
+        to: &str,
+        host_port: u16,
+    ) -> R<Value> {
+        let r = self
+            .proxy
+            .expose(
+                name,
+                owner.as_str(),
+                u32::from(port),
+                to,
+                u32::from(host_port),
+            )
+            .await;
+        json(&bus(r)?)
+    }
+
+    async fn unexpose(&self, owner: &Owner, name: &str, port: u16, to: &str) -> R<Value> {
+        let r = self
+            .proxy
+            .unexpose(name, owner.as_str(), u32::from(port), to)
+            .await;
+        json(&bus(r)?)
     }
 
     async fn snapshots(&self, owner: &Owner, name: &str) -> R<Value> {

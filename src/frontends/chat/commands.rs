@@ -29,6 +29,26 @@ pub enum Command {
         name: String,
         lines: u32,
     },
+    /// `/keys`: the owner's registered SSH keys.
+    Keys,
+    /// `/keys add KEY`: the key line as pasted.
+    AddKey(PastedKey),
+    /// `/keys remove WHICH`: a number, fingerprint or comment.
+    RemoveKey(String),
+    /// `/connect NAME`: the ssh_config block and known_hosts line.
+    Connect(String),
+    /// `/expose NAME PORT [host|tailnet]`.
+    Expose {
+        name: String,
+        port: u16,
+        to: &'static str,
+    },
+    /// `/unexpose NAME PORT [host|tailnet]` (`to` empty: whichever it is).
+    Unexpose {
+        name: String,
+        port: u16,
+        to: &'static str,
+    },
     Modules,
     Storage,
     Reset,
@@ -37,6 +57,40 @@ pub enum Command {
     Usage(&'static str),
     /// Not a command this bot knows.
     Unknown(String),
+}
+
+/// What a person pasted after `/keys add`. Its `Debug` (the command log)
+/// shows only its length: a person who pastes their private key by mistake
+/// must not find it in the host's log as well.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PastedKey(pub String);
+
+impl std::fmt::Debug for PastedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PastedKey(<{} chars>)", self.0.chars().count())
+    }
+}
+
+const EXPOSE_USAGE: &str = "/expose NAME PORT [host|tailnet]  e.g. /expose dev 8080 (host: a port of the host; tailnet: its Tailscale address only)";
+const UNEXPOSE_USAGE: &str = "/unexpose NAME PORT [host|tailnet]";
+
+/// `NAME PORT [host|tailnet]` of /expose and /unexpose.
+fn port_args(args: &[String], default_to: &'static str) -> Option<(String, u16, &'static str)> {
+    let (name, port, to) = match args {
+        [name, port] => (name, port, default_to),
+        [name, port, to] => (
+            name,
+            port,
+            match to.to_ascii_lowercase().as_str() {
+                "host" => "host",
+                "tailnet" => "tailnet",
+                _ => return None,
+            },
+        ),
+        _ => return None,
+    };
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    Some((name.clone(), port, to))
 }
 
 /// The commands, for `/help` and Telegram's command menu: (command, arguments, what it does).
@@ -59,6 +113,18 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("status", "NAME", "details of a container"),
     ("logs", "NAME [N]", "last log lines of a container"),
+    (
+        "keys",
+        "[add KEY | remove WHICH]",
+        "your SSH public keys, for all your ssh containers",
+    ),
+    ("connect", "NAME", "the ssh config to get into a container"),
+    (
+        "expose",
+        "NAME PORT [host|tailnet]",
+        "share a port of a container on a host port or your tailnet",
+    ),
+    ("unexpose", "NAME PORT", "stop sharing a port"),
     ("modules", "", "modules a container can be built from"),
     ("storage", "", "your storage use"),
     ("reset", "", "forget our conversation"),
@@ -119,6 +185,28 @@ pub fn parse(text: &str) -> Option<Command> {
                 _ => Command::Usage("/logs NAME [N]  (N from 1 to 1000)"),
             },
             _ => Command::Usage("/logs NAME [N]  (N from 1 to 1000)"),
+        },
+        "keys" | "key" => match args.split_first() {
+            None => Command::Keys,
+            Some((verb, rest)) => match verb.to_ascii_lowercase().as_str() {
+                "list" if rest.is_empty() => Command::Keys,
+                "add" if !rest.is_empty() => Command::AddKey(PastedKey(rest.join(" "))),
+                "remove" | "rm" | "delete" if !rest.is_empty() => {
+                    Command::RemoveKey(rest.join(" "))
+                }
+                _ => Command::Usage(
+                    "/keys, /keys add ssh-ed25519 AAAA... you@laptop, /keys remove NUMBER|COMMENT",
+                ),
+            },
+        },
+        "connect" | "ssh" => one("/connect NAME", Command::Connect),
+        "expose" => match port_args(&args, "host") {
+            Some((name, port, to)) => Command::Expose { name, port, to },
+            None => Command::Usage(EXPOSE_USAGE),
+        },
+        "unexpose" => match port_args(&args, "") {
+            Some((name, port, to)) => Command::Unexpose { name, port, to },
+            None => Command::Usage(UNEXPOSE_USAGE),
         },
         "modules" => Command::Modules,
         "storage" => Command::Storage,
@@ -183,6 +271,68 @@ mod tests {
             Some(Command::Unknown("frobnicate".into()))
         );
         assert_eq!(parse("/reset"), Some(Command::Reset));
+    }
+
+    #[test]
+    fn keys_connect_and_ports_parse() {
+        assert_eq!(parse("/keys"), Some(Command::Keys));
+        assert_eq!(parse("/keys list"), Some(Command::Keys));
+        // A pasted key keeps its words; a line break after `add` is fine.
+        assert_eq!(
+            parse("/keys add\nssh-ed25519 AAAAC3 me@laptop"),
+            Some(Command::AddKey(PastedKey(
+                "ssh-ed25519 AAAAC3 me@laptop".into()
+            )))
+        );
+        assert!(matches!(parse("/keys add"), Some(Command::Usage(_))));
+        assert!(matches!(parse("/keys frob"), Some(Command::Usage(_))));
+        assert_eq!(
+            parse("/keys remove 2"),
+            Some(Command::RemoveKey("2".into()))
+        );
+        assert_eq!(parse("/connect dev"), Some(Command::Connect("dev".into())));
+        assert!(matches!(parse("/connect"), Some(Command::Usage(_))));
+        assert_eq!(
+            parse("/expose dev 8080"),
+            Some(Command::Expose {
+                name: "dev".into(),
+                port: 8080,
+                to: "host"
+            })
+        );
+        assert_eq!(
+            parse("/expose dev 3000 Tailnet"),
+            Some(Command::Expose {
+                name: "dev".into(),
+                port: 3000,
+                to: "tailnet"
+            })
+        );
+        for bad in [
+            "/expose dev",
+            "/expose dev 0",
+            "/expose dev 70000",
+            "/expose dev 80 moon",
+        ] {
+            assert!(matches!(parse(bad), Some(Command::Usage(_))), "{bad}");
+        }
+        assert_eq!(
+            parse("/unexpose dev 8080"),
+            Some(Command::Unexpose {
+                name: "dev".into(),
+                port: 8080,
+                to: ""
+            })
+        );
+    }
+
+    #[test]
+    fn a_pasted_key_is_not_in_the_command_log() {
+        let secret = "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAA";
+        let cmd = parse(&format!("/keys add {secret}")).expect("a command");
+        let logged = format!("{cmd:?}");
+        assert!(!logged.contains("b3BlbnNzaC1rZXktdjEAAAAA"), "{logged}");
+        assert!(logged.contains("chars"), "{logged}");
     }
 
     #[test]

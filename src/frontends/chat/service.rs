@@ -59,10 +59,35 @@ impl Session {
     }
 }
 
+/// A piece of a reply with text to copy as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    /// Shown as a block the person copies whole (an ssh_config block).
+    Code(String),
+}
+
+/// The parts as one plain text: each on its own lines, code unchanged.
+pub fn plain_text(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) | Part::Code(t) => t.trim_end_matches('\n'),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How a front end shows things.
 pub trait Ui: Send + Sync {
     /// A reply.
     fn say(&self, text: &str) -> impl Future<Output = ()> + Send;
+    /// A reply with blocks to copy; plain text where the front end has no
+    /// such blocks.
+    fn say_parts(&self, parts: &[Part]) -> impl Future<Output = ()> + Send {
+        let text = plain_text(parts);
+        async move { self.say(&text).await }
+    }
     /// A step of a create of `name`: the first starts a progress display,
     /// later ones update it.
     fn progress(&self, name: &str, step: &Progress) -> impl Future<Output = ()> + Send;
@@ -271,6 +296,61 @@ impl<D: Daemon> ChatService<D> {
                         }
                     }
                     Err(f) => f.summary(&format!("read the logs of {name}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Keys => {
+                let text = match self.daemon.keys(owner).await {
+                    Ok(v) => format_keys(&v),
+                    Err(f) => f.summary_as_told("list your SSH keys"),
+                };
+                ui.say(&text).await;
+            }
+            Command::AddKey(key) => {
+                let text = match self.daemon.add_key(owner, &key.0).await {
+                    Ok(v) => format_key_change(&v, "Added"),
+                    Err(f) => {
+                        let mut t = f.summary_as_told("add that key");
+                        if key.0.contains("PRIVATE KEY") {
+                            t.push_str(
+                                "\nDelete the message you sent it in, so it is not kept in this chat.",
+                            );
+                        }
+                        t
+                    }
+                };
+                ui.say(&text).await;
+            }
+            Command::RemoveKey(which) => {
+                let text = match self.daemon.remove_key(owner, &which).await {
+                    Ok(v) => format_key_change(&v, "Removed"),
+                    Err(f) => f.summary_as_told("remove that key"),
+                };
+                ui.say(&text).await;
+            }
+            Command::Connect(n) => match self.daemon.connect(owner, &n).await {
+                Ok(v) => ui.say_parts(&connect_parts(&v, &n)).await,
+                Err(f) => ui.say(&f.summary_as_told(&format!("connect to {n}"))).await,
+            },
+            Command::Expose { name, port, to } => {
+                let text = match self.daemon.expose(owner, &name, port, to, 0).await {
+                    Ok(v) => format_exposed(&v, &name, port),
+                    Err(f) => f.summary_as_told(&format!("expose port {port} of {name}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Unexpose { name, port, to } => {
+                let text = match self.daemon.unexpose(owner, &name, port, to).await {
+                    Ok(v) => {
+                        let mut t = format!("{name}:{port} is no longer shared.");
+                        if v["pending_restart"] == Value::Bool(true) {
+                            t.push_str(&format!(
+                                " The host forwards it until {name}'s next start: /restart {name}"
+                            ));
+                        }
+                        t
+                    }
+                    Err(f) => f.summary_as_told(&format!("stop sharing port {port} of {name}")),
                 };
                 ui.say(&text).await;
             }
@@ -970,6 +1050,9 @@ fn format_status(v: &Value) -> String {
         )),
         _ => {}
     }
+    if let Some(ports) = crate::frontends::format::exposed_ports(v) {
+        t.push_str(&format!("Exposed: {ports}\n"));
+    }
     if let Some(u) = v["uptime_secs"].as_u64() {
         t.push_str(&format!("Up for: {}\n", human_duration(u)));
     }
@@ -982,6 +1065,108 @@ fn format_status(v: &Value) -> String {
     if let Some(os) = v["os_release"]["PRETTY_NAME"].as_str() {
         t.push_str(&format!("OS: {os}\n"));
     }
+    t
+}
+
+/// `/keys`: the registered keys, numbered as `/keys remove` takes them.
+fn format_keys(v: &Value) -> String {
+    let keys = v.as_array().cloned().unwrap_or_default();
+    if keys.is_empty() {
+        return "You have no SSH keys yet. Send your public key (the one line of ~/.ssh/id_ed25519.pub on your computer):\n/keys add ssh-ed25519 AAAA... you@laptop".into();
+    }
+    let mut t = String::from(
+        "Your SSH keys (each lets you in as root to your containers with the ssh module):\n",
+    );
+    for (i, k) in keys.iter().enumerate() {
+        t.push_str(&format!(
+            "{}. {} {} {}\n",
+            i + 1,
+            k["algorithm"].as_str().unwrap_or("-"),
+            k["fingerprint"].as_str().unwrap_or("-"),
+            k["comment"].as_str().unwrap_or("")
+        ));
+    }
+    t.push_str("/keys remove NUMBER takes one away.");
+    t
+}
+
+/// What `/keys add` or `/keys remove` did, and where it took effect.
+fn format_key_change(v: &Value, verb: &str) -> String {
+    let mut t = String::new();
+    for k in v["keys"].as_array().into_iter().flatten() {
+        let what = format!(
+            "{} {}",
+            k["fingerprint"].as_str().unwrap_or("-"),
+            k["comment"].as_str().unwrap_or("")
+        );
+        if v["changed"] == Value::Bool(true) {
+            t.push_str(&format!("{verb} {}.\n", what.trim()));
+        } else {
+            t.push_str(&format!("{} is already registered.\n", what.trim()));
+        }
+    }
+    let names = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect()
+    };
+    let now = names("applied_to");
+    if !now.is_empty() {
+        t.push_str(&format!(
+            "Running containers have it now: {}\n",
+            now.join(", ")
+        ));
+    }
+    let later = names("at_next_start");
+    if !later.is_empty() {
+        t.push_str(&format!(
+            "Taken at their next start: {}\n",
+            later.join(", ")
+        ));
+    }
+    if verb == "Added" && v["changed"] == Value::Bool(true) {
+        t.push_str("/connect NAME gives the ssh config for a container.");
+    }
+    t.trim_end().to_string()
+}
+
+/// `/connect`: the two things to paste, each as a block to copy whole.
+fn connect_parts(v: &Value, name: &str) -> Vec<Part> {
+    let alias = v["alias"].as_str().unwrap_or(name);
+    let mut parts = vec![
+        Part::Text(format!(
+            "To get into {name} from your computer, add this to ~/.ssh/config:"
+        )),
+        Part::Code(v["ssh_config"].as_str().unwrap_or("").to_string()),
+        Part::Text(format!(
+            "and this line to ~/.ssh/known_hosts ({name}'s host key, so ssh knows it is really {name}):"
+        )),
+        Part::Code(v["known_hosts"].as_str().unwrap_or("").to_string()),
+        Part::Text(format!(
+            "Then: ssh {alias} (or open {alias} in VS Code / Cursor Remote-SSH or JetBrains Gateway). It uses the keys you gave with /keys."
+        )),
+    ];
+    if let Some(w) = v["warning"].as_str() {
+        parts.push(Part::Text(format!("Note: {w}")));
+    }
+    parts
+}
+
+/// `/expose`'s answer: where the port is now, and whether a restart is due.
+fn format_exposed(v: &Value, name: &str, port: u16) -> String {
+    let mut t = match v["exposure"]["host_port"].as_u64() {
+        Some(h) => format!("{name}:{port} is shared on host port {h}."),
+        None => format!("{name}:{port} is shared on {name}'s tailnet address only (port {port})."),
+    };
+    if v["pending_restart"] == Value::Bool(true) {
+        t.push_str(&format!(
+            " It is forwarded from {name}'s next start: /restart {name}"
+        ));
+    }
+    t.push_str(&format!(" /unexpose {name} {port} stops it."));
     t
 }
 

@@ -148,12 +148,33 @@ fn print_change(v: &Value, verb: &str, unchanged: &str) {
     }
 }
 
-pub async fn connect_cmd(g: &Global, name: &str) -> ExitCode {
+/// What `voxnix connect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectPart {
+    /// Both, each under a comment saying where it goes.
+    Both,
+    /// Only the block: valid ssh_config, to append as is.
+    SshConfig,
+    /// Only the known_hosts line.
+    KnownHosts,
+}
+
+pub async fn connect_cmd(g: &Global, name: &str, part: ConnectPart) -> ExitCode {
     let m = match connect(g).await {
         Ok(m) => m,
         Err(c) => return c,
     };
     match m.connect(name, &g.owner).await {
+        Ok(out) if part != ConnectPart::Both && !g.json => print_json_or(g, &out, |v| {
+            if part == ConnectPart::SshConfig {
+                print!("{}", v["ssh_config"].as_str().unwrap_or(""));
+            } else {
+                println!("{}", v["known_hosts"].as_str().unwrap_or(""));
+            }
+            if let Some(w) = v["warning"].as_str() {
+                eprintln!("voxnix: note: {w}");
+            }
+        }),
         Ok(out) => print_json_or(g, &out, |v| {
             println!("# Add to ~/.ssh/config:");
             print!("{}", v["ssh_config"].as_str().unwrap_or(""));

@@ -80,7 +80,15 @@ pub enum Command {
     Keys(connect::KeysCommand),
     /// Print the ~/.ssh/config block and known_hosts line that reach a
     /// running container with ssh (its host key pinned).
-    Connect { name: String },
+    Connect {
+        name: String,
+        /// Only the ~/.ssh/config block (to append to it as is).
+        #[arg(long, conflicts_with = "known_hosts")]
+        ssh_config: bool,
+        /// Only the known_hosts line (to append to ~/.ssh/known_hosts).
+        #[arg(long)]
+        known_hosts: bool,
+    },
     /// Share a container's TCP port: on a host port from the
     /// administrator's range, or on its tailnet address only.
     Expose {
@@ -288,7 +296,20 @@ async fn run(cli: Cli) -> ExitCode {
             command,
         } => containers::exec(g, &name, timeout, &command).await,
         Command::Keys(cmd) => connect::keys(g, cmd).await,
-        Command::Connect { name } => connect::connect_cmd(g, &name).await,
+        Command::Connect {
+            name,
+            ssh_config,
+            known_hosts,
+        } => {
+            let part = if ssh_config {
+                connect::ConnectPart::SshConfig
+            } else if known_hosts {
+                connect::ConnectPart::KnownHosts
+            } else {
+                connect::ConnectPart::Both
+            };
+            connect::connect_cmd(g, &name, part).await
+        }
         Command::Expose {
             name,
             port,

@@ -26,7 +26,7 @@ use teloxide::payloads::{AnswerCallbackQuerySetters, GetUpdatesSetters, SendMess
 use teloxide::requests::Requester;
 use teloxide::types::{
     AllowedUpdate, BotCommand, CallbackQuery, ChatAction, ChatId, InlineKeyboardButton,
-    InlineKeyboardMarkup, Message, MessageId, Update, UpdateKind, Voice,
+    InlineKeyboardMarkup, Message, MessageEntity, MessageId, Update, UpdateKind, Voice,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -37,7 +37,9 @@ use crate::frontends::chat::commands::COMMANDS;
 use crate::frontends::chat::config::{ChatConfig, ConfigError, TelegramConfig};
 use crate::frontends::chat::llm::Llm;
 use crate::frontends::chat::secret::redact;
-use crate::frontends::chat::service::{ChatService, Confirmation, Session, Surface, Ui};
+use crate::frontends::chat::service::{
+    ChatService, Confirmation, Part, Session, Surface, Ui, plain_text,
+};
 
 use split::{TELEGRAM_LIMIT, split_message};
 
@@ -580,6 +582,31 @@ impl TelegramUi {
     }
 }
 
+/// One message of `parts`, code as `pre` entities (Telegram shows them as
+/// blocks with a copy button). Entity offsets count UTF-16 units.
+fn text_with_blocks(parts: &[Part]) -> (String, Vec<MessageEntity>) {
+    let mut text = String::new();
+    let mut entities = Vec::new();
+    for p in parts {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        match p {
+            Part::Text(t) => text.push_str(t.trim_end_matches('\n')),
+            Part::Code(c) => {
+                let c = c.trim_end_matches('\n');
+                let offset = text.encode_utf16().count();
+                text.push_str(c);
+                let length = c.encode_utf16().count();
+                if length > 0 {
+                    entities.push(MessageEntity::pre(None, offset, length));
+                }
+            }
+        }
+    }
+    (text, entities)
+}
+
 fn progress_text(name: &str, lines: &[String], end: Option<&str>) -> String {
     let mut t = format!("Creating {name}…\n");
     for (i, l) in lines.iter().enumerate() {
@@ -612,6 +639,23 @@ impl Ui for TelegramUi {
     async fn say(&self, text: &str) {
         for part in split_message(text, TELEGRAM_LIMIT) {
             self.send(part).await;
+        }
+    }
+
+    async fn say_parts(&self, parts: &[Part]) {
+        let (text, entities) = text_with_blocks(parts);
+        if text.encode_utf16().count() > TELEGRAM_LIMIT {
+            // Too long for one message: plain text, split (blocks cannot
+            // span messages).
+            return self.say(&plain_text(parts)).await;
+        }
+        let r = self
+            .bot
+            .send_message(self.chat, text)
+            .entities(entities)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(chat = self.chat.0, error = %redact(&e.to_string()), "cannot send a message");
         }
     }
 
@@ -728,5 +772,32 @@ pub async fn run(bus: Option<String>, args: TelegramArgs) -> ExitCode {
             eprintln!("voxnix telegram: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_pre_entities_at_utf16_offsets() {
+        let parts = [
+            Part::Text("Add 🔑 this:".into()),
+            Part::Code("Host a.voxnix\n    User root\n".into()),
+            Part::Text("then".into()),
+            Part::Code("a.voxnix ssh-ed25519 AAAA".into()),
+        ];
+        let (text, entities) = text_with_blocks(&parts);
+        assert_eq!(
+            text,
+            "Add 🔑 this:\nHost a.voxnix\n    User root\nthen\na.voxnix ssh-ed25519 AAAA"
+        );
+        assert_eq!(entities.len(), 2);
+        let utf16: Vec<u16> = text.encode_utf16().collect();
+        let cut =
+            |e: &MessageEntity| String::from_utf16_lossy(&utf16[e.offset..e.offset + e.length]);
+        // The emoji is two UTF-16 units: a byte or char count would be off.
+        assert_eq!(cut(&entities[0]), "Host a.voxnix\n    User root");
+        assert_eq!(cut(&entities[1]), "a.voxnix ssh-ed25519 AAAA");
     }
 }
