@@ -79,7 +79,7 @@ let
     max_containers_per_owner = setting "u32" 10
       "Containers one owner may have at once.";
     expose_host_ports = setting "string" ""
-      "Host ports `voxnix expose --to host` may hand out, `LOW-HIGH` (e.g. `20000-20099`); empty: no container port is put on the host. Set `services.voxnix.expose.hostPorts` instead: the module also opens that range in the firewall.";
+      "Host ports `voxnix expose --to host` may hand out, `LOW-HIGH` (e.g. `20000-20099`); empty: no container port is put on the host. Set `services.voxnix.expose.hostPorts` instead (checked by an assertion).";
     expose_max_per_owner = setting "u32" 4
       "Ports one owner may have exposed at once (host and tailnet), over all their containers.";
     connect_jump_host = setting "string" ""
@@ -143,6 +143,8 @@ let
         "Retention: snapshots kept per container, newest first (0: no limit).";
       keep_days = setting "u32" 7
         "Retention: days a snapshot, and a destroyed container's workspace, is kept (0: no limit).";
+      snapshot_schedule = setting "string" ""
+        "Scheduled snapshots of every workspace, one an hour at most, and how many of them to keep: newest of each of the last N hours, days, weeks, months (`hourly=24,daily=7,weekly=4,monthly=6`; empty: no schedule). The schedule's snapshots are kept by these tiers, not by keep_snapshots and keep_days.";
       zfs_bin = setting "string" "zfs"
         "The `zfs` program.";
     };

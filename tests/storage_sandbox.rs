@@ -299,3 +299,66 @@ async fn a_kept_workspace_comes_back_under_another_name() {
         .expect("exec");
     assert_eq!(code, 0);
 }
+
+/// The snapshot schedule (storage.snapshot_schedule) in the real daemon: a
+/// workspace gets its hour's snapshot when the daemon starts (the slot it
+/// missed while it was down runs once), and a restart in the same hour
+/// takes no second one; the daemon's own snapshots and the manual ones are
+/// told apart, and a manual one does not fill the slot.
+#[tokio::test]
+async fn the_schedule_takes_one_snapshot_an_hour_and_survives_a_restart() {
+    let app = Appliance::boot("[storage]\nsnapshot_schedule = \"hourly=3,daily=2\"").await;
+    let m = app.manager().await;
+    assert_eq!(app.create(r#"{"name":"sched"}"#, "").await["ok"], true);
+    m.snapshot("sched", "").await.expect("a manual snapshot");
+    let scheduled = |text: &str| -> Vec<(String, u64)> {
+        let v: Value = serde_json::from_str(text).expect("snapshots JSON");
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["reason"] == "scheduled")
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap_or("").to_string(),
+                    s["created"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    // Created after the daemon's start: its first slot is at the next run.
+    assert!(scheduled(&m.snapshots("sched", "").await.expect("list")).is_empty());
+    let mut hours = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let out = app.sh("systemctl restart voxnix && echo ok").await;
+        assert!(out.contains("ok"), "{out}");
+        app.wait_daemon_active().await;
+        hours.insert(
+            app.sh("date -u +%s")
+                .await
+                .trim()
+                .parse::<u64>()
+                .expect("time")
+                / 3600,
+        );
+        // The schedule runs right after the start; give it a moment.
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = scheduled(&m.snapshots("sched", "").await.expect("list"));
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(!got.is_empty(), "no scheduled snapshot after a start");
+    }
+    let got = scheduled(&m.snapshots("sched", "").await.expect("list"));
+    // One per hour the two starts fell in (one, unless an hour turned
+    // between them), never one per start in the same hour.
+    let got_hours: std::collections::BTreeSet<u64> = got.iter().map(|(_, t)| t / 3600).collect();
+    assert_eq!(got.len(), got_hours.len(), "two in one hour: {got:?}");
+    assert!(got_hours.len() <= hours.len(), "{got:?} {hours:?}");
+    let log = app
+        .sh("journalctl -u voxnix --no-pager | grep 'schedule: snapshot taken' | wc -l")
+        .await;
+    assert_eq!(log.trim().parse::<usize>().unwrap_or(0), got.len(), "{log}");
+}

@@ -101,12 +101,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     tokio::spawn(forward_events(engine.clone(), conn.clone(), access));
     tokio::spawn(engine.clone().watch());
-    // Snapshot retention (count and age), hourly.
+    // The snapshot schedule, then retention (count and age, the
+    // schedule's tiers): at start (a slot missed while the daemon was down
+    // runs once), then hourly on the monotonic clock.
     let retention = engine.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
+            match retention.run_snapshot_schedule().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("schedule took {n} snapshots"),
+                Err(e) => tracing::warn!("snapshot schedule: {e}"),
+            }
             match retention.apply_retention().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("retention removed {n} old snapshots and kept workspaces"),

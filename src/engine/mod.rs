@@ -1685,7 +1685,43 @@ impl Engine {
         Ok(done?)
     }
 
-    /// Applies snapshot retention (count and age); the daemon calls it hourly.
+    /// Takes the schedule's snapshot of each workspace whose slot is due
+    /// (storage.snapshot_schedule; the daemon calls this hourly and at
+    /// start, so a slot missed while it was down runs once). A container in
+    /// the middle of an operation is left for the next run. A full quota
+    /// is a warning in the log, naming the owner and the container.
+    /// Returns how many snapshots were taken.
+    pub async fn run_snapshot_schedule(&self) -> Result<u32, EngineError> {
+        if !self.storage.config().tiers()?.any() {
+            return Ok(0);
+        }
+        let mut taken = 0;
+        for (name, record) in self.records.all() {
+            if !record.spec.workspace || record.phase != Phase::Ready {
+                continue;
+            }
+            let lock = self.lock_for(&name);
+            let Ok(_guard) = lock.try_lock() else {
+                tracing::debug!(container = %name, "schedule: busy, left for the next run");
+                continue;
+            };
+            match self.storage.take_scheduled(&record.owner, &name).await {
+                Ok(Some(s)) => {
+                    tracing::info!(container = %name, snapshot = %s.id, "schedule: snapshot taken");
+                    taken += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    owner = %record.owner, container = %name,
+                    "schedule: no snapshot this hour: {e}"
+                ),
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Applies snapshot retention (count and age, the schedule's tiers);
+    /// the daemon calls it hourly.
     pub async fn apply_retention(&self) -> Result<u32, EngineError> {
         Ok(self.storage.apply_retention(records::now_secs()).await?)
     }

@@ -752,14 +752,16 @@ impl DirBackend {
             .map(|s| Candidate {
                 id: s.id,
                 created: s.created,
+                reason: s.reason,
                 pinned: false,
             })
             .collect();
         let mut removed = 0;
-        for id in retention::expired_snapshots(
+        for id in retention::to_remove(
             &candidates,
             self.cfg.keep_snapshots,
             self.cfg.keep_days,
+            &self.cfg.tiers()?,
             now,
         ) {
             match self.trash(&p, &p.snaps.join(&id)) {

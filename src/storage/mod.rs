@@ -15,6 +15,7 @@ pub mod dir;
 mod fsutil;
 pub mod names;
 pub mod retention;
+pub mod tiers;
 pub mod zfs;
 pub mod zfs_parse;
 
@@ -66,6 +67,11 @@ pub struct StorageConfig {
     /// Retention: days a snapshot is kept (0: no limit); also how long a
     /// destroyed container's workspace is kept (0: until purged).
     pub keep_days: u32,
+    /// Scheduled snapshots and their tiered retention, e.g.
+    /// `hourly=24,daily=7,weekly=4,monthly=6`; empty: no schedule. The
+    /// schedule's snapshots are kept by these tiers, not by `keep_snapshots`
+    /// and `keep_days` (storage/tiers.rs).
+    pub snapshot_schedule: String,
     /// The `zfs` program.
     pub zfs_bin: PathBuf,
 }
@@ -82,6 +88,7 @@ impl Default for StorageConfig {
             container_quota: None,
             keep_snapshots: 10,
             keep_days: 7,
+            snapshot_schedule: String::new(),
             zfs_bin: PathBuf::from("zfs"),
         }
     }
@@ -135,7 +142,14 @@ impl StorageConfig {
         if self.zfs_bin.as_os_str().is_empty() {
             return bad("zfs_bin must not be empty".into());
         }
+        self.tiers()?;
         Ok(())
+    }
+
+    /// The schedule's tiers (none on: no schedule).
+    pub fn tiers(&self) -> Result<tiers::Tiers, StorageError> {
+        tiers::Tiers::parse(&self.snapshot_schedule)
+            .map_err(|e| StorageError::InvalidArgument(format!("storage: snapshot_schedule: {e}")))
     }
 
     pub fn user_quota_bytes(&self) -> Result<Option<u64>, StorageError> {
@@ -459,6 +473,36 @@ impl Storage {
                 self.blocking(move |d| d.snapshot(&o, &n, &r, now)).await
             }
         }
+    }
+
+    /// The schedule's snapshot of this hour, when it is due (none taken in
+    /// this hour yet; a schedule is set): `None` when not due. The tiers
+    /// prune at the next retention.
+    pub async fn take_scheduled(
+        &self,
+        owner: &Owner,
+        name: &str,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        let tiers = self.cfg.tiers()?;
+        if !tiers.any() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let taken: Vec<retention::Candidate> = self
+            .snapshots(owner, name)
+            .await?
+            .into_iter()
+            .map(|s| retention::Candidate {
+                id: s.id,
+                created: s.created,
+                reason: s.reason,
+                pinned: false,
+            })
+            .collect();
+        if !tiers::due(&taken, now) {
+            return Ok(None);
+        }
+        self.snapshot(owner, name, tiers::SCHEDULED).await.map(Some)
     }
 
     /// The container's snapshots, oldest first.

@@ -11,13 +11,40 @@
 //! - A kept workspace (what a destroyed container left) goes when its expiry
 //!   time has passed.
 
+use super::tiers::{SCHEDULED, Tiers};
+
 /// One snapshot as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub id: String,
     pub created: u64,
+    /// Why it was taken (`manual`, `scheduled`, `pre-restore`, ...).
+    pub reason: String,
     /// Cannot be removed now (e.g. a clone depends on it).
     pub pinned: bool,
+}
+
+/// The ids of the snapshots to remove, given all snapshots of one container:
+/// with a schedule on, its tiers decide for the snapshots it took and the
+/// count and age limits for the others; with none, the limits for all.
+pub fn to_remove(
+    snapshots: &[Candidate],
+    keep_snapshots: u32,
+    keep_days: u32,
+    tiers: &Tiers,
+    now: u64,
+) -> Vec<String> {
+    if !tiers.any() {
+        return expired_snapshots(snapshots, keep_snapshots, keep_days, now);
+    }
+    let others: Vec<Candidate> = snapshots
+        .iter()
+        .filter(|s| s.reason != SCHEDULED)
+        .cloned()
+        .collect();
+    let mut out = expired_snapshots(&others, keep_snapshots, keep_days, now);
+    out.extend(super::tiers::expired(snapshots, tiers));
+    out
 }
 
 /// The ids of the snapshots to remove, given all snapshots of one container.
@@ -67,8 +94,39 @@ mod tests {
         Candidate {
             id: id.into(),
             created,
+            reason: "manual".into(),
             pinned: false,
         }
+    }
+
+    #[test]
+    fn with_a_schedule_its_tiers_decide_for_its_snapshots_only() {
+        let hour = 3600;
+        let mut s: Vec<Candidate> = (0..30)
+            .map(|h| Candidate {
+                id: format!("s{h:02}"),
+                created: h * hour,
+                reason: SCHEDULED.into(),
+                pinned: false,
+            })
+            .collect();
+        s.push(c("m1", 5));
+        s.push(c("m2", 6));
+        s.push(c("m3", 7));
+        let tiers = Tiers::parse("hourly=24").unwrap();
+        let now = 30 * hour;
+        let gone = to_remove(&s, 2, 0, &tiers, now);
+        // The six oldest scheduled ones (beyond 24 hours), and the manual one
+        // beyond keep_snapshots = 2; the count limit does not reach the
+        // schedule's 24.
+        let mut want: Vec<String> = (0..6).map(|h| format!("s{h:02}")).collect();
+        want.push("m1".into());
+        let mut got = gone.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        // No schedule: the limits for all of them.
+        assert_eq!(to_remove(&s, 2, 0, &Tiers::default(), now).len(), 31);
     }
 
     #[test]

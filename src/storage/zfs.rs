@@ -1235,16 +1235,20 @@ impl ZfsBackend {
             .map(|(_, id, e)| {
                 full_names.push((id.clone(), e.name.clone()));
                 Candidate {
+                    reason: parse_snapshot_id(&id)
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or_default(),
                     id,
                     created: e.creation,
                     pinned: origins.contains(&e.name.as_str()),
                 }
             })
             .collect();
-        let expired = retention::expired_snapshots(
+        let expired = retention::to_remove(
             &candidates,
             self.cfg.keep_snapshots,
             self.cfg.keep_days,
+            &self.cfg.tiers()?,
             now,
         );
         let mut removed = 0;
