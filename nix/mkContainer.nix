@@ -146,16 +146,23 @@ in
     # voxnix-personal, so it reads the credential itself).
     networking.firewall.extraCommands =
       lib.mkIf (!config.networking.nftables.enable) (openExposedPorts "iptables");
+    # With the nftables firewall: a unit after it, run again when it is
+    # restarted (partOf) or reloaded (a reload flushes the ruleset).
     systemd.services.voxnix-exposed-ports = lib.mkIf config.networking.nftables.enable {
       description = "Open the ports the host forwards here (voxnix)";
       wantedBy = [ "multi-user.target" ];
       after = [ "nftables.service" ];
       partOf = [ "nftables.service" ];
-      unitConfig.ConditionCredential = "voxnix-personal";
+      path = [ pkgs.nftables ];
+      unitConfig = {
+        ConditionCredential = "voxnix-personal";
+        ReloadPropagatedFrom = "nftables.service";
+      };
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
         ExecStart = openExposedPorts "nft";
+        ExecReload = openExposedPorts "nft";
       };
     };
 

@@ -446,4 +446,29 @@ fn the_firewall_script_opens_only_port_numbers() {
         assert!(!rules.contains(not_a_port), "{not_a_port}: {rules}");
     }
     assert!(!marker.exists(), "a string ran as a command");
+
+    // It never fails (a failure would stop NixOS's firewall script before
+    // it hooks its chain in): not a list, bad JSON, no IPv6 chain.
+    let odd = dir.path().join("odd");
+    let run = format!(
+        "iptables -w -N nixos-fw-accept; iptables -w -N nixos-fw
+         echo '{{\"_voxnix\": \"x\"}}' > {odd}; sh {script} {odd} iptables /usr/bin/jq || echo failed
+         echo 'not json' > {odd}; sh {script} {odd} iptables /usr/bin/jq || echo failed
+         echo '{{\"_voxnix\": {{\"open_tcp_ports\": [8080]}}}}' > {odd}
+         sh {script} {odd} iptables /usr/bin/jq || echo failed
+         echo '--rules--'; iptables -w -S nixos-fw",
+        odd = odd.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--net", "sh", "-c", &run])
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("failed"), "{text}");
+    let rules = text.split("--rules--").nth(1).unwrap_or("");
+    assert_eq!(
+        rules.matches("--dport 8080 -j nixos-fw-accept").count(),
+        1,
+        "{text}"
+    );
 }

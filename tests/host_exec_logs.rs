@@ -162,6 +162,17 @@ async fn exec_runs_commands_and_reports_status_and_output() {
         "$HOME ${PATH} $$ \\ ' \""
     );
 
+    // What the command runs in turn is looked up where argv[0] was: its
+    // PATH is the search path, NixOS's directories first (systemd's own
+    // default on NixOS holds none of them).
+    let r = exec(&c, &req(&["sh", "-c", "printf %s \"$PATH\""]))
+        .await
+        .expect("PATH");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        voxnix::host::exec::SEARCH_PATH.join(":")
+    );
+
     // Killed by a signal: 128 + signal.
     let r = exec(&c, &req(&["sh", "-c", "kill -TERM $$"]))
         .await

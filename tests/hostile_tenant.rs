@@ -570,3 +570,126 @@ systemd-run --unit=racer --no-block python3 /root/racer.py && echo started"
     assert!(list.is_ok(), "{list:?}");
     app.sandbox.shutdown().expect("shutdown");
 }
+
+/// Issue 19's single path back from a snapshot (`voxnix restore NAME ID
+/// --path REL [--to REL]`), attacked from inside the running container.
+/// The path comes back alone (the rest of the workspace as it is now); what
+/// is there is never replaced; the snapshot's own links come back as links
+/// and are never read through; a directory of the live workspace that the
+/// container's root turned into a link to `/etc` (which the host would
+/// resolve as the appliance's own) is refused, also while a loop swaps it
+/// back and forth during twenty restores; `..` and absolute paths are
+/// refused. The appliance's `/etc` gets nothing.
+#[tokio::test]
+async fn a_single_path_comes_back_alone_and_links_never_lead_it_out() {
+    let app = Appliance::boot("").await;
+    assert_eq!(app.create(r#"{"name":"box"}"#, "").await["ok"], true);
+    let sh = |script: &'static str| {
+        let app = &app;
+        async move {
+            let out = exec_sh(app, "box", script).await;
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(
+        sh(
+            "cd /workspace && mkdir -p notes deep/er && echo v1 > notes/todo.md && \
+            echo keep > other.txt && ln -s /etc leak && echo d > deep/er/f && echo ready"
+        )
+        .await,
+        "ready"
+    );
+    let snap = app.cli(&["--json", "snapshot", "box"]).await;
+    assert!(snap.status.success(), "{snap:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&snap.stdout).expect("json")["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert_eq!(
+        sh("cd /workspace && rm notes/todo.md && echo v2 > other.txt && echo ready").await,
+        "ready"
+    );
+    let restore = |args: &[&str]| {
+        let mut all = vec!["restore", "box", id.as_str()];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        let app = &app;
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            app.cli(&refs).await
+        }
+    };
+
+    // The deleted file comes back alone.
+    let out = restore(&["--path", "notes/todo.md"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sh("cat /workspace/notes/todo.md /workspace/other.txt").await,
+        "v1\nv2"
+    );
+    // What is there is not replaced.
+    let out = restore(&["--path", "notes/todo.md"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already in the workspace"),
+        "{out:?}"
+    );
+    // Elsewhere, with the missing folders made, owned as their parent.
+    let out = restore(&["--path", "deep", "--to", "back/deep"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sh("cat /workspace/back/deep/er/f; stat -c %u /workspace/back").await,
+        "d\n0"
+    );
+    // The snapshot's own link: back as a link, never read through.
+    let out = restore(&["--path", "leak", "--to", "leak2"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sh("readlink /workspace/leak2").await, "/etc");
+    let out = restore(&["--path", "leak/passwd", "--to", "stolen"]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(
+        sh("test -e /workspace/stolen || echo absent").await,
+        "absent"
+    );
+    // Paths that leave the workspace.
+    for bad in ["../../../../etc/passwd", "/etc/passwd"] {
+        let out = restore(&["--path", bad]).await;
+        assert!(!out.status.success(), "{bad}: {out:?}");
+    }
+    // A live directory turned into a link to /etc: refused.
+    assert_eq!(
+        sh("cd /workspace && rm -rf notes && ln -s /etc notes && echo ok").await,
+        "ok"
+    );
+    let out = restore(&["--path", "deep/er/f", "--to", "notes/f-planted"]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a link or not a directory"),
+        "{out:?}"
+    );
+    // And while a loop swaps it between a directory and that link.
+    let swapper = "mkdir -p /workspace/tgt && systemd-run --unit=swapper --no-block sh -c 'cd /workspace; \
+                   end=$(($(date +%s) + 60)); while [ $(date +%s) -lt $end ]; do \
+                   mv tgt z && ln -s /etc tgt; rm tgt && mv z tgt; done' && echo started";
+    assert_eq!(sh(swapper).await, "started");
+    let mut landed = 0;
+    for i in 0..20 {
+        let to = format!("tgt/f-race-{i}");
+        let out = restore(&["--path", "deep/er/f", "--to", &to]).await;
+        if out.status.success() {
+            landed += 1;
+        }
+    }
+    let _ = sh("systemctl stop swapper; echo stopped").await;
+    let leaked = app.sh("ls /etc | grep -c '^f-' ; true").await;
+    assert_eq!(leaked.trim(), "0", "the appliance's /etc got a file");
+    let inside = sh("find /workspace -name 'f-race-*' | wc -l").await;
+    assert_eq!(
+        inside.trim().parse::<usize>().unwrap_or(usize::MAX),
+        landed,
+        "each restore that succeeded landed in the workspace"
+    );
+    let container_etc = sh("ls /etc | grep -c '^f-' ; true").await;
+    assert_eq!(container_etc, "0", "nor the container's /etc");
+    app.sandbox.shutdown().expect("shutdown");
+}

@@ -990,6 +990,22 @@ fn the_container_firewall_opens_the_ports_the_host_forwards() {
     assert!(start.contains(&format!("{script} nft")), "{unit}");
     assert_eq!(unit["after"], serde_json::json!(["nftables.service"]));
     assert_eq!(unit["partOf"], serde_json::json!(["nftables.service"]));
+    assert_eq!(
+        unit["unitConfig"]["ReloadPropagatedFrom"], "nftables.service",
+        "a reload flushes the ruleset: the ports again"
+    );
+    assert!(
+        unit["serviceConfig"]["ExecReload"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("{script} nft"))),
+        "{unit}"
+    );
+    assert!(
+        strings(&unit["path"])
+            .iter()
+            .any(|p| p.contains("nftables")),
+        "nft on the unit's PATH: {unit}"
+    );
 }
 
 /// VS Code/Cursor Remote-SSH and JetBrains Gateway download servers linked

@@ -82,11 +82,15 @@ pkgs.testers.runNixOSTest {
         host_port = exposed["exposure"]["host_port"]
         assert exposed["pending_restart"], exposed
         machine.succeed("voxnix restart box")
+        # Absolute paths: a unit systemd-run starts in the container has
+        # systemd's default PATH, which on NixOS holds none of the system's.
         serve = (
-            "voxnix exec box -- systemd-run --unit={unit} systemd-socket-activate -l {port} -a --inetd "
-            "sh -c 'printf \"HTTP/1.0 200 OK\\r\\n\\r\\nfrom-box\\n\"'"
+            "voxnix exec box -- systemd-run --unit={unit} --collect "
+            "/run/current-system/sw/bin/systemd-socket-activate -l {port} -a --inetd "
+            "/bin/sh -c 'printf \"HTTP/1.0 200 OK\\r\\n\\r\\nfrom-box\\n\"'"
         )
-        machine.wait_until_succeeds(serve.format(unit="web", port=8080), timeout=60)
+        machine.wait_until_succeeds("voxnix exec box -- true", timeout=60)
+        machine.succeed(serve.format(unit="web", port=8080))
         machine.succeed(serve.format(unit="other", port=9090))
         laptop.wait_until_succeeds(
             f"curl -sf --max-time 5 http://machine:{host_port}/ | grep -q from-box", timeout=60

@@ -30,6 +30,14 @@ pub trait Manager {
     fn snapshot(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn snapshots(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn restore_snapshot(&self, name: &str, owner: &str, id: &str) -> zbus::Result<()>;
+    fn restore_path(
+        &self,
+        name: &str,
+        owner: &str,
+        id: &str,
+        path: &str,
+        to: &str,
+    ) -> zbus::Result<String>;
     fn kept(&self, owner: &str) -> zbus::Result<String>;
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;

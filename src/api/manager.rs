@@ -271,6 +271,26 @@ impl Manager {
         Ok(self.engine.restore_snapshot(&scope, name, id).await?)
     }
 
+    /// Brings one file or folder (`path`, relative to the workspace) back
+    /// from snapshot `id` to `to` (empty: the same path), which must not
+    /// exist; the rest of the workspace and the running container are left
+    /// alone. JSON {snapshot, path, to, files, bytes}.
+    // Two of the eight are zbus's (the header and the connection).
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_path(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        id: &str,
+        path: &str,
+        to: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.restore_path(&scope, name, id, path, to).await?)
+    }
+
     /// Workspaces kept from destroyed containers of the acting owner, as a
     /// JSON array of {owner, container, id, snapshot, expires}.
     async fn kept(

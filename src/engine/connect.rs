@@ -133,7 +133,7 @@ impl Engine {
             .map_err(io("saving the keys"))?;
         if gone.is_empty() {
             return Err(EngineError::NotFound(format!(
-                "no key of yours matches '{}'; `voxnix keys list` shows them (remove by number, \
+                "no key of yours matches '{}'; `voxnix keys list` (/keys in the chat) shows them (remove by number, \
                  fingerprint or comment)",
                 which.chars().take(80).collect::<String>().escape_default()
             )));
@@ -237,7 +237,7 @@ impl Engine {
         if !record.spec.modules.iter().any(|m| m == SSH_MODULE) {
             return Err(EngineError::InvalidArgument(format!(
                 "'{name}' has no ssh module, so nothing listens for ssh; add it with \
-                 `voxnix update {name} {} ssh`",
+                 `voxnix update {name} {} ssh` (the same modules plus ssh, as /create lists them)",
                 record.spec.modules.join(" ")
             )));
         }
@@ -328,7 +328,7 @@ impl Engine {
         owner_keys::pick_host_key(&String::from_utf8_lossy(&r.stdout)).ok_or_else(|| {
             EngineError::Busy(format!(
                 "'{name}' has no SSH host key yet (sshd makes it when it first starts); try \
-                 again in a few seconds, or see `voxnix logs {name}`"
+                 again in a few seconds, or see `voxnix logs {name}` (/logs {name})"
             ))
         })
     }

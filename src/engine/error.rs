@@ -92,6 +92,7 @@ impl From<StorageError> for EngineError {
                 EngineError::NotFound(m)
             }
             StorageError::InvalidArgument(_) => EngineError::InvalidArgument(m),
+            StorageError::Conflict(_) => EngineError::Conflict(m),
             StorageError::PoolMissing { .. }
             | StorageError::Misconfigured(_)
             | StorageError::Command { .. }

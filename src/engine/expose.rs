@@ -124,7 +124,7 @@ impl Engine {
         let max = self.cfg.expose_max_per_owner as usize;
         if owners >= max {
             return Err(EngineError::QuotaExceeded(format!(
-                "you have {owners} exposed ports, the most allowed ({max}); `voxnix unexpose` one first"
+                "you have {owners} exposed ports, the most allowed ({max}); `voxnix unexpose` (/unexpose) one first"
             )));
         }
         let exposure = match to {
@@ -198,7 +198,7 @@ impl Engine {
             .position(|e| e.port == port && to.is_none_or(|t| t == e.to))
         else {
             return Err(EngineError::NotFound(format!(
-                "port {port} of '{name}' is not exposed; `voxnix status {name}` lists what is"
+                "port {port} of '{name}' is not exposed; `voxnix status {name}` (/status {name}) lists what is"
             )));
         };
         let exposure = record.exposed.remove(i);

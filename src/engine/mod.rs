@@ -1611,6 +1611,29 @@ impl Engine {
             .await
     }
 
+    /// Brings one file or folder back from a snapshot into the workspace
+    /// (`to`: where, default the same path), leaving the rest and the
+    /// running container alone.
+    pub async fn restore_path(
+        &self,
+        scope: &Scope,
+        name: &str,
+        id: &str,
+        path: &str,
+        to: &str,
+    ) -> Result<crate::storage::PathRestored, EngineError> {
+        self.with_workspace(scope, name)?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let r = self.with_workspace(scope, name)?;
+        self.ensure_ready(&r)?;
+        let to = if to.is_empty() { path } else { to };
+        Ok(self
+            .storage
+            .restore_path(&r.owner, name, id, path, to)
+            .await?)
+    }
+
     /// What destroyed containers of `owner` left (kept workspaces).
     pub async fn kept(&self, owner: &Owner) -> Result<Vec<Kept>, EngineError> {
         Ok(self.storage.kept(owner).await?)

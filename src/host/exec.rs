@@ -41,7 +41,9 @@
 //! container, not on the host. The path found (inside the container) is what
 //! systemd executes; a command found nowhere is [`ExecError::CommandNotFound`];
 //! a relative path with a `/` is rejected. The command runs as root, in `/`,
-//! with the environment systemd gives services.
+//! with the environment systemd gives services and `PATH` set to
+//! [`SEARCH_PATH`], so what it runs in turn (a shell's commands) is found
+//! the same way.
 //!
 //! Containers with and without a user namespace of their own work alike (the
 //! connecting child joins the user namespace only when it differs).
@@ -431,6 +433,13 @@ fn unit_properties(
     Ok(vec![
         ("Description".into(), variant(description)?),
         ("Type".into(), variant("exec")?),
+        // The command's own lookups (a shell's `cat`) search what argv[0]
+        // was searched in: systemd's built-in PATH has no NixOS directory
+        // (nixpkgs sets it to systemd's own bin alone).
+        (
+            "Environment".into(),
+            variant(vec![format!("PATH={}", SEARCH_PATH.join(":"))])?,
+        ),
         (exec.0.into(), exec.1),
         ("StandardOutputFileDescriptor".into(), dup(stdout)?),
         ("StandardErrorFileDescriptor".into(), dup(stderr)?),

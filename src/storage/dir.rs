@@ -28,18 +28,23 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 use crate::model::Owner;
 
-use super::fsutil::{MEASURE_BUDGET, copy_tree, free_space, measure, sync_dir_quiet};
+use super::fsutil::{
+    MEASURE_BUDGET, copy_entry_at, copy_tree, free_space, measure, sync_dir_quiet,
+};
 use super::names::{
     check_container_name, decode_owner, encode_owner, kept_name, parse_kept_name,
     parse_snapshot_id, snapshot_id,
 };
+use super::path_restore;
 use super::retention::{self, Candidate};
-use super::{Inventory, Kept, Snapshot, StorageConfig, StorageError, Usage};
+use super::{Inventory, Kept, PathRestored, Snapshot, StorageConfig, StorageError, Usage};
 
 const META: &str = "snapshot.json";
 const KEPT_META: &str = "kept.json";
 const JOURNAL: &str = "restore.json";
 const STAGING: &str = ".restore-staging";
+/// Where a single path brought back from a snapshot is copied first.
+const PATH_STAGING: &str = ".path-restore-staging";
 const TMP_PREFIX: &str = ".tmp-";
 const NAME_TRIES: u64 = 16;
 
@@ -539,6 +544,128 @@ impl DirBackend {
         }
         tracing::info!(container = name, snapshot = id, "restored");
         Ok(())
+    }
+
+    /// One file or folder of snapshot `id` (`from`, components already
+    /// checked) into the live workspace at `to`. Both trees are walked by
+    /// descriptor, never following a link (storage/path_restore.rs); the
+    /// copy is made next to the workspace, out of the container's reach, and
+    /// moved in whole without replacing anything.
+    pub fn restore_path(
+        &self,
+        owner: &Owner,
+        name: &str,
+        id: &str,
+        from: &[std::ffi::OsString],
+        to: &[std::ffi::OsString],
+    ) -> Result<PathRestored, StorageError> {
+        use path_restore::WalkError;
+        let shown = |c: &[std::ffi::OsString]| {
+            c.iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let (from_shown, to_shown) = (shown(from), shown(to));
+        let p = self.paths(owner, name);
+        self.recover(&p)?;
+        let data = p.snaps.join(id).join("data");
+        if !is_dir(&data) {
+            return Err(StorageError::SnapshotNotFound { id: id.to_string() });
+        }
+        if !is_dir(&p.ws) {
+            return Err(StorageError::NotFound {
+                what: format!("workspace of container '{name}'"),
+            });
+        }
+        let in_snapshot = |e: WalkError| match e {
+            WalkError::Missing(_) | WalkError::NotADirectory(_) => StorageError::NotFound {
+                what: format!("'{from_shown}' in snapshot {id}"),
+            },
+            WalkError::Exists(_) => StorageError::Conflict(e.to_string()),
+            WalkError::Io(at, source) => StorageError::Io {
+                context: format!("reading '{at}' in snapshot {id}"),
+                source,
+            },
+        };
+        let in_workspace = |e: WalkError| match e {
+            WalkError::Missing(_) => StorageError::NotFound {
+                what: format!("'{to_shown}' in the workspace"),
+            },
+            WalkError::NotADirectory(at) => StorageError::Conflict(format!(
+                "to: '{at}' in the workspace is a link or not a directory, so nothing is put                  under it; give --to another path"
+            )),
+            WalkError::Exists(at) => StorageError::Conflict(format!(
+                "to: '{at}' is already in the workspace; give --to another path, or move it                  away first (nothing is replaced)"
+            )),
+            WalkError::Io(at, source) => StorageError::Io {
+                context: format!("'{at}' in the workspace"),
+                source,
+            },
+        };
+        let (from_name, from_parents) = from.split_last().ok_or_else(|| {
+            StorageError::InvalidArgument("path: give a path inside the workspace".into())
+        })?;
+        let (to_name, to_parents) = to.split_last().ok_or_else(|| {
+            StorageError::InvalidArgument("to: give a path inside the workspace".into())
+        })?;
+        // The source, in voxnix's own copy (links in it are the container's).
+        let src_root = path_restore::open_root(&data).map_err(in_snapshot)?;
+        let src_dir = path_restore::walk(&src_root, from_parents, false).map_err(in_snapshot)?;
+        if !path_restore::present(&src_dir, from_name).map_err(in_snapshot)? {
+            return Err(in_snapshot(WalkError::Missing(from_shown.clone())));
+        }
+        // Where it goes, in the live workspace.
+        let ws_root = path_restore::open_root(&p.ws).map_err(in_workspace)?;
+        let to_dir = path_restore::walk(&ws_root, to_parents, true).map_err(in_workspace)?;
+        if path_restore::present(&to_dir, to_name).map_err(in_workspace)? {
+            return Err(in_workspace(WalkError::Exists(to_shown.clone())));
+        }
+        // Copied next to the workspace, within the quota.
+        let limit = self.check_quota(owner, name, &p, 0)?;
+        let staging = p.cdir.join(PATH_STAGING);
+        if exists(&staging) {
+            remove_tree(&staging)?;
+        }
+        Self::make_private_dir(&staging)?;
+        let item = staging.join("item");
+        let copied = copy_entry_at(&src_dir, from_name, &item, limit).map_err(|e| {
+            if e.kind() == io::ErrorKind::StorageFull {
+                StorageError::QuotaExceeded {
+                    what: format!("container '{name}'"),
+                    used: 0,
+                    quota: limit,
+                    needed: limit.saturating_add(1),
+                }
+            } else {
+                StorageError::Io {
+                    context: format!("copying '{from_shown}' out of snapshot {id}"),
+                    source: e,
+                }
+            }
+        });
+        let moved = copied.and_then(|stats| {
+            let staging_fd = path_restore::open_root(&staging).map_err(in_snapshot)?;
+            path_restore::move_in(
+                &staging_fd,
+                std::ffi::OsStr::new("item"),
+                &to_dir,
+                to_name,
+                &to_shown,
+            )
+            .map_err(in_workspace)?;
+            Ok(stats)
+        });
+        let _ = remove_tree(&staging);
+        let stats = moved?;
+        tracing::info!(container = name, snapshot = id, path = %from_shown, to = %to_shown, "restored a path");
+        Ok(PathRestored {
+            snapshot: id.to_string(),
+            path: from_shown,
+            to: to_shown,
+            files: stats.files,
+            bytes: stats.bytes,
+        })
     }
 
     pub fn delete_snapshot(&self, owner: &Owner, name: &str, id: &str) -> Result<(), StorageError> {

@@ -142,6 +142,68 @@ pub struct CopyStats {
 pub fn copy_tree(src: &Path, dst: &Path, max_bytes: u64) -> io::Result<CopyStats> {
     let root = open_dir_at(None, src.as_os_str())?;
     let root_stat = nix::sys::stat::fstat(&root).map_err(io::Error::from)?;
+    copy_tree_from(root, &root_stat, dst, max_bytes)
+}
+
+/// Copies the entry `name` of the directory `dir` to `dst` (which must not
+/// exist), with the same rules as `copy_tree`: a directory with all it
+/// holds, a regular file, a symlink as a symlink (never followed), a FIFO
+/// or device recreated; a socket is refused.
+pub fn copy_entry_at(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    dst: &Path,
+    max_bytes: u64,
+) -> io::Result<CopyStats> {
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io::Error::from)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let attrs = Attrs::of(&st);
+    let mut stats = CopyStats::default();
+    if kind == SFlag::S_IFDIR {
+        let sub = open_dir_at(Some(dir), name)?;
+        same_as_looked_at(&sub, &st, dst)?;
+        return copy_tree_from(sub, &st, dst, max_bytes);
+    }
+    if kind == SFlag::S_IFREG {
+        let mut reflink_works = true;
+        let n = copy_file_at(
+            dir,
+            &name.to_os_string(),
+            &st,
+            dst,
+            max_bytes,
+            &mut reflink_works,
+            &mut stats,
+        )?;
+        stats.bytes = n;
+        stats.files = 1;
+    } else if kind == SFlag::S_IFLNK {
+        let target = readlinkat(dir, name).map_err(io::Error::from)?;
+        symlink(&target, dst)?;
+        chown_nofollow(dst, &attrs)?;
+        set_times_nofollow(dst, &attrs)?;
+    } else if kind == SFlag::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is a socket, which cannot be copied", dst.display()),
+        ));
+    } else {
+        mknod(dst, kind, Mode::from_bits_truncate(attrs.mode), st.st_rdev)
+            .map_err(io::Error::from)?;
+        chown_nofollow(dst, &attrs)?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(attrs.mode))?;
+        set_times_nofollow(dst, &attrs)?;
+    }
+    Ok(stats)
+}
+
+/// `copy_tree` from an opened directory, `root_stat` being what it is.
+fn copy_tree_from(
+    root: OwnedFd,
+    root_stat: &FileStat,
+    dst: &Path,
+    max_bytes: u64,
+) -> io::Result<CopyStats> {
     let mut stats = CopyStats::default();
     let mut reflink_works = true;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -149,7 +211,7 @@ pub fn copy_tree(src: &Path, dst: &Path, max_bytes: u64) -> io::Result<CopyStats
     let mut finish_dirs: Vec<(PathBuf, Attrs)> = Vec::new();
 
     make_dir(dst)?;
-    finish_dirs.push((dst.to_path_buf(), Attrs::of(&root_stat)));
+    finish_dirs.push((dst.to_path_buf(), Attrs::of(root_stat)));
     let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(root, dst.to_path_buf())];
     while let Some((dir, to_dir)) = stack.pop() {
         for name in entry_names(&dir)? {

@@ -14,6 +14,7 @@
 pub mod dir;
 mod fsutil;
 pub mod names;
+pub mod path_restore;
 pub mod retention;
 pub mod tiers;
 pub mod zfs;
@@ -225,6 +226,16 @@ pub struct Snapshot {
     pub used: Option<u64>,
 }
 
+/// What `restore_path` brought back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathRestored {
+    pub snapshot: String,
+    pub path: String,
+    pub to: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// What a destroyed container left: its whole workspace (with its snapshots),
 /// kept until `expires` unless purged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +272,9 @@ pub enum StorageError {
     NotFound { what: String },
     #[error("{0}")]
     InvalidArgument(String),
+    /// Something is in the way (a path already there).
+    #[error("{0}")]
+    Conflict(String),
     /// The host's storage does not look like the configuration says.
     #[error("{0}")]
     Misconfigured(String),
@@ -503,6 +517,38 @@ impl Storage {
             return Ok(None);
         }
         self.snapshot(owner, name, tiers::SCHEDULED).await.map(Some)
+    }
+
+    /// Brings one file or folder back from snapshot `id` into the live
+    /// workspace (the container may be running): `path` in the snapshot,
+    /// to `to` in the workspace (both relative; `to` must not exist). The
+    /// rest of the workspace is left as it is.
+    pub async fn restore_path(
+        &self,
+        owner: &Owner,
+        name: &str,
+        id: &str,
+        path: &str,
+        to: &str,
+    ) -> Result<PathRestored, StorageError> {
+        names::check_container_name(name)?;
+        names::check_snapshot_id(id)?;
+        let from = path_restore::components(path, "path")
+            .map_err(|e| StorageError::InvalidArgument(e.0))?;
+        let to =
+            path_restore::components(to, "to").map_err(|e| StorageError::InvalidArgument(e.0))?;
+        let _g = self.lock(owner, name).await;
+        match &self.imp {
+            Imp::Zfs(_) => Err(StorageError::InvalidArgument(
+                "bringing back a single path is not built for the zfs backend yet; restore the                  whole snapshot, or read the file under the workspace's .zfs/snapshot/ from                  inside the container"
+                    .into(),
+            )),
+            Imp::Dir(_) => {
+                let (o, n, i) = (owner.clone(), name.to_string(), id.to_string());
+                self.blocking(move |d| d.restore_path(&o, &n, &i, &from, &to))
+                    .await
+            }
+        }
     }
 
     /// The container's snapshots, oldest first.

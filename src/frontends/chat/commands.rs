@@ -124,7 +124,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "NAME PORT [host|tailnet]",
         "share a port of a container on a host port or your tailnet",
     ),
-    ("unexpose", "NAME PORT", "stop sharing a port"),
+    (
+        "unexpose",
+        "NAME PORT [host|tailnet]",
+        "stop sharing a port",
+    ),
     ("modules", "", "modules a container can be built from"),
     ("storage", "", "your storage use"),
     ("reset", "", "forget our conversation"),

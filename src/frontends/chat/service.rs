@@ -1115,10 +1115,12 @@ fn format_key_change(v: &Value, verb: &str) -> String {
     };
     let now = names("applied_to");
     if !now.is_empty() {
-        t.push_str(&format!(
-            "Running containers have it now: {}\n",
-            now.join(", ")
-        ));
+        let what = if verb == "Removed" {
+            "Running containers no longer let it in"
+        } else {
+            "Running containers have it now"
+        };
+        t.push_str(&format!("{what}: {}\n", now.join(", ")));
     }
     let later = names("at_next_start");
     if !later.is_empty() {

@@ -120,8 +120,19 @@ pub enum Command {
     Snapshot { name: String },
     /// List a container's workspace snapshots.
     Snapshots { name: String },
-    /// Restore a container's workspace from a snapshot (stops and restarts it).
-    Restore { name: String, id: String },
+    /// Restore a container's workspace from a snapshot (stops and restarts
+    /// it), or with --path only one file or folder of it (the container
+    /// keeps running, the rest stays as it is).
+    Restore {
+        name: String,
+        id: String,
+        /// Only this file or folder, relative to the workspace.
+        #[arg(long)]
+        path: Option<String>,
+        /// Put it here instead (relative to the workspace; must not exist).
+        #[arg(long, requires = "path")]
+        to: Option<String>,
+    },
     /// Run the voxnix daemon (as root, normally from systemd).
     Daemon {
         /// The configuration file.
@@ -322,7 +333,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Storage(cmd) => storage::storage(g, cmd).await,
         Command::Snapshot { name } => storage::snapshot(g, &name).await,
         Command::Snapshots { name } => storage::snapshots(g, &name).await,
-        Command::Restore { name, id } => storage::restore(g, &name, &id).await,
+        Command::Restore { name, id, path, to } => match path {
+            Some(path) => storage::restore_path(g, &name, &id, &path, to.as_deref()).await,
+            None => storage::restore(g, &name, &id).await,
+        },
         Command::Daemon { config, sandbox } => {
             let opts = crate::daemon::DaemonOptions {
                 config,

@@ -126,6 +126,34 @@ pub async fn snapshots(g: &Global, name: &str) -> ExitCode {
     }
 }
 
+pub async fn restore_path(
+    g: &Global,
+    name: &str,
+    id: &str,
+    path: &str,
+    to: Option<&str>,
+) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    match m
+        .restore_path(name, &g.owner, id, path, to.unwrap_or(""))
+        .await
+    {
+        Ok(out) => print_json_or(g, &out, |v| {
+            println!(
+                "{name}: {} is back from {id} as {} ({} files, {} bytes); nothing else changed",
+                v["path"].as_str().unwrap_or(path),
+                v["to"].as_str().unwrap_or(path),
+                v["files"].as_u64().unwrap_or(0),
+                v["bytes"].as_u64().unwrap_or(0),
+            );
+        }),
+        Err(e) => fail(&e),
+    }
+}
+
 pub async fn restore(g: &Global, name: &str, id: &str) -> ExitCode {
     let m = match connect(g).await {
         Ok(m) => m,

@@ -655,7 +655,9 @@ impl Ui for TelegramUi {
             .entities(entities)
             .await;
         if let Err(e) = r {
-            tracing::warn!(chat = self.chat.0, error = %redact(&e.to_string()), "cannot send a message");
+            // Said plainly then, rather than not at all.
+            tracing::warn!(chat = self.chat.0, error = %redact(&e.to_string()), "cannot send a message with blocks");
+            self.say(&plain_text(parts)).await;
         }
     }
 
