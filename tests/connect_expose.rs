@@ -472,3 +472,101 @@ fn the_firewall_script_opens_only_port_numbers() {
         "{text}"
     );
 }
+
+/// `--to tailnet`: Tailscale Serve runs inside the owner's running
+/// container, and only there. The sandbox's containers have a stand-in
+/// `tailscale` CLI (no tailscaled in Debian 12) that keeps the serve
+/// settings it is given, so this proves voxnix's side: the command and its
+/// arguments, the container it runs in, `off` at unexpose, a refusal that
+/// records nothing, and no unexpose of a stopped container (tailscaled would
+/// keep serving the port at its next start).
+#[tokio::test]
+async fn a_tailnet_port_is_served_inside_its_container_only() {
+    let app = Appliance::boot("tailscale_auth_key_file = \"/etc/voxnix/ts-key\"").await;
+    std::fs::write(
+        app.sandbox.root().join("etc/voxnix/ts-key"),
+        "tskey-auth-test",
+    )
+    .expect("key file");
+    for (name, owner) in [("ts", "telegram:1"), ("other", "telegram:2")] {
+        let spec = format!(r#"{{"name":"{name}","modules":["tailscale"]}}"#);
+        assert_eq!(app.create(&spec, owner).await["ok"], true);
+    }
+    let m = app.manager().await;
+    let served = |name: &'static str, owner: &'static str| {
+        let app = &app;
+        async move {
+            app.run_in(
+                name,
+                owner,
+                "cat /run/voxnix-sandbox/tailscale-serve 2>/dev/null; true",
+            )
+            .await
+        }
+    };
+    let r: Value = serde_json::from_str(
+        &m.expose("ts", "telegram:1", 3000, "tailnet", 0)
+            .await
+            .expect("expose"),
+    )
+    .expect("json");
+    assert_eq!(r["exposure"]["to"], "tailnet", "{r}");
+    assert_eq!(r["pending_restart"], false, "at once: {r}");
+    assert_eq!(
+        served("ts", "telegram:1").await.trim(),
+        "3000 tcp://127.0.0.1:3000"
+    );
+    assert_eq!(
+        served("other", "telegram:2").await.trim(),
+        "",
+        "not in bob's"
+    );
+    let status: Value =
+        serde_json::from_str(&m.status("ts", "telegram:1").await.expect("status")).expect("json");
+    assert_eq!(status["exposed"][0]["to"], "tailnet", "{status}");
+    // Another owner cannot reach it.
+    let e = m
+        .expose("ts", "telegram:2", 4000, "tailnet", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "NotFound", "{e}");
+
+    // Not logged in: refused, with the CLI's reason, and nothing recorded.
+    app.run_in(
+        "ts",
+        "telegram:1",
+        "touch /run/voxnix-sandbox/tailscale-down",
+    )
+    .await;
+    let e = m
+        .expose("ts", "telegram:1", 4000, "tailnet", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "Conflict", "{e}");
+    assert!(e.to_string().contains("not logged in"), "{e}");
+    let status: Value =
+        serde_json::from_str(&m.status("ts", "telegram:1").await.expect("status")).expect("json");
+    assert_eq!(
+        status["exposed"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    app.run_in("ts", "telegram:1", "rm /run/voxnix-sandbox/tailscale-down")
+        .await;
+
+    // Unexpose: `off` inside it.
+    m.unexpose("ts", "telegram:1", 3000, "tailnet")
+        .await
+        .expect("unexpose");
+    assert_eq!(served("ts", "telegram:1").await.trim(), "");
+    // A stopped container's tailnet port stays until it runs again.
+    m.expose("ts", "telegram:1", 3001, "tailnet", 0)
+        .await
+        .expect("expose again");
+    m.stop("ts", "telegram:1").await.expect("stop");
+    let e = m
+        .unexpose("ts", "telegram:1", 3001, "tailnet")
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "Busy", "{e}");
+}

@@ -635,11 +635,15 @@ async fn a_single_path_comes_back_alone_and_links_never_lead_it_out() {
         "{out:?}"
     );
     // Elsewhere, with the missing folders made, owned as their parent.
-    let out = restore(&["--path", "deep", "--to", "back/deep"]).await;
+    assert_eq!(
+        sh("mkdir /workspace/home && chown 1000:1000 /workspace/home && echo ok").await,
+        "ok"
+    );
+    let out = restore(&["--path", "deep", "--to", "home/back/deep"]).await;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        sh("cat /workspace/back/deep/er/f; stat -c %u /workspace/back").await,
-        "d\n0"
+        sh("cat /workspace/home/back/deep/er/f; stat -c %u:%g /workspace/home/back").await,
+        "d\n1000:1000"
     );
     // The snapshot's own link: back as a link, never read through.
     let out = restore(&["--path", "leak", "--to", "leak2"]).await;
@@ -652,9 +656,16 @@ async fn a_single_path_comes_back_alone_and_links_never_lead_it_out() {
         "absent"
     );
     // Paths that leave the workspace.
-    for bad in ["../../../../etc/passwd", "/etc/passwd"] {
+    for (bad, says) in [
+        ("../../../../etc/passwd", "has a '..' part"),
+        ("/etc/passwd", "is absolute"),
+    ] {
         let out = restore(&["--path", bad]).await;
         assert!(!out.status.success(), "{bad}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{bad}: {out:?}"
+        );
     }
     // A live directory turned into a link to /etc: refused.
     assert_eq!(

@@ -101,19 +101,27 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     tokio::spawn(forward_events(engine.clone(), conn.clone(), access));
     tokio::spawn(engine.clone().watch());
-    // The snapshot schedule, then retention (count and age, the
-    // schedule's tiers): at start (a slot missed while the daemon was down
-    // runs once), then hourly on the monotonic clock.
+    // The snapshot schedule, every five minutes from the start (a slot
+    // missed while the daemon was down runs at once; `due` keeps it to one
+    // an hour, whenever in the hour the run falls), and retention (count
+    // and age, the schedule's tiers) after the first run and then hourly.
     let retention = engine.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let mut retained: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            match retention.run_snapshot_schedule().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("schedule took {n} snapshots"),
-                Err(e) => tracing::warn!("snapshot schedule: {e}"),
+            let took = match retention.run_snapshot_schedule().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("snapshot schedule: {e}");
+                    0
+                }
+            };
+            if took == 0 && retained.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+                continue;
             }
+            retained = Some(tokio::time::Instant::now());
             match retention.apply_retention().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("retention removed {n} old snapshots and kept workspaces"),

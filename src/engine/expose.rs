@@ -165,7 +165,16 @@ impl Engine {
                     added_at_usec: now_usec(),
                 };
                 record.exposed.push(e.clone());
-                self.save_exposures(&record)?;
+                if let Err(err) = self.save_exposures(&record) {
+                    // Not recorded: not served either.
+                    if let Err(undo) = self
+                        .tailscale_serve(name, &[&format!("--tcp={port}"), "off"])
+                        .await
+                    {
+                        tracing::error!(container = name, port, "undoing a tailnet serve: {undo}");
+                    }
+                    return Err(err);
+                }
                 e
             }
         };
@@ -202,9 +211,15 @@ impl Engine {
             )));
         };
         let exposure = record.exposed.remove(i);
-        if exposure.to == ExposeTo::Tailnet && self.machined.info(name).await?.is_some() {
-            // Stopped: its serve setting stays in tailscaled's state, and
-            // is taken out at the next expose or unexpose of a running one.
+        if exposure.to == ExposeTo::Tailnet {
+            // The serve setting lives in the container's tailscaled (kept
+            // across its restarts): only a running one can drop it, and a
+            // stopped one would serve the port again at its next start.
+            if self.machined.info(name).await?.is_none() {
+                return Err(EngineError::Busy(format!(
+                    "'{name}' is not running; start it first (its tailnet port is shared by Tailscale Serve inside it, which keeps the setting)"
+                )));
+            }
             self.tailscale_serve(name, &[&format!("--tcp={port}"), "off"])
                 .await?;
         }
@@ -347,7 +362,7 @@ mod tests {
     fn only_listening_sockets_take_a_port() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
-   1: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+   1: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0 0 2 1 0 100 0 0 10 0\n";
         assert_eq!(parse_listening(text).collect::<Vec<_>>(), vec![20000]);
         let v6 = "  sl  local_address remote_address st\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(parse_listening(v6).collect::<Vec<_>>(), vec![8080]);

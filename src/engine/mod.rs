@@ -1708,26 +1708,37 @@ impl Engine {
         Ok(done?)
     }
 
-    /// Takes the schedule's snapshot of each workspace whose slot is due
-    /// (storage.snapshot_schedule; the daemon calls this hourly and at
-    /// start, so a slot missed while it was down runs once). A container in
-    /// the middle of an operation is left for the next run. A full quota
-    /// is a warning in the log, naming the owner and the container.
-    /// Returns how many snapshots were taken.
+    /// Takes the schedule's snapshot of each running container's workspace
+    /// whose slot is due (storage.snapshot_schedule; the daemon calls this
+    /// at start and every few minutes, so a slot missed while it was down
+    /// runs once, and `due` keeps it to one an hour). A stopped container's
+    /// workspace does not change, so it gets none (and its tiers keep what
+    /// they have). A container in the middle of an operation is left for the
+    /// next run. A full quota is a warning in the log, naming the owner and
+    /// the container. Returns how many snapshots were taken.
     pub async fn run_snapshot_schedule(&self) -> Result<u32, EngineError> {
         if !self.storage.config().tiers()?.any() {
             return Ok(0);
         }
         let mut taken = 0;
-        for (name, record) in self.records.all() {
-            if !record.spec.workspace || record.phase != Phase::Ready {
-                continue;
-            }
+        let mut seen = 0;
+        for (name, _) in self.records.all() {
             let lock = self.lock_for(&name);
             let Ok(_guard) = lock.try_lock() else {
                 tracing::debug!(container = %name, "schedule: busy, left for the next run");
                 continue;
             };
+            // Read again under the lock: it may have changed meanwhile.
+            let Ok(Some(record)) = self.records.get(&name) else {
+                continue;
+            };
+            if !record.spec.workspace || record.phase != Phase::Ready {
+                continue;
+            }
+            if self.machined.info(&name).await?.is_none() {
+                continue;
+            }
+            seen += 1;
             match self.storage.take_scheduled(&record.owner, &name).await {
                 Ok(Some(s)) => {
                     tracing::info!(container = %name, snapshot = %s.id, "schedule: snapshot taken");
@@ -1740,6 +1751,7 @@ impl Engine {
                 ),
             }
         }
+        tracing::info!(running = seen, taken, "schedule: run done");
         Ok(taken)
     }
 

@@ -171,6 +171,14 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
         std::os::unix::fs::symlink(format!("/usr/sbin/{tool}-nft"), &link)
             .map_err(io_err(format!("linking {tool}")))?;
     }
+    // Tailscale Serve's CLI, stood in (no tailscaled in Debian 12): where
+    // the daemon's exec finds `tailscale` in a container.
+    put(
+        seed,
+        "/usr/local/bin/tailscale",
+        include_bytes!("assets/tailscale"),
+        0o755,
+    )?;
     // The script mkContainer's firewall runs, the same file.
     put(
         seed,

@@ -223,10 +223,13 @@ impl DirBackend {
             }
             atomic_file::remove(&journal_path).map_err(io_err("removing the restore journal"))?;
         }
-        // A staging copy without a journal is an unfinished copy.
-        let staging = p.cdir.join(STAGING);
-        if exists(&staging) {
-            remove_tree(&staging)?;
+        // A staging copy without a journal is an unfinished copy (of a
+        // whole restore, or of a single path).
+        for name in [STAGING, PATH_STAGING] {
+            let staging = p.cdir.join(name);
+            if exists(&staging) {
+                remove_tree(&staging)?;
+            }
         }
         // A kept.json in a live directory: a retire that did not happen.
         let stale = p.cdir.join(KEPT_META);
@@ -582,7 +585,7 @@ impl DirBackend {
             WalkError::Missing(_) | WalkError::NotADirectory(_) => StorageError::NotFound {
                 what: format!("'{from_shown}' in snapshot {id}"),
             },
-            WalkError::Exists(_) => StorageError::Conflict(e.to_string()),
+            WalkError::Exists(_) | WalkError::Vanished(_) => StorageError::Conflict(e.to_string()),
             WalkError::Io(at, source) => StorageError::Io {
                 context: format!("reading '{at}' in snapshot {id}"),
                 source,
@@ -593,10 +596,14 @@ impl DirBackend {
                 what: format!("'{to_shown}' in the workspace"),
             },
             WalkError::NotADirectory(at) => StorageError::Conflict(format!(
-                "to: '{at}' in the workspace is a link or not a directory, so nothing is put                  under it; give --to another path"
+                "to: '{at}' in the workspace is a link or not a directory, so nothing is put under it; give --to another path"
             )),
             WalkError::Exists(at) => StorageError::Conflict(format!(
-                "to: '{at}' is already in the workspace; give --to another path, or move it                  away first (nothing is replaced)"
+                "to: '{at}' is already in the workspace; give --to another path, or move it away first (nothing is replaced)"
+            )),
+            WalkError::Vanished(at) => StorageError::Conflict(format!(
+                "to: a folder on the way to '{at}' went away during the restore (moved inside \
+                 the container); try again"
             )),
             WalkError::Io(at, source) => StorageError::Io {
                 context: format!("'{at}' in the workspace"),
@@ -615,36 +622,52 @@ impl DirBackend {
         if !path_restore::present(&src_dir, from_name).map_err(in_snapshot)? {
             return Err(in_snapshot(WalkError::Missing(from_shown.clone())));
         }
-        // Where it goes, in the live workspace.
+        // What it takes, against the quotas (the snapshot is voxnix's own,
+        // immutable, and the walk above found no link on the way).
+        let looked = nix::sys::stat::fstatat(
+            &src_dir,
+            from_name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| StorageError::Io {
+            context: format!("reading '{from_shown}' in snapshot {id}"),
+            source: e.into(),
+        })?;
+        let needed = if looked.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let mut at = data.clone();
+            at.extend(from.iter());
+            self.size_of(&at)?
+        } else {
+            u64::try_from(looked.st_size).unwrap_or(0)
+        };
+        let limit = self.check_quota(owner, name, &p, needed)?;
+        // Where it goes, looked at first without making anything, so that a
+        // refusal leaves the workspace as it was.
         let ws_root = path_restore::open_root(&p.ws).map_err(in_workspace)?;
-        let to_dir = path_restore::walk(&ws_root, to_parents, true).map_err(in_workspace)?;
-        if path_restore::present(&to_dir, to_name).map_err(in_workspace)? {
-            return Err(in_workspace(WalkError::Exists(to_shown.clone())));
+        match path_restore::walk(&ws_root, to_parents, false) {
+            Ok(dir) => {
+                if path_restore::present(&dir, to_name).map_err(in_workspace)? {
+                    return Err(in_workspace(WalkError::Exists(to_shown.clone())));
+                }
+            }
+            Err(WalkError::Missing(_)) => {}
+            Err(e) => return Err(in_workspace(e)),
         }
-        // Copied next to the workspace, within the quota.
-        let limit = self.check_quota(owner, name, &p, 0)?;
+        // Copied next to the workspace, out of the container's reach.
         let staging = p.cdir.join(PATH_STAGING);
         if exists(&staging) {
             remove_tree(&staging)?;
         }
         Self::make_private_dir(&staging)?;
         let item = staging.join("item");
-        let copied = copy_entry_at(&src_dir, from_name, &item, limit).map_err(|e| {
-            if e.kind() == io::ErrorKind::StorageFull {
-                StorageError::QuotaExceeded {
-                    what: format!("container '{name}'"),
-                    used: 0,
-                    quota: limit,
-                    needed: limit.saturating_add(1),
-                }
-            } else {
-                StorageError::Io {
-                    context: format!("copying '{from_shown}' out of snapshot {id}"),
-                    source: e,
-                }
-            }
-        });
+        let copied =
+            copy_entry_at(&src_dir, from_name, &item, limit).map_err(|e| StorageError::Io {
+                context: format!("copying '{from_shown}' out of snapshot {id}"),
+                source: e,
+            });
         let moved = copied.and_then(|stats| {
+            // Only now the missing folders on the way are made.
+            let to_dir = path_restore::walk(&ws_root, to_parents, true).map_err(in_workspace)?;
             let staging_fd = path_restore::open_root(&staging).map_err(in_snapshot)?;
             path_restore::move_in(
                 &staging_fd,

@@ -540,7 +540,7 @@ impl Storage {
         let _g = self.lock(owner, name).await;
         match &self.imp {
             Imp::Zfs(_) => Err(StorageError::InvalidArgument(
-                "bringing back a single path is not built for the zfs backend yet; restore the                  whole snapshot, or read the file under the workspace's .zfs/snapshot/ from                  inside the container"
+                "bringing back a single path is not built for the zfs backend yet; restore the whole snapshot, or read the file under the workspace's .zfs/snapshot/ from inside the container"
                     .into(),
             )),
             Imp::Dir(_) => {

@@ -84,6 +84,8 @@ pub enum WalkError {
     NotADirectory(String),
     #[error("'{0}' is already there")]
     Exists(String),
+    #[error("'{0}' went away meanwhile")]
+    Vanished(String),
     #[error("{0}: {1}")]
     Io(String, io::Error),
 }
@@ -184,6 +186,8 @@ pub fn move_in(
     )
     .map_err(|e| match e {
         Errno::EEXIST | Errno::ENOTEMPTY => WalkError::Exists(shown_as.to_string()),
+        // The destination folder was removed since it was opened.
+        Errno::ENOENT => WalkError::Vanished(shown_as.to_string()),
         e => WalkError::Io(shown_as.to_string(), e.into()),
     })
 }
