@@ -386,3 +386,47 @@ async fn the_schedule_takes_one_snapshot_an_hour_and_survives_a_restart() {
         .await;
     assert_eq!(log.trim().parse::<usize>().unwrap_or(0), got.len(), "{log}");
 }
+
+/// A schedule that cannot take its snapshot (the owner's quota is full)
+/// says so to the owner, with their storage use, since they never see the
+/// log; and the next snapshot that works clears it.
+#[tokio::test]
+async fn a_full_quota_stops_the_schedule_and_the_owner_is_told() {
+    let app =
+        Appliance::boot("[storage]\nsnapshot_schedule = \"hourly=2\"\nuser_quota = \"3M\"").await;
+    assert_eq!(app.create(r#"{"name":"full"}"#, "").await["ok"], true);
+    let (code, _) = exec(
+        &app,
+        "full",
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=2 status=none",
+    )
+    .await;
+    assert_eq!(code, 0);
+    let out = app.sh("systemctl restart voxnix && echo ok").await;
+    assert!(out.contains("ok"), "{out}");
+    app.wait_daemon_active().await;
+    let mut said = String::new();
+    for _ in 0..100 {
+        let out = app.cli(&["storage", "usage"]).await;
+        said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if said.contains("scheduled snapshot not taken") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        said.contains("scheduled snapshot not taken: quota exceeded"),
+        "{said}"
+    );
+    assert!(said.contains("Scheduled snapshots: hourly=2"), "{said}");
+    let m = app.manager().await;
+    let v: Value = serde_json::from_str(&m.storage_usage("").await.expect("usage")).expect("json");
+    assert!(
+        v["containers"][0]["schedule_failed"]
+            .as_str()
+            .is_some_and(|w| w.contains("quota exceeded")),
+        "{v}"
+    );
+    let snaps = m.snapshots("full", "").await.expect("snapshots");
+    assert!(!snaps.contains("scheduled"), "{snaps}");
+}

@@ -162,6 +162,10 @@ pub struct Engine {
     names: tokio::sync::Mutex<()>,
     /// Held while a host port is chosen and recorded (engine/expose.rs).
     ports: Mutex<()>,
+    /// Why the schedule's last snapshot of a container was not taken (a
+    /// full quota, ...), until one is: shown to its owner with their
+    /// storage use, since the owner never sees the log.
+    schedule_failures: Mutex<std::collections::HashMap<String, String>>,
     /// Bounds concurrent read requests (list, status, logs, exec). Each fans
     /// out into several calls to systemd and machined, and the bus daemon
     /// allows a connection only so many pending replies (128 on the system
@@ -251,6 +255,7 @@ impl Engine {
             catalog,
             names: tokio::sync::Mutex::new(()),
             ports: Mutex::new(()),
+            schedule_failures: Mutex::new(std::collections::HashMap::new()),
             admission: admission::Admission::new(),
             locks: crate::keyed_locks::KeyedLocks::new(),
             expected_stops: Mutex::new(HashMap::new()),
@@ -1541,9 +1546,11 @@ impl Engine {
         for (name, r) in self.records.all() {
             if &r.owner == owner && scope.allows(&r.owner) && r.spec.workspace {
                 let u = self.storage.container_usage(owner, &name).await.ok();
-                containers.push(
-                    serde_json::json!({ "name": name, "usage": u, "human": u.map(|u| u.human()) }),
-                );
+                let failed = self.schedule_failure(&name);
+                containers.push(serde_json::json!({
+                    "name": name, "usage": u, "human": u.map(|u| u.human()),
+                    "schedule_failed": failed,
+                }));
             }
         }
         // Workspaces of destroyed containers, each until it expires
@@ -1565,6 +1572,12 @@ impl Engine {
             "containers": containers,
             "kept": kept,
             "keep_days": self.storage.config().keep_days,
+            "snapshot_schedule": self
+                .storage
+                .config()
+                .tiers()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -1742,17 +1755,44 @@ impl Engine {
             match self.storage.take_scheduled(&record.owner, &name).await {
                 Ok(Some(s)) => {
                     tracing::info!(container = %name, snapshot = %s.id, "schedule: snapshot taken");
+                    self.set_schedule_failure(&name, None);
                     taken += 1;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    owner = %record.owner, container = %name,
-                    "schedule: no snapshot this hour: {e}"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        owner = %record.owner, container = %name,
+                        "schedule: no snapshot this hour: {e}"
+                    );
+                    self.set_schedule_failure(&name, Some(e.to_string()));
+                }
             }
         }
         tracing::info!(running = seen, taken, "schedule: run done");
         Ok(taken)
+    }
+
+    fn schedule_failure(&self, name: &str) -> Option<String> {
+        self.schedule_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn set_schedule_failure(&self, name: &str, why: Option<String>) {
+        let mut m = self
+            .schedule_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(w) => {
+                m.insert(name.to_string(), w);
+            }
+            None => {
+                m.remove(name);
+            }
+        }
     }
 
     /// Applies snapshot retention (count and age, the schedule's tiers);

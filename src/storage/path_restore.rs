@@ -220,6 +220,69 @@ mod tests {
         assert!(components(&long, "to").unwrap_err().0.contains("255"));
     }
 
+    /// The race the walk leaves open, closed by the rename: the folder was
+    /// opened, then swapped for a link to somewhere else before the move.
+    /// The move goes by the folder's descriptor, so the copy lands in the
+    /// folder (wherever it now is), never where the link points.
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_walk_still_gets_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        let outside = dir.path().join("outside");
+        let staging = dir.path().join("staging");
+        for d in [&ws.join("tgt"), &outside, &staging] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(staging.join("item"), "restored").unwrap();
+        let root = open_root(&ws).unwrap();
+        let to_dir = walk(&root, &components("tgt", "to").unwrap(), false).unwrap();
+        // The container's move: the folder aside, a link in its place.
+        std::fs::rename(ws.join("tgt"), ws.join("moved")).unwrap();
+        symlink(&outside, ws.join("tgt")).unwrap();
+        let staging_fd = open_root(&staging).unwrap();
+        move_in(
+            &staging_fd,
+            OsStr::new("item"),
+            &to_dir,
+            OsStr::new("f"),
+            "tgt/f",
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ws.join("moved/f")).unwrap(),
+            "restored"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // And once the folder is gone altogether, the move says so.
+        std::fs::write(staging.join("item"), "again").unwrap();
+        std::fs::remove_file(ws.join("moved/f")).unwrap();
+        std::fs::remove_dir(ws.join("moved")).unwrap();
+        assert!(matches!(
+            move_in(
+                &staging_fd,
+                OsStr::new("item"),
+                &to_dir,
+                OsStr::new("f"),
+                "tgt/f"
+            ),
+            Err(WalkError::Vanished(_))
+        ));
+        // Nothing is replaced.
+        let there = walk(&root, &[], false).unwrap();
+        std::fs::write(ws.join("taken"), "mine").unwrap();
+        assert!(matches!(
+            move_in(
+                &staging_fd,
+                OsStr::new("item"),
+                &there,
+                OsStr::new("taken"),
+                "taken"
+            ),
+            Err(WalkError::Exists(_))
+        ));
+        assert_eq!(std::fs::read_to_string(ws.join("taken")).unwrap(), "mine");
+    }
+
     #[test]
     fn the_walk_never_follows_a_link_and_makes_what_is_missing() {
         let dir = tempfile::tempdir().unwrap();

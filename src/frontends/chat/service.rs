@@ -1196,6 +1196,19 @@ fn format_storage(v: &Value) -> String {
             kept.join(", ")
         ));
     }
+    if let Some(s) = v["snapshot_schedule"]
+        .as_str()
+        .filter(|s| *s != "off" && !s.is_empty())
+    {
+        t.push_str(&format!("\nScheduled snapshots: {s}."));
+    }
+    for c in v["containers"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(why)) = (c["name"].as_str(), c["schedule_failed"].as_str()) {
+            t.push_str(&format!(
+                "\n⚠️ The scheduled snapshot of {name} was not taken: {why}"
+            ));
+        }
+    }
     t
 }
 

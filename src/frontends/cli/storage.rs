@@ -45,6 +45,12 @@ pub async fn storage(g: &Global, cmd: StorageCommand) -> ExitCode {
                         c["name"].as_str().unwrap_or("-"),
                         c["human"].as_str().unwrap_or("-")
                     );
+                    if let Some(why) = c["schedule_failed"].as_str() {
+                        println!("  {:<12} scheduled snapshot not taken: {why}", "");
+                    }
+                }
+                if let Some(s) = v["snapshot_schedule"].as_str().filter(|s| *s != "off") {
+                    println!("Scheduled snapshots: {s}");
                 }
             }),
             Err(e) => fail(&e),
