@@ -252,7 +252,7 @@ impl Daemon for FakeDaemon {
         )
     }
 
-    // Keys and ports are slash commands only (no agent tool): the eval's
+    // Keys, ports and schedules are slash commands only (no agent tool): the eval's
     // conversations never reach them, and the fake says so if one did.
     async fn add_key(&self, _owner: &Owner, _key: &str) -> Result<Value, ApiFailure> {
         Err(not_in_eval())
@@ -289,6 +289,16 @@ impl Daemon for FakeDaemon {
         name: &str,
         _port: u16,
         _to: &str,
+    ) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Err(not_in_eval())
+    }
+
+    async fn set_schedule(
+        &self,
+        owner: &Owner,
+        name: &str,
+        _schedule: &str,
     ) -> Result<Value, ApiFailure> {
         self.find(owner, name)?;
         Err(not_in_eval())

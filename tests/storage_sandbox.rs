@@ -430,3 +430,94 @@ async fn a_full_quota_stops_the_schedule_and_the_owner_is_told() {
     let snaps = m.snapshots("full", "").await.expect("snapshots");
     assert!(!snaps.contains("scheduled"), "{snaps}");
 }
+
+/// A container's own schedule (`voxnix schedule NAME TIERS|off|default`):
+/// `off` keeps the schedule away from it while its neighbour gets the
+/// host's; tiers above the administrator's caps and another owner's
+/// container are refused; `default` gives the host's back.
+#[tokio::test]
+async fn a_container_can_have_its_own_schedule_within_the_caps() {
+    let app = Appliance::boot(
+        "[storage]\nsnapshot_schedule = \"hourly=2\"\nsnapshot_schedule_max = \"hourly=5,daily=3\"",
+    )
+    .await;
+    for name in ["mine", "quiet"] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), "").await["ok"],
+            true
+        );
+    }
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = app.cli(&["schedule", "quiet", "off"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("scheduled snapshots off (its own)"),
+        "{}",
+        said(&out)
+    );
+    let out = app.cli(&["schedule", "mine", "daily=3, hourly=4"]).await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(
+        said(&out).contains("hourly=4,daily=3 (its own)"),
+        "{}",
+        said(&out)
+    );
+    let out = app.cli(&["schedule", "mine", "monthly=1"]).await;
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("monthly=1 is more than this host allows (monthly=0)"),
+        "{}",
+        said(&out)
+    );
+    let out = app.cli(&["schedule", "mine", "weekly=x"]).await;
+    assert!(!out.status.success());
+    assert!(said(&out).contains("whole number"), "{}", said(&out));
+    let m = app.manager().await;
+    let e = m
+        .set_schedule("mine", "telegram:9", "off")
+        .await
+        .unwrap_err();
+    assert_eq!(voxnix::api::client::error_parts(&e).0, "NotFound", "{e}");
+
+    // The next start's run: mine gets one, quiet none.
+    let out = app.sh("systemctl restart voxnix && echo ok").await;
+    assert!(out.contains("ok"), "{out}");
+    app.wait_daemon_active().await;
+    let scheduled = |text: String| text.matches("\"scheduled\"").count();
+    let mut mine = 0;
+    for _ in 0..100 {
+        mine = scheduled(m.snapshots("mine", "").await.expect("list"));
+        if mine > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(mine, 1, "mine has its own schedule");
+    let runs = app
+        .sh("journalctl -u voxnix --no-pager | grep -c 'schedule: run done'; true")
+        .await;
+    assert!(runs.trim().parse::<usize>().unwrap_or(0) >= 2, "{runs}");
+    assert_eq!(
+        scheduled(m.snapshots("quiet", "").await.expect("list")),
+        0,
+        "quiet is off"
+    );
+    let out = app.cli(&["schedule", "quiet"]).await;
+    assert!(
+        said(&out).contains("quiet: scheduled snapshots off (its own)"),
+        "{}",
+        said(&out)
+    );
+    let out = app.cli(&["schedule", "quiet", "default"]).await;
+    assert!(
+        said(&out).contains("quiet: scheduled snapshots hourly=2 (the host's default)"),
+        "{}",
+        said(&out)
+    );
+}

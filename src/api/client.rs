@@ -30,6 +30,7 @@ pub trait Manager {
     fn snapshot(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn snapshots(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn restore_snapshot(&self, name: &str, owner: &str, id: &str) -> zbus::Result<()>;
+    fn set_schedule(&self, name: &str, owner: &str, schedule: &str) -> zbus::Result<String>;
     fn restore_path(
         &self,
         name: &str,

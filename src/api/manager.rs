@@ -291,6 +291,21 @@ impl Manager {
         to_json(&self.engine.restore_path(&scope, name, id, path, to).await?)
     }
 
+    /// Gives the container a snapshot schedule of its own (`hourly=24,
+    /// daily=7,...`, each tier at most storage.snapshot_schedule_max),
+    /// `off`, or `default` (the administrator's). JSON {name, schedule, own}.
+    async fn set_schedule(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        schedule: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.set_schedule(&scope, name, schedule).await?)
+    }
+
     /// Workspaces kept from destroyed containers of the acting owner, as a
     /// JSON array of {owner, container, id, snapshot, expires}.
     async fn kept(

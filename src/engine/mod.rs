@@ -53,6 +53,18 @@ const SSH_MODULE: &str = "ssh";
 /// module's settings; a module file cannot be named so).
 const HOST_WORD: &str = "_voxnix";
 
+/// The snapshot tiers in force for `record`: its own, else `default`.
+fn tiers_of(
+    record: &Record,
+    default: crate::storage::tiers::Tiers,
+) -> crate::storage::tiers::Tiers {
+    record
+        .snapshot_schedule
+        .as_deref()
+        .and_then(|t| crate::storage::tiers::Tiers::parse(t).ok())
+        .unwrap_or(default)
+}
+
 /// The container ports forwarded from host ports, sorted, each once.
 fn host_exposed_ports(record: &Record) -> Vec<u16> {
     let mut ports: Vec<u16> = record
@@ -1547,8 +1559,10 @@ impl Engine {
             if &r.owner == owner && scope.allows(&r.owner) && r.spec.workspace {
                 let u = self.storage.container_usage(owner, &name).await.ok();
                 let failed = self.schedule_failure(&name);
+                let schedule = self.schedule_json(&r)?;
                 containers.push(serde_json::json!({
                     "name": name, "usage": u, "human": u.map(|u| u.human()),
+                    "schedule": schedule["schedule"], "own_schedule": schedule["own"],
                     "schedule_failed": failed,
                 }));
             }
@@ -1730,9 +1744,7 @@ impl Engine {
     /// next run. A full quota is a warning in the log, naming the owner and
     /// the container. Returns how many snapshots were taken.
     pub async fn run_snapshot_schedule(&self) -> Result<u32, EngineError> {
-        if !self.storage.config().tiers()?.any() {
-            return Ok(0);
-        }
+        let default = self.storage.config().tiers()?;
         let mut taken = 0;
         let mut seen = 0;
         for (name, _) in self.records.all() {
@@ -1748,11 +1760,16 @@ impl Engine {
             if !record.spec.workspace || record.phase != Phase::Ready {
                 continue;
             }
-            if self.machined.info(&name).await?.is_none() {
+            let tiers = tiers_of(&record, default);
+            if !tiers.any() || self.machined.info(&name).await?.is_none() {
                 continue;
             }
             seen += 1;
-            match self.storage.take_scheduled(&record.owner, &name).await {
+            match self
+                .storage
+                .take_scheduled(&record.owner, &name, &tiers)
+                .await
+            {
                 Ok(Some(s)) => {
                     tracing::info!(container = %name, snapshot = %s.id, "schedule: snapshot taken");
                     self.set_schedule_failure(&name, None);
@@ -1798,7 +1815,65 @@ impl Engine {
     /// Applies snapshot retention (count and age, the schedule's tiers);
     /// the daemon calls it hourly.
     pub async fn apply_retention(&self) -> Result<u32, EngineError> {
-        Ok(self.storage.apply_retention(records::now_secs()).await?)
+        let default = self.storage.config().tiers()?;
+        let own: std::collections::HashMap<(Owner, String), crate::storage::tiers::Tiers> = self
+            .records
+            .all()
+            .into_iter()
+            .filter(|(_, r)| r.snapshot_schedule.is_some())
+            .map(|(name, r)| ((r.owner.clone(), name), tiers_of(&r, default)))
+            .collect();
+        Ok(self
+            .storage
+            .apply_retention_with(records::now_secs(), &own)
+            .await?)
+    }
+
+    /// Gives a container a snapshot schedule of its own: tiers such as
+    /// `hourly=24,daily=7` (each at most storage.snapshot_schedule_max),
+    /// `off`, or `default` (the administrator's, `storage.snapshot_schedule`).
+    /// Returns the schedule it now has.
+    pub async fn set_schedule(
+        &self,
+        scope: &Scope,
+        name: &str,
+        text: &str,
+    ) -> Result<serde_json::Value, EngineError> {
+        self.with_workspace(scope, name)?;
+        let text = text.trim();
+        let own = match text {
+            "" | "default" => None,
+            "off" => Some("off".to_string()),
+            t => {
+                let tiers = crate::storage::tiers::Tiers::parse(t)
+                    .map_err(|e| EngineError::InvalidArgument(format!("schedule: {e}")))?;
+                tiers
+                    .capped_by(&self.storage.config().tiers_max()?)
+                    .map_err(|e| EngineError::InvalidArgument(format!("schedule: {e}")))?;
+                Some(tiers.to_string())
+            }
+        };
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut record = self.with_workspace(scope, name)?;
+        self.ensure_ready(&record)?;
+        record.snapshot_schedule = own;
+        self.records
+            .put(&record)
+            .map_err(io("writing the record"))?;
+        tracing::info!(container = name, schedule = ?record.snapshot_schedule, "snapshot schedule set");
+        self.schedule_json(&record)
+    }
+
+    /// `{schedule, own}`: the tiers in force and whether they are the
+    /// container's own.
+    fn schedule_json(&self, record: &Record) -> Result<serde_json::Value, EngineError> {
+        let default = self.storage.config().tiers()?;
+        Ok(serde_json::json!({
+            "name": record.name,
+            "schedule": tiers_of(record, default).to_string(),
+            "own": record.snapshot_schedule.is_some(),
+        }))
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Record {
     /// Ports shared on purpose (`voxnix expose`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed: Vec<Exposure>,
+    /// The container's own snapshot schedule (`hourly=24,...`, or `off`);
+    /// none: the administrator's (storage.snapshot_schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<String>,
 }
 
 /// Where an exposed port is reachable.
@@ -125,6 +129,7 @@ impl Record {
             }),
             workspace_made_by_create: false,
             exposed: Vec::new(),
+            snapshot_schedule: None,
         }
     }
 

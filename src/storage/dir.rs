@@ -886,7 +886,13 @@ impl DirBackend {
         Ok(inv)
     }
 
-    pub fn retain(&self, owner: &Owner, name: &str, now: u64) -> Result<u32, StorageError> {
+    pub fn retain(
+        &self,
+        owner: &Owner,
+        name: &str,
+        now: u64,
+        tiers: &super::tiers::Tiers,
+    ) -> Result<u32, StorageError> {
         let p = self.paths(owner, name);
         // Purges a crash interrupted.
         if exists(&p.trash) {
@@ -911,7 +917,7 @@ impl DirBackend {
             &candidates,
             self.cfg.keep_snapshots,
             self.cfg.keep_days,
-            &self.cfg.tiers()?,
+            tiers,
             now,
         ) {
             match self.trash(&p, &p.snaps.join(&id)) {

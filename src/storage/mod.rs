@@ -73,6 +73,9 @@ pub struct StorageConfig {
     /// schedule's snapshots are kept by these tiers, not by `keep_snapshots`
     /// and `keep_days` (storage/tiers.rs).
     pub snapshot_schedule: String,
+    /// The most a container's own schedule may keep of each tier (what an
+    /// owner may ask for with `voxnix schedule`).
+    pub snapshot_schedule_max: String,
     /// The `zfs` program.
     pub zfs_bin: PathBuf,
 }
@@ -90,6 +93,7 @@ impl Default for StorageConfig {
             keep_snapshots: 10,
             keep_days: 7,
             snapshot_schedule: String::new(),
+            snapshot_schedule_max: "hourly=48,daily=31,weekly=12,monthly=24".into(),
             zfs_bin: PathBuf::from("zfs"),
         }
     }
@@ -144,7 +148,15 @@ impl StorageConfig {
             return bad("zfs_bin must not be empty".into());
         }
         self.tiers()?;
+        self.tiers_max()?;
         Ok(())
+    }
+
+    /// The caps of containers' own schedules.
+    pub fn tiers_max(&self) -> Result<tiers::Tiers, StorageError> {
+        tiers::Tiers::parse(&self.snapshot_schedule_max).map_err(|e| {
+            StorageError::InvalidArgument(format!("storage: snapshot_schedule_max: {e}"))
+        })
     }
 
     /// The schedule's tiers (none on: no schedule).
@@ -496,8 +508,8 @@ impl Storage {
         &self,
         owner: &Owner,
         name: &str,
+        tiers: &tiers::Tiers,
     ) -> Result<Option<Snapshot>, StorageError> {
-        let tiers = self.cfg.tiers()?;
         if !tiers.any() {
             return Ok(None);
         }
@@ -715,6 +727,18 @@ impl Storage {
     /// workspaces past their expiry. Returns how many snapshots and kept
     /// workspaces went. Failures on single items are logged and skipped.
     pub async fn apply_retention(&self, now: u64) -> Result<u32, StorageError> {
+        self.apply_retention_with(now, &std::collections::HashMap::new())
+            .await
+    }
+
+    /// `apply_retention`, with the tiers of containers whose schedule is
+    /// their own (keyed by owner and name); the others have the default.
+    pub async fn apply_retention_with(
+        &self,
+        now: u64,
+        schedules: &std::collections::HashMap<(Owner, String), tiers::Tiers>,
+    ) -> Result<u32, StorageError> {
+        let default = self.cfg.tiers()?;
         let inv = match &self.imp {
             Imp::Zfs(z) => z.inventory().await?,
             Imp::Dir(_) => self.blocking(|d| d.inventory()).await?,
@@ -722,11 +746,15 @@ impl Storage {
         let mut removed = 0;
         for (owner, name) in inv.containers {
             let _g = self.lock(&owner, &name).await;
+            let t = schedules
+                .get(&(owner.clone(), name.clone()))
+                .copied()
+                .unwrap_or(default);
             let r = match &self.imp {
-                Imp::Zfs(z) => z.retain(&owner, &name, now).await,
+                Imp::Zfs(z) => z.retain(&owner, &name, now, &t).await,
                 Imp::Dir(_) => {
                     let (o, n) = (owner.clone(), name.clone());
-                    self.blocking(move |d| d.retain(&o, &n, now)).await
+                    self.blocking(move |d| d.retain(&o, &n, now, &t)).await
                 }
             };
             match r {

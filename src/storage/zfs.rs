@@ -1219,7 +1219,13 @@ impl ZfsBackend {
     }
 
     /// Applies retention to one container's snapshots; returns how many went.
-    pub async fn retain(&self, owner: &Owner, name: &str, now: u64) -> Result<u32, StorageError> {
+    pub async fn retain(
+        &self,
+        owner: &Owner,
+        name: &str,
+        now: u64,
+        tiers: &super::tiers::Tiers,
+    ) -> Result<u32, StorageError> {
         let n = self.names(owner, name)?;
         let Some(tree) = self.tree_recovered(&n).await? else {
             return Ok(0);
@@ -1248,7 +1254,7 @@ impl ZfsBackend {
             &candidates,
             self.cfg.keep_snapshots,
             self.cfg.keep_days,
-            &self.cfg.tiers()?,
+            tiers,
             now,
         );
         let mut removed = 0;

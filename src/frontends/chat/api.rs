@@ -354,6 +354,13 @@ pub trait Daemon: Send + Sync + 'static {
         port: u16,
         to: &str,
     ) -> impl Future<Output = R<Value>> + Send;
+    /// Sets a container's own snapshot schedule (`SetSchedule`).
+    fn set_schedule(
+        &self,
+        owner: &Owner,
+        name: &str,
+        schedule: &str,
+    ) -> impl Future<Output = R<Value>> + Send;
     /// Administrators only: the daemon answers root, or a front end acting
     /// for an owner it lists as an admin (`admin_owners`, the Telegram admins).
     fn host_health(&self, owner: &Owner) -> impl Future<Output = R<Value>> + Send;
@@ -640,6 +647,13 @@ impl Daemon for DbusDaemon {
             .unexpose(name, owner.as_str(), u32::from(port), to)
             .await;
         json(&bus(r)?)
+    }
+
+    async fn set_schedule(&self, owner: &Owner, name: &str, schedule: &str) -> R<Value> {
+        json(&bus(self
+            .proxy
+            .set_schedule(name, owner.as_str(), schedule)
+            .await)?)
     }
 
     async fn snapshots(&self, owner: &Owner, name: &str) -> R<Value> {

@@ -49,6 +49,11 @@ pub enum Command {
         port: u16,
         to: &'static str,
     },
+    /// `/schedule NAME TIERS|off|default`.
+    Schedule {
+        name: String,
+        schedule: String,
+    },
     Modules,
     Storage,
     Reset,
@@ -128,6 +133,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "unexpose",
         "NAME PORT [host|tailnet]",
         "stop sharing a port",
+    ),
+    (
+        "schedule",
+        "NAME hourly=24,daily=7|off|default",
+        "a container's own snapshot schedule",
     ),
     ("modules", "", "modules a container can be built from"),
     ("storage", "", "your storage use"),
@@ -211,6 +221,15 @@ pub fn parse(text: &str) -> Option<Command> {
         "unexpose" => match port_args(&args, "") {
             Some((name, port, to)) => Command::Unexpose { name, port, to },
             None => Command::Usage(UNEXPOSE_USAGE),
+        },
+        "schedule" => match args.as_slice() {
+            [name, schedule] => Command::Schedule {
+                name: name.clone(),
+                schedule: schedule.clone(),
+            },
+            _ => Command::Usage(
+                "/schedule NAME hourly=24,daily=7,weekly=4,monthly=6  (or off, or default: the host's)",
+            ),
         },
         "modules" => Command::Modules,
         "storage" => Command::Storage,
@@ -328,6 +347,18 @@ mod tests {
                 to: ""
             })
         );
+    }
+
+    #[test]
+    fn schedules_parse() {
+        assert_eq!(
+            parse("/schedule dev hourly=24,daily=7"),
+            Some(Command::Schedule {
+                name: "dev".into(),
+                schedule: "hourly=24,daily=7".into()
+            })
+        );
+        assert!(matches!(parse("/schedule dev"), Some(Command::Usage(_))));
     }
 
     #[test]

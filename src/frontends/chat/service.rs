@@ -354,6 +354,20 @@ impl<D: Daemon> ChatService<D> {
                 };
                 ui.say(&text).await;
             }
+            Command::Schedule { name, schedule } => {
+                let text = match self.daemon.set_schedule(owner, &name, &schedule).await {
+                    Ok(v) => {
+                        let s = v["schedule"].as_str().unwrap_or("off");
+                        if v["own"] == Value::Bool(true) {
+                            format!("{name} now has its own snapshot schedule: {s}.")
+                        } else {
+                            format!("{name} follows the host's snapshot schedule: {s}.")
+                        }
+                    }
+                    Err(f) => f.summary_as_told(&format!("set the snapshot schedule of {name}")),
+                };
+                ui.say(&text).await;
+            }
             Command::Modules => {
                 let text = match self.daemon.modules().await {
                     Ok(m) if m.is_empty() => "No modules are available.".to_string(),

@@ -120,6 +120,13 @@ pub enum Command {
     Snapshot { name: String },
     /// List a container's workspace snapshots.
     Snapshots { name: String },
+    /// Show or set a container's snapshot schedule: tiers such as
+    /// hourly=24,daily=7,weekly=4,monthly=6, `off`, or `default` (the
+    /// administrator's).
+    Schedule {
+        name: String,
+        schedule: Option<String>,
+    },
     /// Restore a container's workspace from a snapshot (stops and restarts
     /// it), or with --path only one file or folder of it (the container
     /// keeps running, the rest stays as it is).
@@ -333,6 +340,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Storage(cmd) => storage::storage(g, cmd).await,
         Command::Snapshot { name } => storage::snapshot(g, &name).await,
         Command::Snapshots { name } => storage::snapshots(g, &name).await,
+        Command::Schedule { name, schedule } => {
+            storage::schedule(g, &name, schedule.as_deref()).await
+        }
         Command::Restore { name, id, path, to } => match path {
             Some(path) => storage::restore_path(g, &name, &id, &path, to.as_deref()).await,
             None => storage::restore(g, &name, &id).await,

@@ -132,6 +132,45 @@ pub async fn snapshots(g: &Global, name: &str) -> ExitCode {
     }
 }
 
+/// `voxnix schedule NAME [TIERS|off|default]`.
+pub async fn schedule(g: &Global, name: &str, set: Option<&str>) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    let shown = |v: &Value| {
+        let s = v["schedule"].as_str().unwrap_or("off");
+        let whose = if v["own_schedule"] == Value::Bool(true) || v["own"] == Value::Bool(true) {
+            "its own"
+        } else {
+            "the host's default"
+        };
+        println!("{name}: scheduled snapshots {s} ({whose})");
+    };
+    match set {
+        Some(text) => match m.set_schedule(name, &g.owner, text).await {
+            Ok(out) => print_json_or(g, &out, shown),
+            Err(e) => fail(&e),
+        },
+        None => match m.storage_usage(&g.owner).await {
+            Ok(text) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let Some(c) = v["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"] == name)
+                else {
+                    eprintln!("voxnix: NotFound: no container '{name}' with a workspace of yours");
+                    return ExitCode::from(super::containers::exit_code_for("NotFound"));
+                };
+                print_json_or(g, &c.to_string(), shown)
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
 pub async fn restore_path(
     g: &Global,
     name: &str,
