@@ -563,13 +563,7 @@ impl DirBackend {
         to: &[std::ffi::OsString],
     ) -> Result<PathRestored, StorageError> {
         use path_restore::WalkError;
-        let shown = |c: &[std::ffi::OsString]| {
-            c.iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/")
-        };
-        let (from_shown, to_shown) = (shown(from), shown(to));
+        let (from_shown, to_shown) = (path_restore::shown(from), path_restore::shown(to));
         let p = self.paths(owner, name);
         self.recover(&p)?;
         let data = p.snaps.join(id).join("data");

@@ -90,7 +90,8 @@ pub enum WalkError {
     Io(String, io::Error),
 }
 
-fn shown(parts: &[OsString]) -> String {
+/// The components as a person wrote them (`a/b`).
+pub fn shown(parts: &[OsString]) -> String {
     parts
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
