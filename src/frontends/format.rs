@@ -20,6 +20,16 @@ pub fn date(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The strings of the array `v[key]` (none when it is not one).
+pub fn strings_at(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
 /// A container's exposed ports as one line (`8080 on host port 20000,
 /// 3000 on the tailnet`), from its status JSON; None when none are.
 pub fn exposed_ports(status: &serde_json::Value) -> Option<String> {

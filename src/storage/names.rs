@@ -201,7 +201,8 @@ fn days_in_month(y: u64, m: u64) -> u64 {
 
 // Proleptic Gregorian calendar <-> days since 1970-01-01 (the well-known
 // era-based conversion; valid for every date this module produces).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// The UTC civil date (year, month 1-12, day) of a day count since the epoch.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

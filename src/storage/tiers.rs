@@ -148,18 +148,10 @@ fn week_of(t: u64) -> u64 {
     (day_of(t) + 3) / 7
 }
 
-/// Months since the epoch (UTC civil calendar).
+/// Months since year 0 (UTC civil calendar).
 fn month_of(t: u64) -> u64 {
-    let days = (t / DAY) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y * 12 + (m - 1)).max(0) as u64
+    let (y, m, _) = super::names::civil_from_days((t / DAY) as i64);
+    (y * 12 + i64::from(m) - 1).max(0) as u64
 }
 
 /// Whether a scheduled snapshot is due at `now`: none was taken in this hour.

@@ -1119,14 +1119,7 @@ fn format_key_change(v: &Value, verb: &str) -> String {
             t.push_str(&format!("{} is already registered.\n", what.trim()));
         }
     }
-    let names = |key: &str| -> Vec<String> {
-        v[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str().map(str::to_string))
-            .collect()
-    };
+    let names = |key: &str| crate::frontends::format::strings_at(v, key);
     let now = names("applied_to");
     if !now.is_empty() {
         let what = if verb == "Removed" {

@@ -130,14 +130,7 @@ fn print_change(v: &Value, verb: &str, unchanged: &str) {
             println!("{} is {unchanged}", what.trim());
         }
     }
-    let names = |key: &str| -> Vec<String> {
-        v[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str().map(str::to_string))
-            .collect()
-    };
+    let names = |key: &str| crate::frontends::format::strings_at(v, key);
     let now = names("applied_to");
     if !now.is_empty() {
         println!("Running containers updated now: {}", now.join(", "));
