@@ -38,21 +38,6 @@ fn fetch_at(ip: &str, port: u16) -> String {
     )
 }
 
-/// `name`'s IPv4 address on the bridge.
-async fn address_of(app: &Appliance, name: &str, owner: &str) -> String {
-    let m = app.manager().await;
-    let status: Value =
-        serde_json::from_str(&m.status(name, owner).await.expect("status")).expect("json");
-    status["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with("10.100.0."))
-        .unwrap_or_else(|| panic!("{name} has no bridge address: {status}"))
-        .to_string()
-}
-
 /// A port of the range is forwarded, by nspawn, to the container it was
 /// exposed for and to no other; the limits, the range and other owners'
 /// containers are enforced, and a destroy gives the port back.
@@ -139,8 +124,8 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     // Each container's own firewall (NixOS's, which nspawn's DNAT goes
     // through): Alice's exposed port is open in hers, Bob's unexposed one is
     // refused by his, even from the host.
-    let alice_ip = address_of(&app, "alice", "telegram:1").await;
-    let bob_ip = address_of(&app, "bob", "telegram:2").await;
+    let alice_ip = app.ipv4_of("alice", "telegram:1").await;
+    let bob_ip = app.ipv4_of("bob", "telegram:2").await;
     let direct = app.sh(&fetch_at(&alice_ip, 8080)).await;
     assert!(direct.contains("alice-page"), "{direct}");
     let direct = app.sh(&fetch_at(&bob_ip, 8080)).await;

@@ -4,21 +4,6 @@
 mod common;
 
 use common::daemon::Appliance;
-use serde_json::Value;
-
-async fn ipv4_of(app: &Appliance, name: &str, owner: &str) -> String {
-    let m = app.manager().await;
-    let v: Value =
-        serde_json::from_str(&m.status(name, owner).await.expect("status")).expect("json");
-    v["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with("10.100.0."))
-        .unwrap_or_else(|| panic!("{name} has an address: {v}"))
-        .to_string()
-}
 
 /// A TCP connect from inside a container, in Python (no tools assumed).
 fn connect(ip: &str, port: u16) -> String {
@@ -100,7 +85,7 @@ async fn one_owners_container_cannot_reach_anothers() {
             true
         );
     }
-    let bob = ipv4_of(&app, "bob", "telegram:2").await;
+    let bob = app.ipv4_of("bob", "telegram:2").await;
     // Bob serves something on all addresses, and opens it in his
     // container's own firewall, as code-server with open_firewall does (and
     // as any root of a container may): only the bridge stands between his
@@ -180,7 +165,7 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
 
     // Bob learns the gateway's MAC; Mallory then sends Bob ARP replies
     // saying the gateway's address is at Mallory's MAC (arpspoof's way).
-    let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
+    let bob_ip = app.ipv4_of("bob", "telegram:2").await;
     let bob_mac = app
         .run_in("bob", "telegram:2", "cat /sys/class/net/host0/address")
         .await;
@@ -226,8 +211,8 @@ async fn a_container_cannot_pose_as_the_dhcp_server_or_the_gateway() {
 async fn a_container_cannot_claim_a_neighbours_address() {
     let app = Appliance::boot("").await;
     mallory_and_bob(&app).await;
-    let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
-    let mallory_ip = ipv4_of(&app, "mallory", "telegram:1").await;
+    let bob_ip = app.ipv4_of("bob", "telegram:2").await;
+    let mallory_ip = app.ipv4_of("mallory", "telegram:1").await;
     let bob_mac = app
         .run_in("bob", "telegram:2", "cat /sys/class/net/host0/address")
         .await
@@ -316,7 +301,7 @@ async fn the_set_of_leases_holds_one_mac_per_address_for_as_long_as_its_lease() 
         app.create(r#"{"name":"bob"}"#, "telegram:2").await["ok"],
         true
     );
-    let bob_ip = ipv4_of(&app, "bob", "telegram:2").await;
+    let bob_ip = app.ipv4_of("bob", "telegram:2").await;
     let set = || app.sh("nft list set bridge voxnix leases");
     let before = set().await;
     assert!(

@@ -20,6 +20,17 @@ pub fn date(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// An SSH key as `SHA256:... comment`, from the daemon's key JSON.
+pub fn key_label(k: &serde_json::Value) -> String {
+    format!(
+        "{} {}",
+        k["fingerprint"].as_str().unwrap_or("-"),
+        k["comment"].as_str().unwrap_or("")
+    )
+    .trim()
+    .to_string()
+}
+
 /// The strings of the array `v[key]` (none when it is not one).
 pub fn strings_at(v: &serde_json::Value, key: &str) -> Vec<String> {
     v[key]

@@ -45,6 +45,21 @@ impl Appliance {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `name`'s IPv4 address on the bridge, from Status, as `owner`.
+    pub async fn ipv4_of(&self, name: &str, owner: &str) -> String {
+        let m = self.manager().await;
+        let v: serde_json::Value =
+            serde_json::from_str(&m.status(name, owner).await.expect("status")).expect("json");
+        v["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .find(|a| a.starts_with("10.100.0."))
+            .unwrap_or_else(|| panic!("{name} has no bridge address: {v}"))
+            .to_string()
+    }
+
     /// `sh -c SCRIPT` in container `name` through the API's Exec, as
     /// `owner`; its stdout and stderr together.
     pub async fn run_in(&self, name: &str, owner: &str, script: &str) -> String {

@@ -1108,15 +1108,11 @@ fn format_keys(v: &Value) -> String {
 fn format_key_change(v: &Value, verb: &str) -> String {
     let mut t = String::new();
     for k in v["keys"].as_array().into_iter().flatten() {
-        let what = format!(
-            "{} {}",
-            k["fingerprint"].as_str().unwrap_or("-"),
-            k["comment"].as_str().unwrap_or("")
-        );
+        let what = crate::frontends::format::key_label(k);
         if v["changed"] == Value::Bool(true) {
-            t.push_str(&format!("{verb} {}.\n", what.trim()));
+            t.push_str(&format!("{verb} {}.\n", what));
         } else {
-            t.push_str(&format!("{} is already registered.\n", what.trim()));
+            t.push_str(&format!("{} is already registered.\n", what));
         }
     }
     let names = |key: &str| crate::frontends::format::strings_at(v, key);

@@ -119,15 +119,11 @@ pub async fn keys(g: &Global, cmd: KeysCommand) -> ExitCode {
 
 fn print_change(v: &Value, verb: &str, unchanged: &str) {
     for k in v["keys"].as_array().into_iter().flatten() {
-        let what = format!(
-            "{} {}",
-            k["fingerprint"].as_str().unwrap_or("-"),
-            k["comment"].as_str().unwrap_or("")
-        );
+        let what = crate::frontends::format::key_label(k);
         if v["changed"] == Value::Bool(true) {
-            println!("{verb} {}", what.trim());
+            println!("{verb} {}", what);
         } else {
-            println!("{} is {unchanged}", what.trim());
+            println!("{} is {unchanged}", what);
         }
     }
     let names = |key: &str| crate::frontends::format::strings_at(v, key);
