@@ -303,6 +303,39 @@ impl Daemon for FakeDaemon {
         self.find(owner, name)?;
         Err(not_in_eval())
     }
+
+    async fn checkpoint(
+        &self,
+        owner: &Owner,
+        name: &str,
+        kind: &str,
+        why: &str,
+    ) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Ok(json!({"id": 2, "at": 1_735_689_600u64, "by": owner.as_str(), "kind": kind, "why": why}))
+    }
+
+    async fn history(&self, owner: &Owner, name: &str) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Ok(
+            json!([{"id": 1, "at": 1_735_689_600u64, "by": owner.as_str(), "kind": "create",
+                   "why": "created with git", "modules": ["git"]}]),
+        )
+    }
+
+    // Undo is confirmed by the person: the model only ever sees the plan.
+    async fn plan_undo(&self, owner: &Owner, name: &str, _to: u64) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Ok(
+            json!({"name": name, "target": {"id": 1, "at": 1_735_689_600u64, "why": "created with git"},
+                  "modules_now": ["git"], "modules_then": ["git"], "workspace": true, "restarts": true}),
+        )
+    }
+
+    async fn undo(&self, owner: &Owner, name: &str, _to: u64) -> Result<Value, ApiFailure> {
+        self.find(owner, name)?;
+        Err(not_in_eval())
+    }
 }
 
 fn not_in_eval() -> ApiFailure {

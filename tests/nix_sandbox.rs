@@ -93,6 +93,7 @@ async fn status_reads_modules_from_the_derivation_and_update_switches_in_place()
         "keep\n",
         "the workspace is kept"
     );
+    // The update's checkpoint holds a snapshot of the workspace.
     let snaps: Value =
         serde_json::from_str(&m.snapshots("nx", "").await.expect("snapshots")).expect("json");
     assert!(
@@ -100,7 +101,7 @@ async fn status_reads_modules_from_the_derivation_and_update_switches_in_place()
             .as_array()
             .into_iter()
             .flatten()
-            .any(|s| s["reason"] == "pre-update"),
+            .any(|s| s["reason"] == "checkpoint"),
         "{snaps}"
     );
 

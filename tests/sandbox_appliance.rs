@@ -343,18 +343,27 @@ fn sigint_powers_off_in_order() {
     assert!(left.is_empty(), "left behind after Ctrl-C: {left:?}");
 }
 
+/// Runs in a state root of its own: any other test's boot reaps the stale
+/// directories of the shared root, so there the "left for the next run" step
+/// raced with the tests running beside it (seen once in CI).
 #[tokio::test]
 async fn sigkill_of_the_launcher_kills_the_appliance_and_the_next_run_reaps_its_state() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let before = sandbox_dirs();
+    let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let private = tempfile::Builder::new()
+        .prefix("reap-root-")
+        .tempdir_in(scratch)
+        .expect("private state root");
+    let root = private.path().to_path_buf();
     let mut child = Command::new(voxnix_bin())
+        .env("VOXNIX_SANDBOX_DIR", &root)
         .args(["sandbox", "run", "--", "sleep", "300"])
         .stdin(std::process::Stdio::null())
         .spawn()
         .expect("spawn voxnix");
     let pid = child.id() as i32;
-    let dir = wait_for_new_dir(&before, pid);
+    let dir = wait_for_new_dir_in(&root, &[], pid);
     let init_pid = wait_for_init_pid(&dir);
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL");
     child.wait().expect("wait");
@@ -370,8 +379,18 @@ async fn sigkill_of_the_launcher_kills_the_appliance_and_the_next_run_reaps_its_
         dir.exists(),
         "the state directory is left for the next run to reap"
     );
-    // The next boot removes it.
-    let next = Sandbox::boot().await.expect("boot");
+    // The next boot in the same root removes it.
+    let next = Command::new(voxnix_bin())
+        .env("VOXNIX_SANDBOX_DIR", &root)
+        .args(["sandbox", "run", "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run voxnix");
+    assert!(
+        next.status.success(),
+        "the next run failed: {}",
+        String::from_utf8_lossy(&next.stderr)
+    );
     assert!(
         !dir.exists(),
         "the next run reaped the stale state directory"
@@ -386,14 +405,32 @@ async fn sigkill_of_the_launcher_kills_the_appliance_and_the_next_run_reaps_its_
         left.is_empty(),
         "left behind after SIGKILL and a reaping run: {left:?}"
     );
-    next.shutdown().expect("shutdown");
+    let rest: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(rest.is_empty(), "the next run left its own state: {rest:?}");
 }
 
 fn wait_for_new_dir(before: &[String], launcher: i32) -> std::path::PathBuf {
+    wait_for_new_dir_in(&common::sandbox_root(), before, launcher)
+}
+
+fn wait_for_new_dir_in(
+    root: &std::path::Path,
+    before: &[String],
+    launcher: i32,
+) -> std::path::PathBuf {
     for _ in 0..600 {
-        for name in sandbox_dirs() {
+        let names: Vec<String> = std::fs::read_dir(root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in names {
             if !before.contains(&name) && name.starts_with(&format!("{launcher}-")) {
-                return common::sandbox_root().join(name);
+                return root.join(name);
             }
         }
         std::thread::sleep(Duration::from_millis(50));

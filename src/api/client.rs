@@ -39,6 +39,10 @@ pub trait Manager {
         path: &str,
         to: &str,
     ) -> zbus::Result<String>;
+    fn checkpoint(&self, name: &str, owner: &str, kind: &str, why: &str) -> zbus::Result<String>;
+    fn history(&self, name: &str, owner: &str) -> zbus::Result<String>;
+    fn plan_undo(&self, name: &str, owner: &str, checkpoint: u64) -> zbus::Result<String>;
+    fn undo(&self, name: &str, owner: &str, checkpoint: u64) -> zbus::Result<String>;
     fn kept(&self, owner: &str) -> zbus::Result<String>;
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;

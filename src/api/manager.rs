@@ -306,6 +306,68 @@ impl Manager {
         to_json(&self.engine.set_schedule(&scope, name, schedule).await?)
     }
 
+    /// Takes a checkpoint of the container now (workspace snapshot and
+    /// system generation). `kind`: `manual` (or "") or `command` (a front
+    /// end, before a command the person confirmed); `why`: one line. JSON
+    /// {id, at, by, kind, why, snapshot, system, modules, undoes}.
+    async fn checkpoint(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        kind: &str,
+        why: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.checkpoint(&scope, name, kind, why).await?)
+    }
+
+    /// The container's checkpoints, oldest first, as a JSON array of
+    /// {id, at, by, kind, why, snapshot, system, modules, undoes}.
+    async fn history(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.history(&scope, name)?)
+    }
+
+    /// What Undo would do, changing nothing: JSON {name, target,
+    /// modules_now, modules_then, workspace, restarts}. `checkpoint` 0: the
+    /// state before the last change.
+    async fn plan_undo(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        checkpoint: u64,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.plan_undo(&scope, name, checkpoint).await?)
+    }
+
+    /// Puts the container back to a checkpoint (0: the state before the
+    /// last change; after an undo, further back): modules and system
+    /// switched back, workspace restored. A checkpoint of the present is
+    /// taken first (`safety` in the answer; undo to it to undo the undo).
+    /// JSON: the plan and {safety}.
+    async fn undo(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: &str,
+        owner: &str,
+        checkpoint: u64,
+    ) -> Result<String, ApiError> {
+        let (scope, _) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.undo(&scope, name, checkpoint).await?)
+    }
+
     /// Workspaces kept from destroyed containers of the acting owner, as a
     /// JSON array of {owner, container, id, snapshot, expires}.
     async fn kept(

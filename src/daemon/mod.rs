@@ -77,6 +77,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     notify(&[NotifyState::Status("reconciling records with the host")]);
     let report = engine.reconcile().await;
     tracing::info!(?report, "reconcile done");
+    let recovered = engine.recover_checkpoints().await;
+    if recovered > 0 {
+        tracing::info!(recovered, "checkpoints written down after a restart");
+    }
 
     let server = conn.object_server();
     let manager = Manager {

@@ -58,6 +58,21 @@ impl EngineError {
         }
     }
 
+    /// The same kind with another message (context added for a person).
+    pub fn with_message(&self, m: String) -> Self {
+        match self {
+            EngineError::InvalidArgument(_) => EngineError::InvalidArgument(m),
+            EngineError::NotFound(_) => EngineError::NotFound(m),
+            EngineError::Conflict(_) => EngineError::Conflict(m),
+            EngineError::AccessDenied(_) => EngineError::AccessDenied(m),
+            EngineError::BuildFailed(_) => EngineError::BuildFailed(m),
+            EngineError::QuotaExceeded(_) => EngineError::QuotaExceeded(m),
+            EngineError::Busy(_) => EngineError::Busy(m),
+            EngineError::Timeout(_) => EngineError::Timeout(m),
+            EngineError::HostError(_) => EngineError::HostError(m),
+        }
+    }
+
     /// The one message for a container the caller may not see, whether or not
     /// it exists: never reveals another owner's container.
     pub fn not_found(name: &str) -> Self {

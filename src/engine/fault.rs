@@ -29,6 +29,8 @@ pub const POINTS: &[&str] = &[
     "start:started",
     "stop:begun",
     "stop:stopped",
+    "checkpoint:snapshot-taken",
+    "update:checkpointed",
 ];
 
 /// Conditions (not kills) a test can switch on: true while the trigger

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod builder;
+pub mod checkpoints;
 pub mod connect;
 pub mod error;
 pub mod expose;
@@ -19,6 +20,7 @@ pub mod reconcile;
 pub mod records;
 pub mod spec;
 pub mod tailscale_keys;
+pub mod undo;
 pub mod view;
 pub mod watch;
 
@@ -163,6 +165,8 @@ pub struct Engine {
     /// Each owner's SSH public keys, handed to their `ssh` containers.
     pub(crate) owner_keys: owner_keys::OwnerKeys,
     tailscale_keys: tailscale_keys::TailscaleKeys,
+    /// Each container's checkpoints (engine/undo.rs).
+    checkpoints: checkpoints::CheckpointStore,
     owner_slices: slices::OwnerSlices,
     pub(crate) view: view::LiveView,
     /// Coalesced reads that still ask the host (see view/coalesce.rs): a
@@ -256,6 +260,7 @@ impl Engine {
             personal: personal::PersonalFiles::new(&cfg.state_dir),
             owner_keys: owner_keys::OwnerKeys::new(&cfg.state_dir),
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
+            checkpoints: checkpoints::CheckpointStore::new(&cfg.state_dir),
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
             view: view::LiveView::new(cfg.proc_root.clone()),
@@ -695,6 +700,26 @@ impl Engine {
         self.emit(Event::ContainerAdded {
             name: name.to_string(),
         });
+        // The first checkpoint: the container as created. It runs now; a
+        // checkpoint that cannot be taken (a full quota) is said, not fatal.
+        let why = format!("created with {}", undo::modules_words(&record.spec.modules));
+        if let Err(e) = self
+            .take_checkpoint(
+                record,
+                checkpoints::Kind::Create,
+                record.owner.as_str(),
+                &why,
+                None,
+            )
+            .await
+        {
+            tracing::warn!(container = name, "no checkpoint of the new container: {e}");
+            self.ops.progress(
+                op,
+                "storage",
+                &format!("no checkpoint of the new container: {}", e.message()),
+            );
+        }
 
         self.ops.progress(
             op,
@@ -1062,6 +1087,9 @@ impl Engine {
         self.records
             .remove(name)
             .map_err(io("removing the record"))?;
+        if let Err(e) = self.checkpoints.remove(name) {
+            tracing::warn!(container = name, "removing the checkpoints: {e}");
+        }
         self.clear_expected(name);
         Ok(())
     }
@@ -1238,6 +1266,11 @@ impl Engine {
         self.records
             .remove(&record.name)
             .map_err(io("removing the record"))?;
+        // The next container of this name starts with no history (the file
+        // names its container too, so a leftover one would not be read).
+        if let Err(e) = self.checkpoints.remove(&record.name) {
+            tracing::warn!(container = %record.name, "removing the checkpoints: {e}");
+        }
         self.view.forget(&record.name);
         self.clear_expected(&record.name);
         self.emit(Event::ContainerRemoved {
@@ -1405,8 +1438,9 @@ impl Engine {
         let engine = self.clone();
         let (op_id, name) = (op.clone(), name.to_string());
         let asked = (record.owner.clone(), record.created_at);
+        let by = undo::actor(scope);
         tokio::spawn(async move {
-            let result = engine.run_update(&op_id, &name, asked, new_spec).await;
+            let result = engine.run_update(&op_id, &name, asked, &by, new_spec).await;
             engine.ops.finish(
                 &op_id,
                 result.map(|s| serde_json::json!({ "name": name, "state": s })),
@@ -1420,6 +1454,7 @@ impl Engine {
         op: &str,
         name: &str,
         (owner, created_at): (Owner, u64),
+        by: &str,
         new_spec: ContainerSpec,
     ) -> Result<String, EngineError> {
         let lock = self.lock_for(name);
@@ -1440,16 +1475,29 @@ impl Engine {
         self.records
             .put(&record)
             .map_err(io("writing the record"))?;
-        if record.spec.workspace {
-            self.ops.progress(
-                op,
-                "storage",
-                "snapshotting the workspace before the update",
-            );
-            self.storage
-                .snapshot(&record.owner, name, "pre-update")
-                .await?;
+        // The checkpoint `voxnix undo` goes back to.
+        self.ops.progress(
+            op,
+            "checkpoint",
+            "taking a checkpoint (workspace and system) before the update",
+        );
+        let why = format!(
+            "before update: {} → {}",
+            undo::modules_words(&record.spec.modules),
+            undo::modules_words(&new_spec.modules)
+        );
+        if let Err(e) = self
+            .take_checkpoint(&record, checkpoints::Kind::Update, by, &why, None)
+            .await
+        {
+            let mut restored = previous;
+            restored.finish(&format!("update refused: {}", e.message()));
+            self.records
+                .put(&restored)
+                .map_err(io("writing the record"))?;
+            return Err(e);
         }
+        fault::point("update:checkpointed");
         let progress = {
             let engine = self.clone();
             let op = op.to_string();
@@ -1595,6 +1643,26 @@ impl Engine {
         }))
     }
 
+    /// Checked before a checkpoint is taken for a restore of `id`, so that a
+    /// mistyped id costs no snapshot.
+    async fn snapshot_exists(&self, r: &Record, id: &str) -> Result<(), EngineError> {
+        crate::storage::names::check_snapshot_id(id)?;
+        if self
+            .storage
+            .snapshots(&r.owner, &r.name)
+            .await?
+            .iter()
+            .any(|s| s.id == id)
+        {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!(
+                "'{}' has no snapshot '{id}' (`voxnix snapshots {}` lists them)",
+                r.name, r.name
+            )))
+        }
+    }
+
     fn with_workspace(&self, scope: &Scope, name: &str) -> Result<Record, EngineError> {
         let r = self.visible(scope, name)?;
         if !r.spec.workspace {
@@ -1634,6 +1702,15 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
+        self.snapshot_exists(&r, id).await?;
+        self.take_checkpoint(
+            &r,
+            checkpoints::Kind::Restore,
+            &undo::actor(scope),
+            &format!("before restoring snapshot {id}"),
+            None,
+        )
+        .await?;
         self.while_stopped(&r, || self.storage.restore(&r.owner, name, id))
             .await
     }
@@ -1655,6 +1732,15 @@ impl Engine {
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
         let to = if to.is_empty() { path } else { to };
+        self.snapshot_exists(&r, id).await?;
+        self.take_checkpoint(
+            &r,
+            checkpoints::Kind::Restore,
+            &undo::actor(scope),
+            &format!("before bringing back {path} from snapshot {id}"),
+            None,
+        )
+        .await?;
         Ok(self
             .storage
             .restore_path(&r.owner, name, id, path, to)
@@ -1709,6 +1795,25 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
+        if !self
+            .storage
+            .kept(&r.owner)
+            .await?
+            .iter()
+            .any(|k| k.container == from)
+        {
+            return Err(EngineError::NotFound(format!(
+                "nothing is kept of a container named '{from}'"
+            )));
+        }
+        self.take_checkpoint(
+            &r,
+            checkpoints::Kind::Restore,
+            &undo::actor(scope),
+            &format!("before restoring the kept workspace of {from}"),
+            None,
+        )
+        .await?;
         self.while_stopped(&r, || self.storage.restore_kept_from(&r.owner, name, from))
             .await
     }

@@ -65,12 +65,108 @@ pub fn exposed_ports(status: &serde_json::Value) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// A UTC date and time to the minute (`2026-12-08 14:05 UTC`).
+pub fn date_time(secs: u64) -> String {
+    if secs == u64::MAX {
+        return date(secs);
+    }
+    let in_day = secs % 86_400;
+    format!(
+        "{} {:02}:{:02} UTC",
+        date(secs),
+        in_day / 3600,
+        (in_day % 3600) / 60
+    )
+}
+
+/// One checkpoint as a line: `3  2026-12-02 18:04 UTC  unix:1000  before
+/// update: git → git, fish`.
+pub fn checkpoint_line(c: &serde_json::Value) -> String {
+    format!(
+        "{:>3}  {}  {}  {}",
+        c["id"].as_u64().unwrap_or(0),
+        date_time(c["at"].as_u64().unwrap_or(0)),
+        c["by"].as_str().unwrap_or("-"),
+        c["why"].as_str().unwrap_or("-"),
+    )
+}
+
+/// What an undo will do (from the daemon's plan), in words.
+pub fn undo_plan(plan: &serde_json::Value) -> String {
+    let t = &plan["target"];
+    let name = plan["name"].as_str().unwrap_or("-");
+    let mut out = format!(
+        "{name} goes back to checkpoint {} ({}, {}).",
+        t["id"].as_u64().unwrap_or(0),
+        date_time(t["at"].as_u64().unwrap_or(0)),
+        t["why"].as_str().unwrap_or("-")
+    );
+    let (now, then) = (
+        strings_at(plan, "modules_now"),
+        strings_at(plan, "modules_then"),
+    );
+    let words = |m: &[String]| {
+        if m.is_empty() {
+            "no modules".to_string()
+        } else {
+            m.join(", ")
+        }
+    };
+    if now == then {
+        out.push_str(&format!(" Modules stay: {}.", words(&now)));
+    } else {
+        out.push_str(&format!(
+            " Modules: {} → {} (its system switches back).",
+            words(&now),
+            words(&then)
+        ));
+    }
+    if plan["workspace"] == serde_json::Value::Bool(true) {
+        out.push_str(" Its /workspace goes back to how it was then.");
+    }
+    if plan["restarts"] == serde_json::Value::Bool(true) {
+        out.push_str(" It is stopped for this and started again.");
+    }
+    out.push_str(" What it is now is kept as a checkpoint first, so this can be undone too.");
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn dates() {
-        assert_eq!(super::date(0), "1970-01-01");
-        assert_eq!(super::date(1_796_169_600), "2026-12-02");
-        assert_eq!(super::date(u64::MAX), "until purged");
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_796_169_600), "2026-12-02");
+        assert_eq!(date(u64::MAX), "until purged");
+        assert_eq!(
+            date_time(1_796_169_600 + 13 * 3600 + 5 * 60 + 59),
+            "2026-12-02 13:05 UTC"
+        );
+    }
+
+    #[test]
+    fn an_undo_plan_says_what_changes() {
+        let plan = serde_json::json!({
+            "name": "dev",
+            "target": {"id": 2, "at": 86_400 + 3_660, "why": "before update: git → git, fish"},
+            "modules_now": ["git", "fish"],
+            "modules_then": ["git"],
+            "workspace": true,
+            "restarts": true,
+        });
+        let t = undo_plan(&plan);
+        assert!(t.starts_with("dev goes back to checkpoint 2 (1970-01-02 01:01 UTC, before update: git → git, fish)."), "{t}");
+        assert!(t.contains("Modules: git, fish → git"), "{t}");
+        assert!(t.contains("/workspace goes back"), "{t}");
+        assert!(t.contains("stopped for this"), "{t}");
+        let same = serde_json::json!({
+            "name": "dev", "target": {"id": 1, "at": 0, "why": "x"},
+            "modules_now": [], "modules_then": [], "workspace": false, "restarts": false,
+        });
+        let t = undo_plan(&same);
+        assert!(t.contains("Modules stay: no modules."), "{t}");
+        assert!(!t.contains("workspace") && !t.contains("stopped"), "{t}");
     }
 }

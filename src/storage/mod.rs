@@ -76,6 +76,10 @@ pub struct StorageConfig {
     /// The most a container's own schedule may keep of each tier (what an
     /// owner may ask for with `voxnix schedule`).
     pub snapshot_schedule_max: String,
+    /// Checkpoints kept per container (engine/undo.rs), newest first; the
+    /// oldest go with their snapshots past this (0: no limit). Retention
+    /// and the schedule never prune a checkpoint's snapshot.
+    pub checkpoints_keep: u32,
     /// The `zfs` program.
     pub zfs_bin: PathBuf,
 }
@@ -94,6 +98,7 @@ impl Default for StorageConfig {
             keep_days: 7,
             snapshot_schedule: String::new(),
             snapshot_schedule_max: "hourly=48,daily=31,weekly=12,monthly=24".into(),
+            checkpoints_keep: 20,
             zfs_bin: PathBuf::from("zfs"),
         }
     }
@@ -231,7 +236,7 @@ pub struct Snapshot {
     pub id: String,
     /// Seconds since the epoch.
     pub created: u64,
-    /// `manual`, `pre-update`, `pre-destroy`, `pre-restore`, ...
+    /// `manual`, `scheduled`, `checkpoint`, `pre-destroy`, `pre-restore`, ...
     pub reason: String,
     /// Bytes the snapshot holds on its own, when known (zfs: its `used`;
     /// dir: the size of the copy).

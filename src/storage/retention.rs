@@ -13,6 +13,10 @@
 
 use super::tiers::{SCHEDULED, Tiers};
 
+/// The reason of a checkpoint's snapshot (engine/checkpoints.rs); such a
+/// snapshot goes only with its checkpoint.
+pub const CHECKPOINT: &str = "checkpoint";
+
 /// One snapshot as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -34,6 +38,13 @@ pub fn to_remove(
     tiers: &Tiers,
     now: u64,
 ) -> Vec<String> {
+    // Checkpoints' snapshots are the checkpoint limit's, never retention's.
+    let snapshots: Vec<Candidate> = snapshots
+        .iter()
+        .filter(|s| s.reason != CHECKPOINT)
+        .cloned()
+        .collect();
+    let snapshots = snapshots.as_slice();
     if !tiers.any() {
         return expired_snapshots(snapshots, keep_snapshots, keep_days, now);
     }
@@ -127,6 +138,27 @@ mod tests {
         assert_eq!(got, want);
         // No schedule: the limits for all of them.
         assert_eq!(to_remove(&s, 2, 0, &Tiers::default(), now).len(), 31);
+    }
+
+    #[test]
+    fn checkpoints_are_never_retentions_to_prune() {
+        let day = 86_400;
+        let mut s: Vec<Candidate> = (0..5)
+            .map(|d| Candidate {
+                id: format!("cp{d}"),
+                created: d * day,
+                reason: CHECKPOINT.into(),
+                pinned: false,
+            })
+            .collect();
+        s.push(c("m1", 0));
+        s.push(c("m2", day));
+        let now = 100 * day;
+        // Count and age limits: only the manual one beyond them goes.
+        assert_eq!(to_remove(&s, 1, 7, &Tiers::default(), now), vec!["m1"]);
+        // With a schedule too.
+        let tiers = Tiers::parse("hourly=1").unwrap();
+        assert_eq!(to_remove(&s, 1, 7, &tiers, now), vec!["m1"]);
     }
 
     #[test]

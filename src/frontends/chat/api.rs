@@ -361,6 +361,26 @@ pub trait Daemon: Send + Sync + 'static {
         name: &str,
         schedule: &str,
     ) -> impl Future<Output = R<Value>> + Send;
+    /// Takes a checkpoint (`Checkpoint`): `kind` `command` before a command
+    /// the person confirmed, with the command as `why`.
+    fn checkpoint(
+        &self,
+        owner: &Owner,
+        name: &str,
+        kind: &str,
+        why: &str,
+    ) -> impl Future<Output = R<Value>> + Send;
+    /// The container's checkpoints (`History`), oldest first.
+    fn history(&self, owner: &Owner, name: &str) -> impl Future<Output = R<Value>> + Send;
+    /// What an undo to checkpoint `to` (0: the default) would do (`PlanUndo`).
+    fn plan_undo(
+        &self,
+        owner: &Owner,
+        name: &str,
+        to: u64,
+    ) -> impl Future<Output = R<Value>> + Send;
+    /// Goes back to checkpoint `to` (`Undo`).
+    fn undo(&self, owner: &Owner, name: &str, to: u64) -> impl Future<Output = R<Value>> + Send;
     /// Administrators only: the daemon answers root, or a front end acting
     /// for an owner it lists as an admin (`admin_owners`, the Telegram admins).
     fn host_health(&self, owner: &Owner) -> impl Future<Output = R<Value>> + Send;
@@ -658,6 +678,25 @@ impl Daemon for DbusDaemon {
 
     async fn snapshots(&self, owner: &Owner, name: &str) -> R<Value> {
         json(&bus(self.proxy.snapshots(name, owner.as_str()).await)?)
+    }
+
+    async fn checkpoint(&self, owner: &Owner, name: &str, kind: &str, why: &str) -> R<Value> {
+        json(&bus(self
+            .proxy
+            .checkpoint(name, owner.as_str(), kind, why)
+            .await)?)
+    }
+
+    async fn history(&self, owner: &Owner, name: &str) -> R<Value> {
+        json(&bus(self.proxy.history(name, owner.as_str()).await)?)
+    }
+
+    async fn plan_undo(&self, owner: &Owner, name: &str, to: u64) -> R<Value> {
+        json(&bus(self.proxy.plan_undo(name, owner.as_str(), to).await)?)
+    }
+
+    async fn undo(&self, owner: &Owner, name: &str, to: u64) -> R<Value> {
+        json(&bus(self.proxy.undo(name, owner.as_str(), to).await)?)
     }
 }
 

@@ -54,6 +54,13 @@ pub enum Command {
         name: String,
         schedule: String,
     },
+    /// `/history NAME`: its checkpoints.
+    History(String),
+    /// `/undo NAME [ID]` (`to` 0: before the last change); asks first.
+    Undo {
+        name: String,
+        to: u64,
+    },
     Modules,
     Storage,
     Reset,
@@ -138,6 +145,16 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "schedule",
         "NAME hourly=24,daily=7|off|default",
         "a container's own snapshot schedule",
+    ),
+    (
+        "history",
+        "NAME",
+        "a container's checkpoints (before each change voxnix made)",
+    ),
+    (
+        "undo",
+        "NAME [ID]",
+        "put a container back to before its last change, or to checkpoint ID (asks first)",
     ),
     ("modules", "", "modules a container can be built from"),
     ("storage", "", "your storage use"),
@@ -230,6 +247,21 @@ pub fn parse(text: &str) -> Option<Command> {
             _ => Command::Usage(
                 "/schedule NAME hourly=24,daily=7,weekly=4,monthly=6  (or off, or default: the host's)",
             ),
+        },
+        "history" => one("/history NAME", Command::History),
+        "undo" => match args.as_slice() {
+            [name] => Command::Undo {
+                name: name.clone(),
+                to: 0,
+            },
+            [name, id] => match id.trim_start_matches('#').parse::<u64>() {
+                Ok(to) if to > 0 => Command::Undo {
+                    name: name.clone(),
+                    to,
+                },
+                _ => Command::Usage("/undo NAME [ID]  (ID: a number from /history NAME)"),
+            },
+            _ => Command::Usage("/undo NAME [ID]  (ID: a number from /history NAME)"),
         },
         "modules" => Command::Modules,
         "storage" => Command::Storage,

@@ -111,9 +111,18 @@ struct Pending {
     token: String,
     name: String,
     at: Instant,
-    /// `None`: destroy `name`. Some: run this command in `name` (an
-    /// agent's `run_command` beyond the read-only set), with its timeout.
-    command: Option<(Vec<String>, u32)>,
+    act: Act,
+}
+
+/// What a confirmation, once answered yes, does to its container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Act {
+    Destroy,
+    /// Runs this command (an agent's `run_command` beyond the read-only
+    /// set) with its timeout, after a checkpoint.
+    Command(Vec<String>, u32),
+    /// Goes back to this checkpoint (the one the person was shown).
+    Undo(u64),
 }
 
 /// The outcome of answering a confirmation.
@@ -368,6 +377,33 @@ impl<D: Daemon> ChatService<D> {
                 };
                 ui.say(&text).await;
             }
+            Command::History(name) => {
+                let text = match self.daemon.history(owner, &name).await {
+                    Ok(v) => {
+                        let rows = v.as_array().cloned().unwrap_or_default();
+                        if rows.is_empty() {
+                            format!("{name} has no checkpoints yet.")
+                        } else {
+                            let mut t = format!("Checkpoints of {name}:\n");
+                            for c in &rows {
+                                t.push_str(&crate::frontends::format::checkpoint_line(c));
+                                t.push('\n');
+                            }
+                            t.push_str(&format!(
+                                "/undo {name} goes back to before the last change; /undo {name} ID to one of these."
+                            ));
+                            t
+                        }
+                    }
+                    Err(f) => f.summary_as_told(&format!("list the checkpoints of {name}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::Undo { name, to } => {
+                if let Err(f) = self.request_undo(s, &name, to, ui).await {
+                    ui.say(&f.summary_as_told(&format!("undo {name}"))).await;
+                }
+            }
             Command::Modules => {
                 let text = match self.daemon.modules().await {
                     Ok(m) if m.is_empty() => "No modules are available.".to_string(),
@@ -488,7 +524,7 @@ impl<D: Daemon> ChatService<D> {
             let mut p = self.pending_lock();
             let list = p.entry(s.key().to_string()).or_default();
             list.retain(|d| {
-                d.at.elapsed() < CONFIRMATION_TTL && !(d.name == name && d.command.is_none())
+                d.at.elapsed() < CONFIRMATION_TTL && !(d.name == name && d.act == Act::Destroy)
             });
             if list.len() >= MAX_PENDING_PER_CHAT {
                 list.remove(0);
@@ -497,7 +533,7 @@ impl<D: Daemon> ChatService<D> {
                 token: token.clone(),
                 name: name.to_string(),
                 at: Instant::now(),
-                command: None,
+                act: Act::Destroy,
             });
         }
         tracing::info!(owner = %s.owner, container = name, "destroy confirmation shown");
@@ -543,8 +579,12 @@ impl<D: Daemon> ChatService<D> {
             return Confirmation::Unknown;
         };
         let name = d.name;
-        if let Some((argv, timeout)) = d.command {
-            return self.answer_command(s, &name, &argv, timeout, yes).await;
+        match d.act {
+            Act::Destroy => {}
+            Act::Command(argv, timeout) => {
+                return self.answer_command(s, &name, &argv, timeout, yes).await;
+            }
+            Act::Undo(to) => return self.answer_undo(s, &name, to, yes).await,
         }
         let outcome = if !yes {
             tracing::info!(owner = %s.owner, container = %name, "destroy cancelled by the person");
@@ -589,20 +629,35 @@ impl<D: Daemon> ChatService<D> {
             Confirmation::Kept(format!("Did not run `{shown}` in {name}."))
         } else {
             tracing::info!(owner = %s.owner, container = name, "agent command confirmed by the person");
-            match self.daemon.exec(&s.owner, name, argv, timeout).await {
-                Ok(o) => {
-                    let mut t = format!("Ran `{shown}` in {name}: exit code {}.", o.exit_code);
-                    let out = clip(o.stdout.trim_end(), 1500);
-                    if !out.is_empty() {
-                        t.push_str(&format!("\n{out}"));
+            // A checkpoint first: `/undo NAME` takes the command back.
+            let why = format!("before the assistant's command `{}`", clip(&shown, 200));
+            let checkpoint = self
+                .daemon
+                .checkpoint(&s.owner, name, "command", &why)
+                .await;
+            match checkpoint {
+                Err(f) => Confirmation::Failed(format!(
+                    "{} The command did not run.",
+                    f.summary(&format!(
+                        "take a checkpoint of {name} before running `{shown}`"
+                    ))
+                )),
+                Ok(_) => match self.daemon.exec(&s.owner, name, argv, timeout).await {
+                    Ok(o) => {
+                        let mut t = format!("Ran `{shown}` in {name}: exit code {}.", o.exit_code);
+                        let out = clip(o.stdout.trim_end(), 1500);
+                        if !out.is_empty() {
+                            t.push_str(&format!("\n{out}"));
+                        }
+                        let err = clip(o.stderr.trim_end(), 500);
+                        if !err.is_empty() {
+                            t.push_str(&format!("\n(stderr) {err}"));
+                        }
+                        t.push_str(&format!("\n(/undo {name} takes it back.)"));
+                        Confirmation::Done(t)
                     }
-                    let err = clip(o.stderr.trim_end(), 500);
-                    if !err.is_empty() {
-                        t.push_str(&format!("\n(stderr) {err}"));
-                    }
-                    Confirmation::Done(t)
-                }
-                Err(f) => Confirmation::Failed(f.summary(&format!("run `{shown}` in {name}"))),
+                    Err(f) => Confirmation::Failed(f.summary(&format!("run `{shown}` in {name}"))),
+                },
             }
         };
         if self.llm.is_some() {
@@ -619,6 +674,78 @@ impl<D: Daemon> ChatService<D> {
                     )),
                     Msg::Assistant {
                         text: Some("(shown to the person)".into()),
+                        tool_calls: vec![],
+                    },
+                ],
+            );
+        }
+        outcome
+    }
+
+    /// Shows the person what an undo of `name` would do and asks; nothing
+    /// changes here.
+    async fn request_undo<U: Ui>(
+        &self,
+        s: &Session,
+        name: &str,
+        to: u64,
+        ui: &U,
+    ) -> Result<Value, ApiFailure> {
+        let plan = self.daemon.plan_undo(&s.owner, name, to).await?;
+        let target = plan["target"]["id"].as_u64().unwrap_or(0);
+        let token = self.new_token();
+        {
+            let mut p = self.pending_lock();
+            let list = p.entry(s.key().to_string()).or_default();
+            list.retain(|d| {
+                d.at.elapsed() < CONFIRMATION_TTL
+                    && !(d.name == name && matches!(d.act, Act::Undo(_)))
+            });
+            if list.len() >= MAX_PENDING_PER_CHAT {
+                list.remove(0);
+            }
+            list.push(Pending {
+                token: token.clone(),
+                name: name.to_string(),
+                at: Instant::now(),
+                act: Act::Undo(target),
+            });
+        }
+        tracing::info!(owner = %s.owner, container = name, to = target, "undo confirmation shown");
+        ui.confirm(
+            &format!("Undo? {}", crate::frontends::format::undo_plan(&plan)),
+            "✅ Undo",
+            "❌ Keep as is",
+            &token,
+        )
+        .await;
+        Ok(plan)
+    }
+
+    /// The person answered an undo: go back (yes) or not.
+    async fn answer_undo(&self, s: &Session, name: &str, to: u64, yes: bool) -> Confirmation {
+        let outcome = if !yes {
+            tracing::info!(owner = %s.owner, container = name, "undo declined by the person");
+            Confirmation::Kept(format!("Nothing was changed in {name}."))
+        } else {
+            tracing::info!(owner = %s.owner, container = name, to, "undo confirmed by the person");
+            match self.daemon.undo(&s.owner, name, to).await {
+                Ok(v) => Confirmation::Done(format!(
+                    "{name} is back at checkpoint {}. To undo this: /undo {name} {}",
+                    v["target"]["id"].as_u64().unwrap_or(to),
+                    v["safety"].as_u64().unwrap_or(0)
+                )),
+                Err(f) => Confirmation::Failed(f.summary(&format!("undo {name}"))),
+            }
+        };
+        if self.llm.is_some() {
+            let what = if yes { "confirmed" } else { "declined" };
+            self.history.push_turn(
+                s.key(),
+                vec![
+                    Msg::User(format!("({what} the undo of {name})")),
+                    Msg::Assistant {
+                        text: Some(outcome.text().to_string()),
                         tool_calls: vec![],
                     },
                 ],
@@ -645,7 +772,9 @@ impl<D: Daemon> ChatService<D> {
             let list = p.entry(s.key().to_string()).or_default();
             // One command waits at a time: a new one replaces it, so that a
             // "yes" always answers the command the person saw last.
-            list.retain(|d| d.at.elapsed() < CONFIRMATION_TTL && d.command.is_none());
+            list.retain(|d| {
+                d.at.elapsed() < CONFIRMATION_TTL && !matches!(d.act, Act::Command(..))
+            });
             if list.len() >= MAX_PENDING_PER_CHAT {
                 list.remove(0);
             }
@@ -653,7 +782,7 @@ impl<D: Daemon> ChatService<D> {
                 token: token.clone(),
                 name: name.to_string(),
                 at: Instant::now(),
-                command: Some((argv, timeout)),
+                act: Act::Command(argv, timeout),
             });
         }
         tracing::info!(owner = %s.owner, container = name, "agent command confirmation shown");
@@ -894,6 +1023,15 @@ impl<D: Daemon> ChatService<D> {
                 .snapshots(owner, &n)
                 .await
                 .map(|v| json!({"ok": true, "container": n, "snapshots": v})),
+            Action::History(n) => self
+                .daemon
+                .history(owner, &n)
+                .await
+                .map(|v| json!({"ok": true, "container": n, "checkpoints": v})),
+            Action::Undo { name, to } => self.request_undo(s, &name, to, ui).await.map(|plan| {
+                json!({"ok": true, "confirmation": "shown", "container": name, "plan": plan,
+                       "note": "Nothing is undone yet. The person now sees what the undo changes and only they can confirm it. Tell them so; do not say it is undone."})
+            }),
             Action::HostHealth => self.daemon.host_health(owner).await.map(|v| json!({"ok": true, "health": v})),
         };
         match r {

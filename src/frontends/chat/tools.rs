@@ -43,6 +43,14 @@ pub enum Action {
     Storage,
     Snapshot(String),
     Snapshots(String),
+    /// The container's checkpoints.
+    History(String),
+    /// Only shows the person what the undo changes; the model cannot confirm.
+    Undo {
+        name: String,
+        /// 0: before the last change.
+        to: u64,
+    },
     HostHealth,
 }
 
@@ -63,6 +71,8 @@ impl Action {
             Action::Storage => "storage_usage",
             Action::Snapshot(_) => "snapshot_workspace",
             Action::Snapshots(_) => "list_snapshots",
+            Action::History(_) => "list_checkpoints",
+            Action::Undo { .. } => "undo_changes",
             Action::HostHealth => "host_health",
         }
     }
@@ -96,6 +106,14 @@ struct LogsArgs {
     name: String,
     #[serde(default)]
     lines: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoArgs {
+    name: String,
+    #[serde(default)]
+    checkpoint: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +188,14 @@ pub fn parse(tool: &str, arguments: &str, admin: bool) -> Result<Action, String>
         }
         "snapshot_workspace" => Action::Snapshot(name(args(tool, arguments)?)),
         "list_snapshots" => Action::Snapshots(name(args(tool, arguments)?)),
+        "list_checkpoints" => Action::History(name(args(tool, arguments)?)),
+        "undo_changes" => {
+            let a: UndoArgs = args(tool, arguments)?;
+            Action::Undo {
+                name: a.name,
+                to: a.checkpoint.unwrap_or(0),
+            }
+        }
         "host_health" if admin => {
             args::<NoArgs>(tool, arguments)?;
             Action::HostHealth
@@ -303,6 +329,26 @@ pub fn definitions(admin: bool) -> Vec<(&'static str, String, Value)> {
             let (d, s) = name_only("List the snapshots of a container's persistent /workspace.");
             ("list_snapshots", d, s)
         },
+        {
+            let (d, s) = name_only(
+                "List a container's checkpoints: its state before each change voxnix made (module updates, restores, commands the person confirmed, undos) and after its create, with who and why.",
+            );
+            ("list_checkpoints", d, s)
+        },
+        (
+            "undo_changes",
+            "Ask to put a container back to a checkpoint: its modules and system, and its /workspace. Without a checkpoint: to before the last change. This only shows the person what changes; it is undone only if they confirm it themselves.".to_string(),
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": NAME_RULE},
+                    "checkpoint": {"type": "integer", "minimum": 1,
+                                   "description": "A checkpoint id from list_checkpoints (default: before the last change)."}
+                },
+                "required": ["name"],
+                "additionalProperties": false
+            }),
+        ),
     ];
     if admin {
         let (d, s) = no_args(

@@ -3,6 +3,7 @@
 
 mod connect;
 mod containers;
+mod history;
 mod sandbox;
 mod storage;
 
@@ -139,6 +140,27 @@ pub enum Command {
         /// Put it here instead (relative to the workspace; must not exist).
         #[arg(long, requires = "path")]
         to: Option<String>,
+    },
+    /// A container's checkpoints: its state before each change voxnix made
+    /// (update, restore, a command confirmed for the assistant, undo) and
+    /// after its create.
+    History { name: String },
+    /// Take a checkpoint of a container now (workspace and system).
+    Checkpoint {
+        name: String,
+        /// Why, in a few words (shown in its history).
+        #[arg(long)]
+        why: Option<String>,
+    },
+    /// Put a container back to a checkpoint: modules and system switched
+    /// back, workspace restored (asks first unless --yes). Without ID: to
+    /// before the last change. The state before is kept as a checkpoint,
+    /// so an undo can be undone.
+    Undo {
+        name: String,
+        id: Option<u64>,
+        #[arg(long)]
+        yes: bool,
     },
     /// Run the voxnix daemon (as root, normally from systemd).
     Daemon {
@@ -347,6 +369,9 @@ async fn run(cli: Cli) -> ExitCode {
             Some(path) => storage::restore_path(g, &name, &id, &path, to.as_deref()).await,
             None => storage::restore(g, &name, &id).await,
         },
+        Command::History { name } => history::history(g, &name).await,
+        Command::Checkpoint { name, why } => history::checkpoint(g, &name, why.as_deref()).await,
+        Command::Undo { name, id, yes } => history::undo(g, &name, id, yes).await,
         Command::Daemon { config, sandbox } => {
             let opts = crate::daemon::DaemonOptions {
                 config,
