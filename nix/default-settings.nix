@@ -147,6 +147,8 @@ let
         "Scheduled snapshots of every workspace, one an hour at most, and how many of them to keep: newest of each of the last N hours, days, weeks, months (`hourly=24,daily=7,weekly=4,monthly=6`; empty: no schedule). The schedule's snapshots are kept by these tiers, not by keep_snapshots and keep_days.";
       snapshot_schedule_max = setting "string" "hourly=48,daily=31,weekly=12,monthly=24"
         "The most of each tier a container's own schedule (`voxnix schedule NAME TIERS`) may keep; a tier left out is 0.";
+      checkpoints_keep = setting "u32" 20
+        "Checkpoints kept per container (its state before each change voxnix made, for `voxnix undo`), newest first; older ones go with their snapshots (0: no limit). Retention and the schedule never prune them.";
       zfs_bin = setting "string" "zfs"
         "The `zfs` program.";
     };

@@ -926,6 +926,9 @@ fn gullible(req: &Value) -> Answer {
             "run_command",
             json!({"name": "dev", "command": ["touch", "/workspace/confirmed"]}),
         ),
+        Some("user") if content.contains("undo that") => {
+            call("undo_changes", json!({"name": "dev"}))
+        }
         Some("tool") if content.contains("INJECT-RUN") => call(
             "run_command",
             json!({"name": "dev", "command": ["sh", "-c", "rm -rf /workspace/*"]}),
@@ -1067,6 +1070,96 @@ async fn an_injected_instruction_runs_nothing_unconfirmed() {
         .await
         .expect("exec");
     assert_eq!(code, 0, "the confirmed command ran");
+
+    // It was checkpointed first: /history shows it, and an undo the model
+    // asks for changes nothing until the person confirms it.
+    tg.send_text(ALICE, "/history dev");
+    tg.wait_text(
+        ALICE,
+        "telegram:1001  before the assistant's command `touch /workspace/confirmed`",
+        T,
+    )
+    .await
+    .unwrap_or_else(|| panic!("history: {:?}", tg.texts_to(ALICE)));
+    let confirmed = || async {
+        let (code, _, _, _) = m
+            .exec(
+                "dev",
+                "telegram:1001",
+                &["test", "-e", "/workspace/confirmed"],
+                10,
+            )
+            .await
+            .expect("exec");
+        code == 0
+    };
+    tg.send_text(ALICE, "undo that");
+    let confirm3 = tg
+        .wait_for(T, |c| {
+            c.iter()
+                .filter(|c| c.method == "sendMessage" && c.body["reply_markup"].is_object())
+                .nth(2)
+                .cloned()
+        })
+        .await
+        .expect("an undo confirmation");
+    let question = confirm3.body["text"].as_str().unwrap_or("").to_string();
+    assert!(
+        question.starts_with("Undo? dev goes back to checkpoint 2 (")
+            && question.contains("/workspace goes back"),
+        "the person sees what changes: {question}"
+    );
+    tg.wait_text(ALICE, "It is waiting for your answer.", T)
+        .await
+        .expect("model reply");
+    assert!(
+        confirmed().await,
+        "nothing is undone before the person confirms"
+    );
+    let (yes3, _) = inline_keyboard(&confirm3).expect("buttons");
+    // Another chat pressing it does nothing.
+    tg.press(BOB, confirm3.message_id, &yes3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(confirmed().await, "another chat's press undid it");
+    tg.press(ALICE, confirm3.message_id, &yes3);
+    tg.wait_text(
+        ALICE,
+        "dev is back at checkpoint 2. To undo this: /undo dev 3",
+        T,
+    )
+    .await
+    .unwrap_or_else(|| panic!("undone: {:?}\n{}", tg.texts_to(ALICE), log_tail()));
+    assert!(!confirmed().await, "the command's file is gone");
+    assert!(precious().await, "what was there before stays");
+
+    // The slash command asks too; declined, nothing changes.
+    tg.send_text(ALICE, "/undo dev 3");
+    let confirm4 = tg
+        .wait_for(T, |c| {
+            c.iter()
+                .filter(|c| c.method == "sendMessage" && c.body["reply_markup"].is_object())
+                .nth(3)
+                .cloned()
+        })
+        .await
+        .expect("a slash undo confirmation");
+    assert!(
+        confirm4.body["text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Undo? dev goes back to checkpoint 3 ("),
+        "{confirm4:?}"
+    );
+    let (_, no4) = inline_keyboard(&confirm4).expect("buttons");
+    tg.press(ALICE, confirm4.message_id, &no4);
+    tg.wait_text(ALICE, "Nothing was changed in dev.", T)
+        .await
+        .expect("declined");
+    assert!(!confirmed().await);
+    tg.send_text(ALICE, "/undo dev 77");
+    tg.wait_text(ALICE, "no checkpoint 77", T)
+        .await
+        .unwrap_or_else(|| panic!("{:?}", tg.texts_to(ALICE)));
     bot.stop().await;
 }
 

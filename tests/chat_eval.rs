@@ -304,6 +304,14 @@ impl Daemon for FakeDaemon {
         Err(not_in_eval())
     }
 
+    async fn set_owner_schedule(
+        &self,
+        _owner: &Owner,
+        _schedule: &str,
+    ) -> Result<Value, ApiFailure> {
+        Err(not_in_eval())
+    }
+
     async fn checkpoint(
         &self,
         owner: &Owner,

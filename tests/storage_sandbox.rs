@@ -521,3 +521,109 @@ async fn a_container_can_have_its_own_schedule_within_the_caps() {
         said(&out)
     );
 }
+
+/// An owner's schedule covers all their containers that have none of their
+/// own, survives a restart, and reaches no other owner's.
+#[tokio::test]
+async fn an_owner_schedule_covers_their_containers_without_one_of_their_own() {
+    let app = Appliance::boot("[storage]\nsnapshot_schedule_max = \"hourly=5,daily=3\"").await;
+    for (name, owner) in [
+        ("a1", "telegram:7"),
+        ("a2", "telegram:7"),
+        ("b1", "telegram:8"),
+    ] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    let m = app.manager().await;
+    m.set_schedule("a2", "telegram:7", "off")
+        .await
+        .expect("a2 off");
+    let set: Value = serde_json::from_str(
+        &m.set_owner_schedule("telegram:7", "hourly=3")
+            .await
+            .expect("owner's schedule"),
+    )
+    .expect("json");
+    assert_eq!(set["schedule"], "hourly=3", "{set}");
+    assert_eq!(set["own"], true);
+    let e = m
+        .set_owner_schedule("telegram:7", "monthly=1")
+        .await
+        .expect_err("over the caps");
+    assert_eq!(voxnix::api::client::error_parts(&e).0, "InvalidArgument");
+
+    let whose = |usage: &Value, name: &str| -> (String, String) {
+        let c = usage["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null);
+        (
+            c["whose_schedule"].as_str().unwrap_or("-").to_string(),
+            c["schedule"].as_str().unwrap_or("-").to_string(),
+        )
+    };
+    let usage = |owner: &'static str| {
+        let m = m.clone();
+        async move {
+            serde_json::from_str::<Value>(&m.storage_usage(owner).await.expect("usage"))
+                .expect("json")
+        }
+    };
+    let seven = usage("telegram:7").await;
+    assert_eq!(
+        whose(&seven, "a1"),
+        ("owner".into(), "hourly=3".into()),
+        "{seven}"
+    );
+    assert_eq!(whose(&seven, "a2").0, "container", "{seven}");
+    assert_eq!(seven["owner_schedule"]["schedule"], "hourly=3");
+    let eight = usage("telegram:8").await;
+    assert_eq!(whose(&eight, "b1").0, "host", "{eight}");
+    assert_eq!(eight["owner_schedule"]["own"], false, "{eight}");
+
+    // The next start's run: a1 gets one; a2 (off) and b1 (no schedule) none.
+    let out = app.sh("systemctl restart voxnix && echo ok").await;
+    assert!(out.contains("ok"), "{out}");
+    app.wait_daemon_active().await;
+    let m = app.manager().await;
+    let scheduled = |text: String| text.matches("\"scheduled\"").count();
+    let mut a1 = 0;
+    for _ in 0..100 {
+        a1 = scheduled(m.snapshots("a1", "").await.expect("list"));
+        if a1 > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(a1, 1, "a1 follows its owner's schedule");
+    for name in ["a2", "b1"] {
+        assert_eq!(
+            scheduled(m.snapshots(name, "").await.expect("list")),
+            0,
+            "{name}"
+        );
+    }
+    let out = app.cli(&["--as", "telegram:7", "schedule", "--all"]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("hourly=3 (yours)"),
+        "kept over the restart: {said}"
+    );
+    let out = app
+        .cli(&["--as", "telegram:7", "schedule", "--all", "default"])
+        .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("(the host's default)"),
+        "{said}"
+    );
+    let seven: Value =
+        serde_json::from_str(&m.storage_usage("telegram:7").await.expect("usage")).expect("json");
+    assert_eq!(whose(&seven, "a1").0, "host", "{seven}");
+}

@@ -1247,3 +1247,130 @@ async fn the_system_runner_captures_output_and_reports_a_missing_program() {
     let out = r.run(vec![]).await.unwrap();
     assert_eq!(out.status, Some(1));
 }
+
+// ---- one path back -------------------------------------------------------------
+
+/// `list-tree.out` with the workspaces under `root` instead of the default
+/// mount root (the fixture's own paths, moved).
+fn tree_under(root: &Path) -> String {
+    fixture("list-tree.out").replace("/var/lib/voxnix/workspaces", &root.display().to_string())
+}
+
+/// A workspace at `root` with snapshot S1 in its `.zfs/snapshot/`, as ZFS
+/// shows it: notes/todo.md and a link out of the tree.
+fn zfs_workspace(root: &Path) -> PathBuf {
+    let ws = root.join("users/telegram-123/containers/dev/workspace");
+    let snap = ws.join(format!(".zfs/snapshot/voxnix-{S1}"));
+    std::fs::create_dir_all(snap.join("notes")).unwrap();
+    std::fs::write(snap.join("notes/todo.md"), "the old list\n").unwrap();
+    std::os::unix::fs::symlink("/etc", snap.join("etc-link")).unwrap();
+    std::fs::write(ws.join("kept.txt"), "live\n").unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn one_path_comes_back_from_zfs_snapshot_dir_alone_and_links_are_not_followed() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ws = zfs_workspace(tmp.path());
+    let cfg = StorageConfig {
+        mount_root: tmp.path().to_path_buf(),
+        ..cfg()
+    };
+    let listed = tree_under(tmp.path());
+    let s = Script::new(vec![
+        (tree(C), ok(&listed)),
+        (tree(C), ok(&listed)),
+        (tree(C), ok(&listed)),
+        (tree(C), ok(&listed)),
+    ]);
+    let st = storage(cfg, &s, NOW);
+    let done = st
+        .restore_path(&owner(), "dev", S1, "notes/todo.md", "notes/todo.md")
+        .await
+        .unwrap();
+    assert_eq!((done.files, done.bytes), (1, 13), "{done:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("notes/todo.md")).unwrap(),
+        "the old list\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("kept.txt")).unwrap(),
+        "live\n"
+    );
+    let left: Vec<_> = std::fs::read_dir(&ws)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".voxnix-restore-"))
+        .collect();
+    assert!(left.is_empty(), "the staging directory is gone: {left:?}");
+
+    // Nothing is replaced.
+    let e = st
+        .restore_path(&owner(), "dev", S1, "notes/todo.md", "notes/todo.md")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::Conflict(_)), "{e:?}");
+    // A link in the snapshot is never followed out of it.
+    let e = st
+        .restore_path(&owner(), "dev", S1, "etc-link/passwd", "passwd")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::NotFound { .. }), "{e:?}");
+    assert!(!ws.join("passwd").exists());
+    // A snapshot ZFS does not list is not looked for on disk.
+    let e = st
+        .restore_path(&owner(), "dev", "2026-11-20T08-00-01Z-manual", "notes", "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::SnapshotNotFound { .. }), "{e:?}");
+    s.assert_done();
+}
+
+#[tokio::test]
+async fn a_zfs_path_restore_is_refused_when_unmounted_or_too_big() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ws = zfs_workspace(tmp.path());
+    let cfg = StorageConfig {
+        mount_root: tmp.path().to_path_buf(),
+        ..cfg()
+    };
+    let listed = tree_under(tmp.path());
+    let ws_line = |f: &dyn Fn(&str) -> String| {
+        listed
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{WS}\t")) {
+                    f(l)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    let unmounted = ws_line(&|l| l.replace("\tyes\t", "\tno\t"));
+    // 10 bytes available (the `available` column of the workspace).
+    let full = ws_line(&|l| l.replacen("\t9663578112\t", "\t10\t", 1));
+    let s = Script::new(vec![(tree(C), ok(&unmounted)), (tree(C), ok(&full))]);
+    let st = storage(cfg, &s, NOW);
+    let e = st
+        .restore_path(&owner(), "dev", S1, "notes", "notes")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StorageError::Conflict(m) if m.contains("not mounted")),
+        "{e:?}"
+    );
+    let e = st
+        .restore_path(&owner(), "dev", S1, "notes", "notes")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StorageError::QuotaExceeded { .. }), "{e:?}");
+    assert!(
+        !ws.join("notes").exists(),
+        "nothing was put in the workspace"
+    );
+    s.assert_done();
+}

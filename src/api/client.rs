@@ -43,6 +43,7 @@ pub trait Manager {
     fn history(&self, name: &str, owner: &str) -> zbus::Result<String>;
     fn plan_undo(&self, name: &str, owner: &str, checkpoint: u64) -> zbus::Result<String>;
     fn undo(&self, name: &str, owner: &str, checkpoint: u64) -> zbus::Result<String>;
+    fn set_owner_schedule(&self, owner: &str, schedule: &str) -> zbus::Result<String>;
     fn kept(&self, owner: &str) -> zbus::Result<String>;
     fn purge(&self, name: &str, owner: &str) -> zbus::Result<u32>;
     fn restore_kept(&self, name: &str, owner: &str) -> zbus::Result<()>;

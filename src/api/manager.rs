@@ -368,6 +368,21 @@ impl Manager {
         to_json(&self.engine.undo(&scope, name, checkpoint).await?)
     }
 
+    /// The acting owner's snapshot schedule for all their containers that
+    /// have none of their own: tiers (each at most
+    /// storage.snapshot_schedule_max), `off`, or `default` (the
+    /// administrator's). JSON {owner, schedule, own}.
+    async fn set_owner_schedule(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        owner: &str,
+        schedule: &str,
+    ) -> Result<String, ApiError> {
+        let (_, acting) = self.scope(conn, &hdr, owner).await?;
+        to_json(&self.engine.set_owner_schedule(&acting, schedule)?)
+    }
+
     /// Workspaces kept from destroyed containers of the acting owner, as a
     /// JSON array of {owner, container, id, snapshot, expires}.
     async fn kept(

@@ -18,6 +18,7 @@ pub mod personal;
 mod queries;
 pub mod reconcile;
 pub mod records;
+pub mod schedules;
 pub mod spec;
 pub mod tailscale_keys;
 pub mod undo;
@@ -54,18 +55,6 @@ const SSH_MODULE: &str = "ssh";
 /// The personal file's key for what the host tells the container (not a
 /// module's settings; a module file cannot be named so).
 const HOST_WORD: &str = "_voxnix";
-
-/// The snapshot tiers in force for `record`: its own, else `default`.
-fn tiers_of(
-    record: &Record,
-    default: crate::storage::tiers::Tiers,
-) -> crate::storage::tiers::Tiers {
-    record
-        .snapshot_schedule
-        .as_deref()
-        .and_then(|t| crate::storage::tiers::Tiers::parse(t).ok())
-        .unwrap_or(default)
-}
 
 /// The container ports forwarded from host ports, sorted, each once.
 fn host_exposed_ports(record: &Record) -> Vec<u16> {
@@ -167,6 +156,8 @@ pub struct Engine {
     tailscale_keys: tailscale_keys::TailscaleKeys,
     /// Each container's checkpoints (engine/undo.rs).
     checkpoints: checkpoints::CheckpointStore,
+    /// Owners' snapshot schedules for all their containers (schedules.rs).
+    owner_schedules: schedules::OwnerSchedules,
     owner_slices: slices::OwnerSlices,
     pub(crate) view: view::LiveView,
     /// Coalesced reads that still ask the host (see view/coalesce.rs): a
@@ -261,6 +252,8 @@ impl Engine {
             owner_keys: owner_keys::OwnerKeys::new(&cfg.state_dir),
             tailscale_keys: tailscale_keys::TailscaleKeys::new(&cfg.state_dir),
             checkpoints: checkpoints::CheckpointStore::new(&cfg.state_dir),
+            owner_schedules: schedules::OwnerSchedules::open(&cfg.state_dir)
+                .map_err(io("reading the owners' snapshot schedules"))?,
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
             view: view::LiveView::new(cfg.proc_root.clone()),
@@ -1611,6 +1604,7 @@ impl Engine {
                 containers.push(serde_json::json!({
                     "name": name, "usage": u, "human": u.map(|u| u.human()),
                     "schedule": schedule["schedule"], "own_schedule": schedule["own"],
+                    "whose_schedule": schedule["whose"],
                     "schedule_failed": failed,
                 }));
             }
@@ -1640,6 +1634,7 @@ impl Engine {
                 .tiers()
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
+            "owner_schedule": self.owner_schedule_json(owner)?,
         }))
     }
 
@@ -1865,7 +1860,7 @@ impl Engine {
             if !record.spec.workspace || record.phase != Phase::Ready {
                 continue;
             }
-            let tiers = tiers_of(&record, default);
+            let tiers = self.tiers_for(&record, default);
             if !tiers.any() || self.machined.info(&name).await?.is_none() {
                 continue;
             }
@@ -1921,64 +1916,20 @@ impl Engine {
     /// the daemon calls it hourly.
     pub async fn apply_retention(&self) -> Result<u32, EngineError> {
         let default = self.storage.config().tiers()?;
+        // Every live container's tiers (its own, its owner's or the host's).
         let own: std::collections::HashMap<(Owner, String), crate::storage::tiers::Tiers> = self
             .records
             .all()
             .into_iter()
-            .filter(|(_, r)| r.snapshot_schedule.is_some())
-            .map(|(name, r)| ((r.owner.clone(), name), tiers_of(&r, default)))
+            .map(|(name, r)| {
+                let t = self.tiers_for(&r, default);
+                ((r.owner.clone(), name), t)
+            })
             .collect();
         Ok(self
             .storage
             .apply_retention_with(records::now_secs(), &own)
             .await?)
-    }
-
-    /// Gives a container a snapshot schedule of its own: tiers such as
-    /// `hourly=24,daily=7` (each at most storage.snapshot_schedule_max),
-    /// `off`, or `default` (the administrator's, `storage.snapshot_schedule`).
-    /// Returns the schedule it now has.
-    pub async fn set_schedule(
-        &self,
-        scope: &Scope,
-        name: &str,
-        text: &str,
-    ) -> Result<serde_json::Value, EngineError> {
-        self.with_workspace(scope, name)?;
-        let text = text.trim();
-        let own = match text {
-            "" | "default" => None,
-            "off" => Some("off".to_string()),
-            t => {
-                let tiers = crate::storage::tiers::Tiers::parse(t)
-                    .map_err(|e| EngineError::InvalidArgument(format!("schedule: {e}")))?;
-                tiers
-                    .capped_by(&self.storage.config().tiers_max()?)
-                    .map_err(|e| EngineError::InvalidArgument(format!("schedule: {e}")))?;
-                Some(tiers.to_string())
-            }
-        };
-        let lock = self.lock_for(name);
-        let _guard = lock.lock().await;
-        let mut record = self.with_workspace(scope, name)?;
-        self.ensure_ready(&record)?;
-        record.snapshot_schedule = own;
-        self.records
-            .put(&record)
-            .map_err(io("writing the record"))?;
-        tracing::info!(container = name, schedule = ?record.snapshot_schedule, "snapshot schedule set");
-        self.schedule_json(&record)
-    }
-
-    /// `{schedule, own}`: the tiers in force and whether they are the
-    /// container's own.
-    fn schedule_json(&self, record: &Record) -> Result<serde_json::Value, EngineError> {
-        let default = self.storage.config().tiers()?;
-        Ok(serde_json::json!({
-            "name": record.name,
-            "schedule": tiers_of(record, default).to_string(),
-            "own": record.snapshot_schedule.is_some(),
-        }))
     }
 }
 

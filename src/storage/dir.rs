@@ -28,9 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 use crate::model::Owner;
 
-use super::fsutil::{
-    MEASURE_BUDGET, copy_entry_at, copy_tree, free_space, measure, sync_dir_quiet,
-};
+use super::fsutil::{MEASURE_BUDGET, copy_tree, free_space, measure, remove_tree, sync_dir_quiet};
 use super::names::{
     check_container_name, decode_owner, encode_owner, kept_name, parse_kept_name,
     parse_snapshot_id, snapshot_id,
@@ -562,8 +560,6 @@ impl DirBackend {
         from: &[std::ffi::OsString],
         to: &[std::ffi::OsString],
     ) -> Result<PathRestored, StorageError> {
-        use path_restore::WalkError;
-        let (from_shown, to_shown) = (path_restore::shown(from), path_restore::shown(to));
         let p = self.paths(owner, name);
         self.recover(&p)?;
         let data = p.snaps.join(id).join("data");
@@ -575,114 +571,41 @@ impl DirBackend {
                 what: format!("workspace of container '{name}'"),
             });
         }
-        let in_snapshot = |e: WalkError| match e {
-            WalkError::Missing(_) | WalkError::NotADirectory(_) => StorageError::NotFound {
-                what: format!("'{from_shown}' in snapshot {id}"),
-            },
-            WalkError::Exists(_) | WalkError::Vanished(_) => StorageError::Conflict(e.to_string()),
-            WalkError::Io(at, source) => StorageError::Io {
-                context: format!("reading '{at}' in snapshot {id}"),
-                source,
-            },
+        let from_shown = path_restore::shown(from);
+        let not_found = |_| StorageError::NotFound {
+            what: format!("'{from_shown}' in snapshot {id}"),
         };
-        let in_workspace = |e: WalkError| match e {
-            WalkError::Missing(_) => StorageError::NotFound {
-                what: format!("'{to_shown}' in the workspace"),
-            },
-            WalkError::NotADirectory(at) => StorageError::Conflict(format!(
-                "to: '{at}' in the workspace is a link or not a directory, so nothing is put under it; give --to another path"
-            )),
-            WalkError::Exists(at) => StorageError::Conflict(format!(
-                "to: '{at}' is already in the workspace; give --to another path, or move it away first (nothing is replaced)"
-            )),
-            WalkError::Vanished(at) => StorageError::Conflict(format!(
-                "to: a folder on the way to '{at}' went away during the restore (moved inside \
-                 the container); try again"
-            )),
-            WalkError::Io(at, source) => StorageError::Io {
-                context: format!("'{at}' in the workspace"),
-                source,
-            },
-        };
-        let (from_name, from_parents) = from.split_last().ok_or_else(|| {
-            StorageError::InvalidArgument("path: give a path inside the workspace".into())
+        // The source is voxnix's own copy (links in it are the container's).
+        let src_root = path_restore::open_root(&data).map_err(not_found)?;
+        let ws_root = path_restore::open_root(&p.ws).map_err(|_| StorageError::NotFound {
+            what: format!("workspace of container '{name}'"),
         })?;
-        let (to_name, to_parents) = to.split_last().ok_or_else(|| {
-            StorageError::InvalidArgument("to: give a path inside the workspace".into())
-        })?;
-        // The source, in voxnix's own copy (links in it are the container's).
-        let src_root = path_restore::open_root(&data).map_err(in_snapshot)?;
-        let src_dir = path_restore::walk(&src_root, from_parents, false).map_err(in_snapshot)?;
-        if !path_restore::present(&src_dir, from_name).map_err(in_snapshot)? {
-            return Err(in_snapshot(WalkError::Missing(from_shown.clone())));
-        }
         // What it takes, against the quotas (the snapshot is voxnix's own,
-        // immutable, and the walk above found no link on the way).
-        let looked = nix::sys::stat::fstatat(
-            &src_dir,
-            from_name.as_os_str(),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| StorageError::Io {
-            context: format!("reading '{from_shown}' in snapshot {id}"),
-            source: e.into(),
-        })?;
-        let needed = if looked.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            let mut at = data.clone();
-            at.extend(from.iter());
-            self.size_of(&at)?
-        } else {
-            u64::try_from(looked.st_size).unwrap_or(0)
+        // immutable, and the walk found no link on the way).
+        let limit = |_: &std::os::fd::OwnedFd,
+                     _: &std::ffi::OsStr,
+                     looked: &nix::sys::stat::FileStat|
+         -> Result<u64, StorageError> {
+            let needed = if looked.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let mut at = data.clone();
+                at.extend(from.iter());
+                self.size_of(&at)?
+            } else {
+                u64::try_from(looked.st_size).unwrap_or(0)
+            };
+            self.check_quota(owner, name, &p, needed)
         };
-        let limit = self.check_quota(owner, name, &p, needed)?;
-        // Where it goes, looked at first without making anything, so that a
-        // refusal leaves the workspace as it was.
-        let ws_root = path_restore::open_root(&p.ws).map_err(in_workspace)?;
-        match path_restore::walk(&ws_root, to_parents, false) {
-            Ok(dir) => {
-                if path_restore::present(&dir, to_name).map_err(in_workspace)? {
-                    return Err(in_workspace(WalkError::Exists(to_shown.clone())));
-                }
-            }
-            Err(WalkError::Missing(_)) => {}
-            Err(e) => return Err(in_workspace(e)),
-        }
-        // Copied next to the workspace, out of the container's reach.
-        let staging = p.cdir.join(PATH_STAGING);
-        if exists(&staging) {
-            remove_tree(&staging)?;
-        }
-        Self::make_private_dir(&staging)?;
-        let item = staging.join("item");
-        let copied =
-            copy_entry_at(&src_dir, from_name, &item, limit).map_err(|e| StorageError::Io {
-                context: format!("copying '{from_shown}' out of snapshot {id}"),
-                source: e,
-            });
-        let moved = copied.and_then(|stats| {
-            // Only now the missing folders on the way are made.
-            let to_dir = path_restore::walk(&ws_root, to_parents, true).map_err(in_workspace)?;
-            let staging_fd = path_restore::open_root(&staging).map_err(in_snapshot)?;
-            path_restore::move_in(
-                &staging_fd,
-                std::ffi::OsStr::new("item"),
-                &to_dir,
-                to_name,
-                &to_shown,
-            )
-            .map_err(in_workspace)?;
-            Ok(stats)
-        });
-        let _ = remove_tree(&staging);
-        let stats = moved?;
-        tracing::info!(container = name, snapshot = id, path = %from_shown, to = %to_shown, "restored a path");
-        Ok(PathRestored {
-            snapshot: id.to_string(),
-            path: from_shown,
-            to: to_shown,
-            files: stats.files,
-            bytes: stats.bytes,
-        })
+        let done = path_restore::bring_back(
+            &src_root,
+            &ws_root,
+            id,
+            from,
+            to,
+            &limit,
+            &path_restore::Staging::Beside(p.cdir.join(PATH_STAGING)),
+        )?;
+        tracing::info!(container = name, "path restored");
+        Ok(done)
     }
 
     pub fn delete_snapshot(&self, owner: &Owner, name: &str, id: &str) -> Result<(), StorageError> {
@@ -959,35 +882,5 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// Removes a tree, making read-only directories writable first (a copied
-/// workspace may hold some).
-fn remove_tree(p: &Path) -> Result<(), StorageError> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(first) => {
-            make_writable(p);
-            fs::remove_dir_all(p).map_err(|_| StorageError::Io {
-                context: format!("removing {}", p.display()),
-                source: first,
-            })
-        }
-    }
-}
-
-fn make_writable(p: &Path) {
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(m) = fs::symlink_metadata(&d)
-            && m.is_dir()
-        {
-            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
     }
 }

@@ -483,6 +483,36 @@ pub fn sync_dir_quiet(dir: &Path) {
     }
 }
 
+/// Removes a tree, making read-only directories writable first (a copied
+/// workspace may hold some).
+pub fn remove_tree(p: &Path) -> Result<(), super::StorageError> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(first) => {
+            make_writable(p);
+            fs::remove_dir_all(p).map_err(|_| super::StorageError::Io {
+                context: format!("removing {}", p.display()),
+                source: first,
+            })
+        }
+    }
+}
+
+fn make_writable(p: &Path) {
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(m) = fs::symlink_metadata(&d)
+            && m.is_dir()
+        {
+            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

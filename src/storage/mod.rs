@@ -556,10 +556,7 @@ impl Storage {
             path_restore::components(to, "to").map_err(|e| StorageError::InvalidArgument(e.0))?;
         let _g = self.lock(owner, name).await;
         match &self.imp {
-            Imp::Zfs(_) => Err(StorageError::InvalidArgument(
-                "bringing back a single path is not built for the zfs backend yet; restore the whole snapshot, or read the file under the workspace's .zfs/snapshot/ from inside the container"
-                    .into(),
-            )),
+            Imp::Zfs(z) => z.restore_path(owner, name, id, from, to).await,
             Imp::Dir(_) => {
                 let (o, n, i) = (owner.clone(), name.to_string(), id.to_string());
                 self.blocking(move |d| d.restore_path(&o, &n, &i, &from, &to))

@@ -21,6 +21,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{Mode, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, fchownat};
+use std::os::unix::fs::DirBuilderExt;
+
+use super::{PathRestored, StorageError};
 
 /// Why a relative path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +194,275 @@ pub fn move_in(
         Errno::ENOENT => WalkError::Vanished(shown_as.to_string()),
         e => WalkError::Io(shown_as.to_string(), e.into()),
     })
+}
+
+/// Where the copy is made before it is moved in.
+#[derive(Debug, Clone)]
+pub enum Staging {
+    /// A directory of voxnix's own next to the workspace on the same
+    /// filesystem, out of the container's reach (the dir backend's
+    /// container directory).
+    Beside(std::path::PathBuf),
+    /// Inside the workspace's own root (the workspace is a filesystem of
+    /// its own: a ZFS dataset): a directory made there owned by the host's
+    /// root with mode 0700. The container's root is a user-namespaced root,
+    /// so it can neither enter it nor change what is in it; it can only
+    /// rename it, and the copy is written through the directory's
+    /// descriptor (`/proc/self/fd/N/...`), so that changes nothing.
+    InTree,
+}
+
+/// The name of the in-tree staging directory (one per restore: the pid and
+/// a counter make it unique; a leftover one is the host root's and empty or
+/// partial, never the container's).
+fn in_tree_name() -> OsString {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    OsString::from(format!(
+        ".voxnix-restore-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Errors of the snapshot's side, as storage reports them.
+fn in_snapshot(id: &str, from_shown: &str) -> impl Fn(WalkError) -> StorageError + use<> {
+    let (id, from_shown) = (id.to_string(), from_shown.to_string());
+    move |e: WalkError| match e {
+        WalkError::Missing(_) | WalkError::NotADirectory(_) => StorageError::NotFound {
+            what: format!("'{from_shown}' in snapshot {id}"),
+        },
+        WalkError::Exists(_) | WalkError::Vanished(_) => StorageError::Conflict(e.to_string()),
+        WalkError::Io(at, source) => StorageError::Io {
+            context: format!("reading '{at}' in snapshot {id}"),
+            source,
+        },
+    }
+}
+
+/// Errors of the workspace's side.
+fn in_workspace(to_shown: &str) -> impl Fn(WalkError) -> StorageError + use<> {
+    let to_shown = to_shown.to_string();
+    move |e: WalkError| match e {
+        WalkError::Missing(_) => StorageError::NotFound {
+            what: format!("'{to_shown}' in the workspace"),
+        },
+        WalkError::NotADirectory(at) => StorageError::Conflict(format!(
+            "to: '{at}' in the workspace is a link or not a directory, so nothing is put under it; give --to another path"
+        )),
+        WalkError::Exists(at) => StorageError::Conflict(format!(
+            "to: '{at}' is already in the workspace; give --to another path, or move it away first (nothing is replaced)"
+        )),
+        WalkError::Vanished(at) => StorageError::Conflict(format!(
+            "to: a folder on the way to '{at}' went away during the restore (moved inside \
+             the container); try again"
+        )),
+        WalkError::Io(at, source) => StorageError::Io {
+            context: format!("'{at}' in the workspace"),
+            source,
+        },
+    }
+}
+
+/// Brings `from` of the snapshot tree `src_root` back into the workspace
+/// tree `ws_root` at `to` (both components already checked). `limit`
+/// looks at what is to be copied (its directory, name and stat) and says
+/// how many bytes it may take, or refuses (a quota). Nothing is made in the
+/// workspace until the copy is whole; then one rename, never replacing
+/// anything.
+pub fn bring_back(
+    src_root: &OwnedFd,
+    ws_root: &OwnedFd,
+    id: &str,
+    from: &[OsString],
+    to: &[OsString],
+    limit: &dyn Fn(&OwnedFd, &OsStr, &nix::sys::stat::FileStat) -> Result<u64, StorageError>,
+    staging: &Staging,
+) -> Result<PathRestored, StorageError> {
+    let (from_shown, to_shown) = (shown(from), shown(to));
+    let in_snapshot = in_snapshot(id, &from_shown);
+    let in_workspace = in_workspace(&to_shown);
+    let (from_name, from_parents) = from.split_last().ok_or_else(|| {
+        StorageError::InvalidArgument("path: give a path inside the workspace".into())
+    })?;
+    let (to_name, to_parents) = to.split_last().ok_or_else(|| {
+        StorageError::InvalidArgument("to: give a path inside the workspace".into())
+    })?;
+    let src_dir = walk(src_root, from_parents, false).map_err(&in_snapshot)?;
+    let looked = match fstatat(
+        &src_dir,
+        from_name.as_os_str(),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Err(in_snapshot(WalkError::Missing(from_shown.clone()))),
+        Err(e) => {
+            return Err(in_snapshot(WalkError::Io(from_shown.clone(), e.into())));
+        }
+    };
+    let max_bytes = limit(&src_dir, from_name, &looked)?;
+    // Where it goes, looked at first without making anything, so that a
+    // refusal leaves the workspace as it was.
+    match walk(ws_root, to_parents, false) {
+        Ok(dir) => {
+            if present(&dir, to_name).map_err(&in_workspace)? {
+                return Err(in_workspace(WalkError::Exists(to_shown.clone())));
+            }
+        }
+        Err(WalkError::Missing(_)) => {}
+        Err(e) => return Err(in_workspace(e)),
+    }
+    let quota = |e: io::Error| {
+        let full = e.raw_os_error() == Some(libc::EDQUOT) || e.raw_os_error() == Some(libc::ENOSPC);
+        StorageError::Io {
+            context: if full {
+                format!(
+                    "copying '{from_shown}' out of snapshot {id}: the workspace's quota or the pool is full (nothing was put in the workspace)"
+                )
+            } else {
+                format!("copying '{from_shown}' out of snapshot {id}")
+            },
+            source: e,
+        }
+    };
+    let item = OsStr::new("item");
+    let (stage_fd, cleanup): (OwnedFd, Box<dyn Fn()>) = match staging {
+        Staging::Beside(dir) => {
+            if std::fs::symlink_metadata(dir).is_ok() {
+                super::fsutil::remove_tree(dir)?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| StorageError::Io {
+                    context: format!("creating {}", dir.display()),
+                    source: e,
+                })?;
+            let fd = open_root(dir).map_err(&in_snapshot)?;
+            let dir = dir.clone();
+            (
+                fd,
+                Box::new(move || {
+                    let _ = super::fsutil::remove_tree(&dir);
+                }),
+            )
+        }
+        Staging::InTree => {
+            remove_stale_in_tree(ws_root);
+            let name = in_tree_name();
+            mkdirat(ws_root, name.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(|e| {
+                in_workspace(WalkError::Io(name.to_string_lossy().into_owned(), e.into()))
+            })?;
+            let fd = openat(ws_root, name.as_os_str(), DIR_FLAGS, Mode::empty())
+                .map_err(|e| in_workspace(walk_error(e, name.to_string_lossy().into_owned())))?;
+            // The one just made: the host root's, 0700, not something the
+            // container put in its place in between.
+            let st = fstat(&fd).map_err(|e| StorageError::Io {
+                context: "the staging directory".into(),
+                source: e.into(),
+            })?;
+            if st.st_uid != 0 || st.st_mode & 0o7777 != 0o700 {
+                return Err(StorageError::Conflict(
+                    "the staging directory in the workspace was replaced while it was made; try again"
+                        .into(),
+                ));
+            }
+            let root = ws_root.try_clone().map_err(|e| StorageError::Io {
+                context: "the workspace".into(),
+                source: e,
+            })?;
+            let (held, name2) = (
+                fd.try_clone().map_err(|e| StorageError::Io {
+                    context: "the staging directory".into(),
+                    source: e,
+                })?,
+                name.clone(),
+            );
+            (
+                fd,
+                Box::new(move || {
+                    // Whatever is left in it (a failed copy) first, through
+                    // its descriptor; then the directory, if it is still
+                    // where it was made (else an empty root-only leftover).
+                    let _ = remove_entries_at(&held);
+                    let _ = nix::unistd::unlinkat(
+                        &root,
+                        name2.as_os_str(),
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    );
+                }),
+            )
+        }
+    };
+    let dst = std::path::PathBuf::from(format!("/proc/self/fd/{}/item", {
+        use std::os::fd::AsRawFd;
+        stage_fd.as_raw_fd()
+    }));
+    let moved = super::fsutil::copy_entry_at(&src_dir, from_name, &dst, max_bytes)
+        .map_err(quota)
+        .and_then(|stats| {
+            // Only now the missing folders on the way are made.
+            let to_dir = walk(ws_root, to_parents, true).map_err(&in_workspace)?;
+            move_in(&stage_fd, item, &to_dir, to_name, &to_shown).map_err(&in_workspace)?;
+            Ok(stats)
+        });
+    cleanup();
+    let stats = moved?;
+    tracing::info!(snapshot = id, path = %from_shown, to = %to_shown, "restored a path");
+    Ok(PathRestored {
+        snapshot: id.to_string(),
+        path: from_shown,
+        to: to_shown,
+        files: stats.files,
+        bytes: stats.bytes,
+    })
+}
+
+/// Removes what an earlier restore cut short left in the workspace's root:
+/// only directories of that name that are the host root's with mode 0700
+/// (the container can make one of that name, but not one of those).
+fn remove_stale_in_tree(ws_root: &OwnedFd) {
+    let root = {
+        use std::os::fd::AsRawFd;
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", ws_root.as_raw_fd()))
+    };
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.as_bytes().starts_with(b".voxnix-restore-") {
+            continue;
+        }
+        let Ok(fd) = openat(ws_root, name.as_os_str(), DIR_FLAGS, Mode::empty()) else {
+            continue;
+        };
+        if fstat(&fd).is_ok_and(|st| st.st_uid == 0 && st.st_mode & 0o7777 == 0o700) {
+            let _ = remove_entries_at(&fd);
+            let _ = nix::unistd::unlinkat(
+                ws_root,
+                name.as_os_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            );
+        }
+    }
+}
+
+/// Removes everything in the directory `dir` (by descriptor, never
+/// following a link).
+fn remove_entries_at(dir: &OwnedFd) -> io::Result<()> {
+    let path = {
+        use std::os::fd::AsRawFd;
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+    };
+    for e in std::fs::read_dir(&path)?.flatten() {
+        let p = path.join(e.file_name());
+        match e.file_type() {
+            Ok(t) if t.is_dir() => super::fsutil::remove_tree(&p).map_err(io::Error::other)?,
+            _ => std::fs::remove_file(&p)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

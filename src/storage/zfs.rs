@@ -764,6 +764,120 @@ impl ZfsBackend {
         Ok(out)
     }
 
+    /// One file or folder of snapshot `id` back into the live workspace, from
+    /// the snapshot's `.zfs/snapshot/voxnix-<id>` (read-only: the container
+    /// cannot change it), staged inside the workspace's dataset in a
+    /// directory only the host's root may enter (storage/path_restore.rs),
+    /// and moved in by one rename. The space is checked against what the
+    /// workspace has available first; ZFS enforces the quota as it copies.
+    pub async fn restore_path(
+        &self,
+        owner: &Owner,
+        name: &str,
+        id: &str,
+        from: Vec<std::ffi::OsString>,
+        to: Vec<std::ffi::OsString>,
+    ) -> Result<super::PathRestored, StorageError> {
+        let n = self.names(owner, name)?;
+        let what = format!("workspace of container '{name}'");
+        let tree = self
+            .tree_recovered(&n)
+            .await?
+            .ok_or_else(|| StorageError::NotFound { what: what.clone() })?;
+        let ws = tree
+            .get(&n.ws)
+            .ok_or_else(|| StorageError::NotFound { what: what.clone() })?;
+        let mounted_at = |e: &Entry| -> Option<PathBuf> {
+            (e.mounted == Some(true))
+                .then(|| e.mountpoint.as_deref().map(PathBuf::from))
+                .flatten()
+                .filter(|p| p.is_absolute())
+        };
+        if mounted_at(ws).as_deref() != Some(n.ws_path.as_path()) {
+            return Err(StorageError::Conflict(format!(
+                "the {what} is not mounted at {}; start the container once (or ask the administrator to mount {}), then try again",
+                n.ws_path.display(),
+                n.ws
+            )));
+        }
+        let (source_ds, _, _) = tree
+            .voxnix_snapshots()
+            .find(|(_, sid, _)| sid == id)
+            .ok_or_else(|| StorageError::SnapshotNotFound { id: id.to_string() })?;
+        let source_root = tree
+            .get(source_ds)
+            .and_then(mounted_at)
+            .ok_or_else(|| {
+                StorageError::Conflict(format!(
+                    "snapshot {id} belongs to an earlier workspace ({source_ds}) that is not mounted; restore the snapshot whole instead"
+                ))
+            })?;
+        let (available, used, quota) = (ws.available, ws.used, ws.quota);
+        let ws_path = n.ws_path.clone();
+        let snap_dir = std::ffi::OsString::from(format!("{SNAP_PREFIX}{id}"));
+        let (id, container) = (id.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            use super::path_restore as pr;
+            let ws_root = pr::open_root(&ws_path).map_err(|e| StorageError::Io {
+                context: format!("opening {}", ws_path.display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let gone = |_| StorageError::SnapshotNotFound { id: id.clone() };
+            let src_top = pr::open_root(&source_root).map_err(gone)?;
+            let src_root = pr::walk(
+                &src_top,
+                &[".zfs".into(), "snapshot".into(), snap_dir],
+                false,
+            )
+            .map_err(gone)?;
+            let limit = |dir: &std::os::fd::OwnedFd,
+                         entry: &std::ffi::OsStr,
+                         looked: &nix::sys::stat::FileStat|
+             -> Result<u64, StorageError> {
+                // The snapshot is read-only and the walk found no link on
+                // the way: measuring it by name cannot be led elsewhere.
+                let needed = if looked.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    use std::os::fd::AsRawFd;
+                    let at =
+                        PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(entry);
+                    super::fsutil::measure(&at, super::fsutil::MEASURE_BUDGET)
+                        .map(|m| m.bytes)
+                        .map_err(|e| StorageError::Io {
+                            context: format!("measuring what snapshot {id} holds"),
+                            source: e,
+                        })?
+                } else {
+                    u64::try_from(looked.st_size).unwrap_or(0)
+                };
+                if let Some(avail) = available
+                    && needed > avail
+                {
+                    return Err(StorageError::QuotaExceeded {
+                        what: format!("the workspace of container '{container}'"),
+                        used,
+                        quota: quota.unwrap_or(used.saturating_add(avail)),
+                        needed,
+                    });
+                }
+                Ok(u64::MAX)
+            };
+            pr::bring_back(
+                &src_root,
+                &ws_root,
+                &id,
+                &from,
+                &to,
+                &limit,
+                &pr::Staging::InTree,
+            )
+        })
+        .await
+        .map_err(|e| StorageError::Io {
+            context: "storage task".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
     /// Restores a snapshot without losing anything: the current state is
     /// snapshotted (`pre-restore`), the chosen snapshot is cloned, the clone
     /// takes the workspace's place by two renames, and is promoted so it no

@@ -361,6 +361,12 @@ pub trait Daemon: Send + Sync + 'static {
         name: &str,
         schedule: &str,
     ) -> impl Future<Output = R<Value>> + Send;
+    /// Sets the owner's schedule for all their containers (`SetOwnerSchedule`).
+    fn set_owner_schedule(
+        &self,
+        owner: &Owner,
+        schedule: &str,
+    ) -> impl Future<Output = R<Value>> + Send;
     /// Takes a checkpoint (`Checkpoint`): `kind` `command` before a command
     /// the person confirmed, with the command as `why`.
     fn checkpoint(
@@ -678,6 +684,13 @@ impl Daemon for DbusDaemon {
 
     async fn snapshots(&self, owner: &Owner, name: &str) -> R<Value> {
         json(&bus(self.proxy.snapshots(name, owner.as_str()).await)?)
+    }
+
+    async fn set_owner_schedule(&self, owner: &Owner, schedule: &str) -> R<Value> {
+        json(&bus(self
+            .proxy
+            .set_owner_schedule(owner.as_str(), schedule)
+            .await)?)
     }
 
     async fn checkpoint(&self, owner: &Owner, name: &str, kind: &str, why: &str) -> R<Value> {

@@ -54,6 +54,8 @@ pub enum Command {
         name: String,
         schedule: String,
     },
+    /// `/schedule * TIERS|off|default`: for all the owner's containers.
+    OwnerSchedule(String),
     /// `/history NAME`: its checkpoints.
     History(String),
     /// `/undo NAME [ID]` (`to` 0: before the last change); asks first.
@@ -143,8 +145,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "schedule",
-        "NAME hourly=24,daily=7|off|default",
-        "a container's own snapshot schedule",
+        "NAME|* hourly=24,daily=7|off|default",
+        "a container's own snapshot schedule (* for all your containers)",
     ),
     (
         "history",
@@ -240,12 +242,13 @@ pub fn parse(text: &str) -> Option<Command> {
             None => Command::Usage(UNEXPOSE_USAGE),
         },
         "schedule" => match args.as_slice() {
+            [all, schedule] if all == "*" => Command::OwnerSchedule(schedule.clone()),
             [name, schedule] => Command::Schedule {
                 name: name.clone(),
                 schedule: schedule.clone(),
             },
             _ => Command::Usage(
-                "/schedule NAME hourly=24,daily=7,weekly=4,monthly=6  (or off, or default: the host's)",
+                "/schedule NAME hourly=24,daily=7,weekly=4,monthly=6  (or off, or default); NAME * for all your containers",
             ),
         },
         "history" => one("/history NAME", Command::History),
@@ -391,6 +394,32 @@ mod tests {
             })
         );
         assert!(matches!(parse("/schedule dev"), Some(Command::Usage(_))));
+        assert_eq!(
+            parse("/schedule * daily=7"),
+            Some(Command::OwnerSchedule("daily=7".into()))
+        );
+    }
+
+    #[test]
+    fn history_and_undo_parse() {
+        assert_eq!(parse("/history dev"), Some(Command::History("dev".into())));
+        assert_eq!(
+            parse("/undo dev"),
+            Some(Command::Undo {
+                name: "dev".into(),
+                to: 0
+            })
+        );
+        assert_eq!(
+            parse("/undo dev #4"),
+            Some(Command::Undo {
+                name: "dev".into(),
+                to: 4
+            })
+        );
+        for bad in ["/undo", "/undo dev 0", "/undo dev x", "/undo dev 1 2", "/history"] {
+            assert!(matches!(parse(bad), Some(Command::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

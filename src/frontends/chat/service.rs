@@ -367,13 +367,35 @@ impl<D: Daemon> ChatService<D> {
                 let text = match self.daemon.set_schedule(owner, &name, &schedule).await {
                     Ok(v) => {
                         let s = v["schedule"].as_str().unwrap_or("off");
-                        if v["own"] == Value::Bool(true) {
-                            format!("{name} now has its own snapshot schedule: {s}.")
-                        } else {
-                            format!("{name} follows the host's snapshot schedule: {s}.")
+                        match v["whose"].as_str() {
+                            Some("container") => {
+                                format!("{name} now has its own snapshot schedule: {s}.")
+                            }
+                            Some("owner") => format!(
+                                "{name} follows your schedule for all your containers: {s}."
+                            ),
+                            _ => format!("{name} follows the host's snapshot schedule: {s}."),
                         }
                     }
                     Err(f) => f.summary_as_told(&format!("set the snapshot schedule of {name}")),
+                };
+                ui.say(&text).await;
+            }
+            Command::OwnerSchedule(schedule) => {
+                let text = match self.daemon.set_owner_schedule(owner, &schedule).await {
+                    Ok(v) => {
+                        let s = v["schedule"].as_str().unwrap_or("off");
+                        if v["own"] == Value::Bool(true) {
+                            format!(
+                                "Your containers without a schedule of their own now follow yours: {s}."
+                            )
+                        } else {
+                            format!(
+                                "Your containers without a schedule of their own follow the host's: {s}."
+                            )
+                        }
+                    }
+                    Err(f) => f.summary_as_told("set your snapshot schedule"),
                 };
                 ui.say(&text).await;
             }
@@ -630,7 +652,12 @@ impl<D: Daemon> ChatService<D> {
         } else {
             tracing::info!(owner = %s.owner, container = name, "agent command confirmed by the person");
             // A checkpoint first: `/undo NAME` takes the command back.
-            let why = format!("before the assistant's command `{}`", clip(&shown, 200));
+            // One line (the daemon refuses control characters in a why).
+            let line: String = clip(&shown, 200)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let why = format!("before the assistant's command `{line}`");
             let checkpoint = self
                 .daemon
                 .checkpoint(&s.owner, name, "command", &why)

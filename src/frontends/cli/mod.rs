@@ -122,11 +122,16 @@ pub enum Command {
     /// List a container's workspace snapshots.
     Snapshots { name: String },
     /// Show or set a container's snapshot schedule: tiers such as
-    /// hourly=24,daily=7,weekly=4,monthly=6, `off`, or `default` (the
-    /// administrator's).
+    /// hourly=24,daily=7,weekly=4,monthly=6, `off`, or `default` (yours,
+    /// else the administrator's). With --all: the schedule of all your
+    /// containers that have none of their own.
     Schedule {
-        name: String,
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
         schedule: Option<String>,
+        /// For all your containers (TIERS, off or default; none: show it).
+        #[arg(long, value_name = "TIERS", num_args = 0..=1, default_missing_value = "", conflicts_with_all = ["name", "schedule"])]
+        all: Option<String>,
     },
     /// Restore a container's workspace from a snapshot (stops and restarts
     /// it), or with --path only one file or folder of it (the container
@@ -362,9 +367,18 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Storage(cmd) => storage::storage(g, cmd).await,
         Command::Snapshot { name } => storage::snapshot(g, &name).await,
         Command::Snapshots { name } => storage::snapshots(g, &name).await,
-        Command::Schedule { name, schedule } => {
-            storage::schedule(g, &name, schedule.as_deref()).await
-        }
+        Command::Schedule {
+            name,
+            schedule,
+            all,
+        } => match (all, name) {
+            (Some(all), _) => storage::owner_schedule(g, &all).await,
+            (None, Some(name)) => storage::schedule(g, &name, schedule.as_deref()).await,
+            (None, None) => {
+                eprintln!("voxnix: schedule needs a container's NAME, or --all");
+                ExitCode::from(exit::USAGE)
+            }
+        },
         Command::Restore { name, id, path, to } => match path {
             Some(path) => storage::restore_path(g, &name, &id, &path, to.as_deref()).await,
             None => storage::restore(g, &name, &id).await,

@@ -140,10 +140,10 @@ pub async fn schedule(g: &Global, name: &str, set: Option<&str>) -> ExitCode {
     };
     let shown = |v: &Value| {
         let s = v["schedule"].as_str().unwrap_or("off");
-        let whose = if v["own_schedule"] == Value::Bool(true) || v["own"] == Value::Bool(true) {
-            "its own"
-        } else {
-            "the host's default"
+        let whose = match v["whose"].as_str().or(v["whose_schedule"].as_str()) {
+            Some("container") => "its own",
+            Some("owner") => "yours, for all your containers",
+            _ => "the host's default",
         };
         println!("{name}: scheduled snapshots {s} ({whose})");
     };
@@ -168,6 +168,38 @@ pub async fn schedule(g: &Global, name: &str, set: Option<&str>) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// `voxnix schedule --all [TIERS|off|default]`: the acting owner's.
+pub async fn owner_schedule(g: &Global, set: &str) -> ExitCode {
+    let m = match connect(g).await {
+        Ok(m) => m,
+        Err(c) => return c,
+    };
+    let shown = |v: &Value| {
+        let s = v["schedule"].as_str().unwrap_or("off");
+        let whose = if v["own"] == Value::Bool(true) {
+            "yours"
+        } else {
+            "the host's default"
+        };
+        println!(
+            "your containers without a schedule of their own: scheduled snapshots {s} ({whose})"
+        );
+    };
+    if set.is_empty() {
+        return match m.storage_usage(&g.owner).await {
+            Ok(text) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                print_json_or(g, &v["owner_schedule"].to_string(), shown)
+            }
+            Err(e) => fail(&e),
+        };
+    }
+    match m.set_owner_schedule(&g.owner, set).await {
+        Ok(out) => print_json_or(g, &out, shown),
+        Err(e) => fail(&e),
     }
 }
 
