@@ -1374,3 +1374,33 @@ async fn a_zfs_path_restore_is_refused_when_unmounted_or_too_big() {
     );
     s.assert_done();
 }
+
+/// A checkpoint's snapshot (engine/undo.rs) is never retention's: the
+/// oldest snapshot here is one, and with `keep_snapshots = 1` every other
+/// old one goes, that one stays.
+#[tokio::test]
+async fn retention_never_takes_a_checkpoint_snapshot() {
+    let cp = "2026-11-19T08-00-00Z-checkpoint";
+    let listed = format!(
+        "{}{WS}@voxnix-{cp}\tsnapshot\t1795075200\t4096\t-\t524288000\t-\t-\t-\t-\t-\n",
+        fixture("list-tree.out")
+    );
+    let s = Script::new(vec![
+        (
+            list(&["-d", "3"], "filesystem", &["tank/voxnix/users"]),
+            ok(&fixture("list-inventory.out")),
+        ),
+        (tree(C), ok(&listed)),
+        (cmd(&["destroy", &format!("{WS}@voxnix-{S2}")]), ok("")),
+        (cmd(&["destroy", &format!("{WS}@voxnix-{S1}")]), ok("")),
+        (tree(C), ok(&listed)),
+    ]);
+    let c = StorageConfig {
+        keep_snapshots: 1,
+        keep_days: 0,
+        ..cfg()
+    };
+    let st = storage(c, &s, NOW);
+    assert_eq!(st.apply_retention(NOW).await.unwrap(), 2);
+    s.assert_done();
+}
