@@ -417,7 +417,13 @@ mod tests {
                 to: 4
             })
         );
-        for bad in ["/undo", "/undo dev 0", "/undo dev x", "/undo dev 1 2", "/history"] {
+        for bad in [
+            "/undo",
+            "/undo dev 0",
+            "/undo dev x",
+            "/undo dev 1 2",
+            "/history",
+        ] {
             assert!(matches!(parse(bad), Some(Command::Usage(_))), "{bad}");
         }
     }
