@@ -508,6 +508,49 @@ impl<D: Daemon> ChatService<D> {
         format!("{:x}{:x}", n, h.finish() & 0xffff_ffff)
     }
 
+    /// Registers an open confirmation of `act` on `name` for this chat and
+    /// returns its token. Expired ones go, and so do the ones `replaces`
+    /// says this one replaces; past the limit, the oldest goes.
+    fn open_confirmation(
+        &self,
+        s: &Session,
+        name: &str,
+        act: Act,
+        replaces: impl Fn(&Pending) -> bool,
+    ) -> String {
+        let token = self.new_token();
+        let mut p = self.pending_lock();
+        let list = p.entry(s.key().to_string()).or_default();
+        list.retain(|d| d.at.elapsed() < CONFIRMATION_TTL && !replaces(d));
+        if list.len() >= MAX_PENDING_PER_CHAT {
+            list.remove(0);
+        }
+        list.push(Pending {
+            token: token.clone(),
+            name: name.to_string(),
+            at: Instant::now(),
+            act,
+        });
+        token
+    }
+
+    /// The conversation learns what the person decided (`said`: their
+    /// answer in words) and what came of it.
+    fn remember_answer(&self, s: &Session, said: String, outcome: &Confirmation) {
+        if self.llm.is_some() {
+            self.history.push_turn(
+                s.key(),
+                vec![
+                    Msg::User(said),
+                    Msg::Assistant {
+                        text: Some(outcome.text().to_string()),
+                        tool_calls: vec![],
+                    },
+                ],
+            );
+        }
+    }
+
     /// Shows a confirmation for destroying `name` if it is one of the
     /// person's containers. Nothing is destroyed here.
     async fn request_destroy<U: Ui>(
@@ -541,23 +584,9 @@ impl<D: Daemon> ChatService<D> {
             "This stops it and removes it, with everything in it (it has no workspace to keep)."
                 .to_string()
         };
-        let token = self.new_token();
-        {
-            let mut p = self.pending_lock();
-            let list = p.entry(s.key().to_string()).or_default();
-            list.retain(|d| {
-                d.at.elapsed() < CONFIRMATION_TTL && !(d.name == name && d.act == Act::Destroy)
-            });
-            if list.len() >= MAX_PENDING_PER_CHAT {
-                list.remove(0);
-            }
-            list.push(Pending {
-                token: token.clone(),
-                name: name.to_string(),
-                at: Instant::now(),
-                act: Act::Destroy,
-            });
-        }
+        let token = self.open_confirmation(s, name, Act::Destroy, |d| {
+            d.name == name && d.act == Act::Destroy
+        });
         tracing::info!(owner = %s.owner, container = name, "destroy confirmation shown");
         ui.confirm(
             &format!("Destroy {name}? {what}"),
@@ -618,20 +647,8 @@ impl<D: Daemon> ChatService<D> {
                 Err(f) => Confirmation::Failed(f.summary(&format!("destroy {name}"))),
             }
         };
-        // The conversation learns what the person decided.
-        if self.llm.is_some() {
-            let what = if yes { "confirmed" } else { "cancelled" };
-            self.history.push_turn(
-                s.key(),
-                vec![
-                    Msg::User(format!("({what} the destroy of {name})")),
-                    Msg::Assistant {
-                        text: Some(outcome.text().to_string()),
-                        tool_calls: vec![],
-                    },
-                ],
-            );
-        }
+        let what = if yes { "confirmed" } else { "cancelled" };
+        self.remember_answer(s, format!("({what} the destroy of {name})"), &outcome);
         outcome
     }
 
@@ -720,24 +737,9 @@ impl<D: Daemon> ChatService<D> {
     ) -> Result<Value, ApiFailure> {
         let plan = self.daemon.plan_undo(&s.owner, name, to).await?;
         let target = plan["target"]["id"].as_u64().unwrap_or(0);
-        let token = self.new_token();
-        {
-            let mut p = self.pending_lock();
-            let list = p.entry(s.key().to_string()).or_default();
-            list.retain(|d| {
-                d.at.elapsed() < CONFIRMATION_TTL
-                    && !(d.name == name && matches!(d.act, Act::Undo(_)))
-            });
-            if list.len() >= MAX_PENDING_PER_CHAT {
-                list.remove(0);
-            }
-            list.push(Pending {
-                token: token.clone(),
-                name: name.to_string(),
-                at: Instant::now(),
-                act: Act::Undo(target),
-            });
-        }
+        let token = self.open_confirmation(s, name, Act::Undo(target), |d| {
+            d.name == name && matches!(d.act, Act::Undo(_))
+        });
         tracing::info!(owner = %s.owner, container = name, to = target, "undo confirmation shown");
         ui.confirm(
             &format!("Undo? {}", crate::frontends::format::undo_plan(&plan)),
@@ -765,19 +767,8 @@ impl<D: Daemon> ChatService<D> {
                 Err(f) => Confirmation::Failed(f.summary(&format!("undo {name}"))),
             }
         };
-        if self.llm.is_some() {
-            let what = if yes { "confirmed" } else { "declined" };
-            self.history.push_turn(
-                s.key(),
-                vec![
-                    Msg::User(format!("({what} the undo of {name})")),
-                    Msg::Assistant {
-                        text: Some(outcome.text().to_string()),
-                        tool_calls: vec![],
-                    },
-                ],
-            );
-        }
+        let what = if yes { "confirmed" } else { "declined" };
+        self.remember_answer(s, format!("({what} the undo of {name})"), &outcome);
         outcome
     }
 
@@ -792,26 +783,12 @@ impl<D: Daemon> ChatService<D> {
     ) -> Result<(), ApiFailure> {
         // Only the person's own containers get a confirmation at all.
         self.daemon.status(&s.owner, name).await?;
-        let token = self.new_token();
         let shown = shell_words(&argv);
-        {
-            let mut p = self.pending_lock();
-            let list = p.entry(s.key().to_string()).or_default();
-            // One command waits at a time: a new one replaces it, so that a
-            // "yes" always answers the command the person saw last.
-            list.retain(|d| {
-                d.at.elapsed() < CONFIRMATION_TTL && !matches!(d.act, Act::Command(..))
-            });
-            if list.len() >= MAX_PENDING_PER_CHAT {
-                list.remove(0);
-            }
-            list.push(Pending {
-                token: token.clone(),
-                name: name.to_string(),
-                at: Instant::now(),
-                act: Act::Command(argv, timeout),
-            });
-        }
+        // One command waits at a time: a new one replaces it, so that a
+        // "yes" always answers the command the person saw last.
+        let token = self.open_confirmation(s, name, Act::Command(argv, timeout), |d| {
+            matches!(d.act, Act::Command(..))
+        });
         tracing::info!(owner = %s.owner, container = name, "agent command confirmation shown");
         ui.confirm(
             &format!("The assistant wants to run `{shown}` in {name}. It has not run. Run it?"),
