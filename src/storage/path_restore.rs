@@ -204,11 +204,11 @@ pub enum Staging {
     /// container directory).
     Beside(std::path::PathBuf),
     /// Inside the workspace's own root (the workspace is a filesystem of
-    /// its own: a ZFS dataset): a directory made there owned by the host's
-    /// root with mode 0700. The container's root is a user-namespaced root,
-    /// so it can neither enter it nor change what is in it; it can only
-    /// rename it, and the copy is written through the directory's
-    /// descriptor (`/proc/self/fd/N/...`), so that changes nothing.
+    /// its own: a ZFS dataset), in a directory made there and then owned by
+    /// [`STAGING_ID`] with mode 0700, which the container's root cannot
+    /// enter or change (it may only rename it; the copy is written through
+    /// the directory's descriptor, `/proc/self/fd/N/...`, so that changes
+    /// nothing).
     InTree,
 }
 
@@ -223,6 +223,23 @@ fn in_tree_name() -> OsString {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ))
+}
+
+/// The owner (uid and gid, on disk) of the in-tree staging directory. The
+/// workspace is bound into the container idmapped (`--bind=...:idmap`): on
+/// disk, ids 0-65535 are the container's own ids, so the container's root
+/// acts as the owner of anything on-disk root owns. This id is far outside
+/// that range, so the container sees it unmapped: its root has no
+/// capability over such a directory (the kernel grants those only over
+/// inodes whose owner is mapped), cannot enter one with mode 0700, and
+/// cannot make one (it cannot chown to an id it does not map).
+pub const STAGING_ID: u32 = 0x7fff_fffe;
+
+/// Whether the directory `dir` holds nothing.
+fn is_empty(dir: &OwnedFd) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    Ok(std::fs::read_dir(path)?.next().is_none())
 }
 
 /// Errors of the snapshot's side, as storage reports them.
@@ -338,7 +355,10 @@ pub fn bring_back(
                     context: format!("creating {}", dir.display()),
                     source: e,
                 })?;
-            let fd = open_root(dir).map_err(&in_snapshot)?;
+            let fd = open_root(dir).map_err(|e| StorageError::Io {
+                context: "opening the staging directory".into(),
+                source: io::Error::other(e.to_string()),
+            })?;
             let dir = dir.clone();
             (
                 fd,
@@ -350,20 +370,33 @@ pub fn bring_back(
         Staging::InTree => {
             remove_stale_in_tree(ws_root);
             let name = in_tree_name();
-            mkdirat(ws_root, name.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(|e| {
-                in_workspace(WalkError::Io(name.to_string_lossy().into_owned(), e.into()))
-            })?;
+            let shown_name = name.to_string_lossy().into_owned();
+            mkdirat(ws_root, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                .map_err(|e| in_workspace(WalkError::Io(shown_name.clone(), e.into())))?;
             let fd = openat(ws_root, name.as_os_str(), DIR_FLAGS, Mode::empty())
-                .map_err(|e| in_workspace(walk_error(e, name.to_string_lossy().into_owned())))?;
-            // The one just made: the host root's, 0700, not something the
-            // container put in its place in between.
-            let st = fstat(&fd).map_err(|e| StorageError::Io {
-                context: "the staging directory".into(),
+                .map_err(|e| in_workspace(walk_error(e, shown_name.clone())))?;
+            // Out of the container's reach from here on: owned by an id its
+            // idmapped view of the workspace does not map (see STAGING_ID).
+            // Until this chown it was on-disk root's, i.e. the container
+            // root's: so it must still be empty afterwards, or the container
+            // put something in it in between.
+            let staging_io = |e: nix::errno::Errno| StorageError::Io {
+                context: "preparing the staging directory in the workspace".into(),
                 source: e.into(),
-            })?;
-            if st.st_uid != 0 || st.st_mode & 0o7777 != 0o700 {
+            };
+            nix::unistd::fchown(
+                &fd,
+                Some(Uid::from_raw(STAGING_ID)),
+                Some(Gid::from_raw(STAGING_ID)),
+            )
+            .map_err(staging_io)?;
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(staging_io)?;
+            if !is_empty(&fd).map_err(|e| StorageError::Io {
+                context: "reading the staging directory".into(),
+                source: e,
+            })? {
                 return Err(StorageError::Conflict(
-                    "the staging directory in the workspace was replaced while it was made; try again"
+                    "something was put into the staging directory in the workspace while it was made; nothing was restored, try again"
                         .into(),
                 ));
             }
@@ -371,25 +404,30 @@ pub fn bring_back(
                 context: "the workspace".into(),
                 source: e,
             })?;
-            let (held, name2) = (
-                fd.try_clone().map_err(|e| StorageError::Io {
-                    context: "the staging directory".into(),
-                    source: e,
-                })?,
-                name.clone(),
-            );
+            let held = fd.try_clone().map_err(|e| StorageError::Io {
+                context: "the staging directory".into(),
+                source: e,
+            })?;
             (
                 fd,
                 Box::new(move || {
                     // Whatever is left in it (a failed copy) first, through
-                    // its descriptor; then the directory, if it is still
-                    // where it was made (else an empty root-only leftover).
+                    // its descriptor (no one else can change it); then the
+                    // directory, if the entry of that name is still it.
                     let _ = remove_entries_at(&held);
-                    let _ = nix::unistd::unlinkat(
-                        &root,
-                        name2.as_os_str(),
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    );
+                    let ours = |st: nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+                    let same = openat(&root, name.as_os_str(), DIR_FLAGS, Mode::empty())
+                        .ok()
+                        .and_then(|there| fstat(&there).ok())
+                        .map(ours)
+                        == fstat(&held).ok().map(ours);
+                    if same {
+                        let _ = nix::unistd::unlinkat(
+                            &root,
+                            name.as_os_str(),
+                            nix::unistd::UnlinkatFlags::RemoveDir,
+                        );
+                    }
                 }),
             )
         }
@@ -419,8 +457,8 @@ pub fn bring_back(
 }
 
 /// Removes what an earlier restore cut short left in the workspace's root:
-/// only directories of that name that are the host root's with mode 0700
-/// (the container can make one of that name, but not one of those).
+/// only directories of that name owned by [`STAGING_ID`] (the container can
+/// make one of that name, but not one owned so).
 fn remove_stale_in_tree(ws_root: &OwnedFd) {
     let root = {
         use std::os::fd::AsRawFd;
@@ -437,7 +475,7 @@ fn remove_stale_in_tree(ws_root: &OwnedFd) {
         let Ok(fd) = openat(ws_root, name.as_os_str(), DIR_FLAGS, Mode::empty()) else {
             continue;
         };
-        if fstat(&fd).is_ok_and(|st| st.st_uid == 0 && st.st_mode & 0o7777 == 0o700) {
+        if fstat(&fd).is_ok_and(|st| st.st_uid == STAGING_ID && st.st_gid == STAGING_ID) {
             let _ = remove_entries_at(&fd);
             let _ = nix::unistd::unlinkat(
                 ws_root,
@@ -469,6 +507,53 @@ fn remove_entries_at(dir: &OwnedFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// In-tree staging (zfs): a leftover of an earlier restore (owned by
+    /// STAGING_ID) goes; a directory of the same name the container made
+    /// (owned by an id it maps) stays untouched, with what is in it; the
+    /// restored file arrives and no staging directory is left.
+    #[test]
+    fn in_tree_staging_removes_only_its_own_leftovers() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = tmp.path().join("snap");
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir_all(snap.join("a")).unwrap();
+        std::fs::write(snap.join("a/f"), "old").unwrap();
+        std::fs::create_dir_all(&ws).unwrap();
+        let stale = ws.join(".voxnix-restore-1-1");
+        std::fs::create_dir_all(stale.join("half")).unwrap();
+        std::os::unix::fs::chown(&stale, Some(STAGING_ID), Some(STAGING_ID)).unwrap();
+        let planted = ws.join(".voxnix-restore-1-2");
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::write(planted.join("mine"), "tenant").unwrap();
+        let (src, live) = (open_root(&snap).unwrap(), open_root(&ws).unwrap());
+        let from = components("a/f", "path").unwrap();
+        let done = bring_back(
+            &src,
+            &live,
+            "s1",
+            &from,
+            &from,
+            &|_, _, _| Ok(u64::MAX),
+            &Staging::InTree,
+        )
+        .unwrap();
+        assert_eq!(done.files, 1);
+        assert_eq!(std::fs::read_to_string(ws.join("a/f")).unwrap(), "old");
+        assert!(!stale.exists(), "its own leftover went");
+        assert_eq!(
+            std::fs::read_to_string(planted.join("mine")).unwrap(),
+            "tenant",
+            "the container's directory of that name is left alone"
+        );
+        let left: Vec<_> = std::fs::read_dir(&ws)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.metadata().is_ok_and(|m| m.uid() == STAGING_ID))
+            .collect();
+        assert!(left.is_empty(), "no staging directory is left");
+    }
 
     #[test]
     fn paths_are_relative_and_plain() {
