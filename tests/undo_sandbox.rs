@@ -246,3 +246,76 @@ async fn wait_restarted(app: &Appliance, old: i32) {
     assert!(!common::alive(old), "the daemon was not killed");
     app.wait_daemon_active().await;
 }
+
+/// `checkpoints_keep` prunes the oldest, but never the checkpoint an undo
+/// goes back to; a change refused (bad input) or failed leaves no
+/// checkpoint behind.
+#[tokio::test]
+async fn the_checkpoint_limit_spares_what_is_restored_and_failures_leave_none() {
+    let app = Appliance::boot("[storage]\ncheckpoints_keep = 2").await;
+    let m = app.manager().await;
+    assert_eq!(app.create(r#"{"name":"lim"}"#, ALICE).await["ok"], true);
+    app.run_in("lim", ALICE, "echo one > /workspace/f").await;
+    m.checkpoint("lim", ALICE, "manual", "one")
+        .await
+        .expect("cp 2");
+    let first_snap = history(&m, "lim", ALICE).await[0]["snapshot"]
+        .as_str()
+        .expect("snapshot")
+        .to_string();
+    app.run_in("lim", ALICE, "echo two > /workspace/f").await;
+    m.checkpoint("lim", ALICE, "manual", "two")
+        .await
+        .expect("cp 3");
+    let ids = |h: &[Value]| {
+        h.iter()
+            .filter_map(|c| c["id"].as_u64())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&history(&m, "lim", ALICE).await), [2, 3]);
+    let snaps = m.snapshots("lim", ALICE).await.expect("snapshots");
+    assert!(
+        !snaps.contains(&first_snap),
+        "the pruned checkpoint's snapshot went: {snaps}"
+    );
+
+    // An undo to the oldest: its own checkpoint would push it out; it stays.
+    app.run_in("lim", ALICE, "echo three > /workspace/f").await;
+    m.undo("lim", ALICE, 2).await.expect("undo to the oldest");
+    assert_eq!(cat(&app, "lim", "/workspace/f").await, "one\n");
+    assert_eq!(ids(&history(&m, "lim", ALICE).await), [2, 4]);
+
+    // Refused or failed: no checkpoint, no snapshot.
+    let h = history(&m, "lim", ALICE).await;
+    let snap2 = h[0]["snapshot"].as_str().expect("snapshot").to_string();
+    let count = |t: String| t.matches("\"checkpoint\"").count();
+    let before = count(m.snapshots("lim", ALICE).await.expect("snapshots"));
+    let e = m
+        .restore_path("lim", ALICE, &snap2, "/etc/passwd", "")
+        .await
+        .expect_err("absolute");
+    assert_eq!(error_parts(&e).0, "InvalidArgument");
+    let e = m
+        .restore_path("lim", ALICE, &snap2, "not-there", "")
+        .await
+        .expect_err("missing in the snapshot");
+    assert_eq!(error_parts(&e).0, "NotFound");
+    assert_eq!(history(&m, "lim", ALICE).await, h, "no checkpoint was left");
+    assert_eq!(
+        count(m.snapshots("lim", ALICE).await.expect("snapshots")),
+        before,
+        "no checkpoint snapshot was left"
+    );
+    // And one that works is checkpointed first.
+    app.run_in("lim", ALICE, "rm /workspace/f").await;
+    m.restore_path("lim", ALICE, &snap2, "f", "")
+        .await
+        .expect("one file back");
+    assert_eq!(cat(&app, "lim", "/workspace/f").await, "one\n");
+    let h = history(&m, "lim", ALICE).await;
+    assert_eq!(
+        h.last().map(|c| c["kind"].clone()),
+        Some("restore".into()),
+        "{h:?}"
+    );
+}

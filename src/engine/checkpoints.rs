@@ -117,6 +117,11 @@ pub struct History {
     pub created_at: u64,
     pub next_id: u64,
     pub checkpoints: Vec<Checkpoint>,
+    /// Set (and written) just before a checkpoint's snapshot is taken, and
+    /// cleared with the checkpoint written: after a crash in between, the
+    /// next start adopts that snapshot (taken at or after this time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
 }
 
 impl History {
@@ -127,6 +132,7 @@ impl History {
             created_at,
             next_id: 1,
             checkpoints: Vec::new(),
+            pending: None,
         }
     }
 
@@ -134,23 +140,41 @@ impl History {
         self.checkpoints.iter().find(|c| c.id == id)
     }
 
-    /// Adds `c` with the next id; returns the checkpoints that now exceed
-    /// `keep` (oldest first), removed from the list (their snapshots are the
-    /// caller's to delete). `keep` 0 keeps all.
-    pub fn push(&mut self, mut c: Checkpoint, keep: u32) -> (u64, Vec<Checkpoint>) {
+    /// Adds `c` with the next id, which it returns.
+    pub fn push(&mut self, mut c: Checkpoint) -> u64 {
         c.id = self.next_id;
         self.next_id += 1;
         let id = c.id;
         self.checkpoints.push(c);
+        id
+    }
+
+    /// Removes the oldest checkpoints beyond `keep` (0 keeps all), never
+    /// one in `protect`; returns them (their snapshots are the caller's to
+    /// delete).
+    pub fn prune(&mut self, keep: u32, protect: &[u64]) -> Vec<Checkpoint> {
+        let mut excess = self.checkpoints.len().saturating_sub(if keep == 0 {
+            usize::MAX
+        } else {
+            keep as usize
+        });
         let mut dropped = Vec::new();
-        if keep > 0 {
-            let keep = keep as usize;
-            if self.checkpoints.len() > keep {
-                let n = self.checkpoints.len() - keep;
-                dropped = self.checkpoints.drain(..n).collect();
+        self.checkpoints.retain(|c| {
+            if excess > 0 && !protect.contains(&c.id) {
+                excess -= 1;
+                dropped.push(c.clone());
+                false
+            } else {
+                true
             }
-        }
-        (id, dropped)
+        });
+        dropped
+    }
+
+    /// Takes checkpoint `id` out (a change that failed and changed nothing).
+    pub fn remove(&mut self, id: u64) -> Option<Checkpoint> {
+        let i = self.checkpoints.iter().position(|c| c.id == id)?;
+        Some(self.checkpoints.remove(i))
     }
 
     /// Where `undo` without a checkpoint goes: the newest checkpoint, i.e.
@@ -196,12 +220,20 @@ impl CheckpointStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(fresh),
             Err(e) => return Err(e),
         };
-        let h: History = serde_json::from_slice(&text).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the checkpoint file of '{name}' cannot be read: {e}"),
-            )
-        })?;
+        let h: History = match serde_json::from_slice(&text) {
+            Ok(h) => h,
+            Err(e) => {
+                // Set aside, not in the way of every later change.
+                let aside = self.dir.join(format!("{name}.json.unreadable"));
+                tracing::warn!(
+                    container = name,
+                    "the checkpoint file cannot be read ({e}); moved to {}",
+                    aside.display()
+                );
+                std::fs::rename(self.path(name), &aside)?;
+                return Ok(fresh);
+            }
+        };
         if &h.owner != owner || h.created_at != created_at {
             return Ok(fresh);
         }
@@ -215,6 +247,7 @@ impl CheckpointStore {
 
     /// Forgets `name`'s history (destroy).
     pub fn remove(&self, name: &str) -> io::Result<()> {
+        crate::atomic_file::remove(&self.dir.join(format!("{name}.json.unreadable")))?;
         crate::atomic_file::remove(&self.path(name))
     }
 }
@@ -245,33 +278,38 @@ mod tests {
     }
 
     #[test]
-    fn ids_grow_and_the_oldest_go_past_the_limit() {
+    fn ids_grow_and_the_oldest_go_past_the_limit_but_never_a_protected_one() {
         let mut h = History::new(owner("unix:1"), 5);
         for _ in 0..3 {
-            let (_, dropped) = h.push(cp(Kind::Update, None), 3);
-            assert!(dropped.is_empty());
+            h.push(cp(Kind::Update, None));
+            assert!(h.prune(3, &[]).is_empty());
         }
-        let (id, dropped) = h.push(cp(Kind::Update, None), 3);
-        assert_eq!(id, 4);
-        assert_eq!(dropped.iter().map(|c| c.id).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(
-            h.checkpoints.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(h.push(cp(Kind::Update, None)), 4);
+        let ids = |v: &[Checkpoint]| v.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(&h.prune(3, &[])), vec![1]);
+        assert_eq!(ids(&h.checkpoints), vec![2, 3, 4]);
+        h.push(cp(Kind::Undo, Some(2)));
+        // 2 is what an undo went to: 3 goes instead.
+        assert_eq!(ids(&h.prune(3, &[2])), vec![3]);
+        assert_eq!(ids(&h.checkpoints), vec![2, 4, 5]);
+        assert!(h.prune(0, &[]).is_empty(), "0 keeps all");
+        assert_eq!(h.remove(4).map(|c| c.id), Some(4));
+        assert_eq!(ids(&h.checkpoints), vec![2, 5]);
+        assert_eq!(h.push(cp(Kind::Manual, None)), 6, "ids are never reused");
     }
 
     #[test]
     fn undo_after_undo_keeps_going_back() {
         let mut h = History::new(owner("unix:1"), 5);
-        h.push(cp(Kind::Create, None), 0); // 1
-        h.push(cp(Kind::Update, None), 0); // 2
-        h.push(cp(Kind::Command, None), 0); // 3
+        h.push(cp(Kind::Create, None)); // 1
+        h.push(cp(Kind::Update, None)); // 2
+        h.push(cp(Kind::Command, None)); // 3
         assert_eq!(h.default_target().map(|c| c.id), Some(3));
-        h.push(cp(Kind::Undo, Some(3)), 0); // 4: went back to 3
+        h.push(cp(Kind::Undo, Some(3))); // 4: went back to 3
         assert_eq!(h.default_target().map(|c| c.id), Some(2));
-        h.push(cp(Kind::Undo, Some(2)), 0); // 5: went back to 2
+        h.push(cp(Kind::Undo, Some(2))); // 5: went back to 2
         assert_eq!(h.default_target().map(|c| c.id), Some(1));
-        h.push(cp(Kind::Undo, Some(1)), 0); // 6: went back to 1
+        h.push(cp(Kind::Undo, Some(1))); // 6: went back to 1
         assert_eq!(h.default_target(), None, "nothing before the create");
     }
 
@@ -280,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path());
         let mut h = History::new(owner("unix:1"), 5);
-        h.push(cp(Kind::Create, None), 0);
+        h.push(cp(Kind::Create, None));
         store.save("dev", &h).unwrap();
         assert_eq!(store.load("dev", &owner("unix:1"), 5).unwrap(), h);
         let other = store.load("dev", &owner("unix:2"), 5).unwrap();

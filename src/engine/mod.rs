@@ -696,7 +696,7 @@ impl Engine {
         // The first checkpoint: the container as created. It runs now; a
         // checkpoint that cannot be taken (a full quota) is said, not fatal.
         let why = format!("created with {}", undo::modules_words(&record.spec.modules));
-        if let Err(e) = self
+        match self
             .take_checkpoint(
                 record,
                 checkpoints::Kind::Create,
@@ -706,12 +706,15 @@ impl Engine {
             )
             .await
         {
-            tracing::warn!(container = name, "no checkpoint of the new container: {e}");
-            self.ops.progress(
-                op,
-                "storage",
-                &format!("no checkpoint of the new container: {}", e.message()),
-            );
+            Ok(c) => self.settle_checkpoint(record, c.id, true, &[]).await,
+            Err(e) => {
+                tracing::warn!(container = name, "no checkpoint of the new container: {e}");
+                self.ops.progress(
+                    op,
+                    "storage",
+                    &format!("no checkpoint of the new container: {}", e.message()),
+                );
+            }
         }
 
         self.ops.progress(
@@ -1479,17 +1482,20 @@ impl Engine {
             undo::modules_words(&record.spec.modules),
             undo::modules_words(&new_spec.modules)
         );
-        if let Err(e) = self
+        let checkpoint = match self
             .take_checkpoint(&record, checkpoints::Kind::Update, by, &why, None)
             .await
         {
-            let mut restored = previous;
-            restored.finish(&format!("update refused: {}", e.message()));
-            self.records
-                .put(&restored)
-                .map_err(io("writing the record"))?;
-            return Err(e);
-        }
+            Ok(c) => c,
+            Err(e) => {
+                let mut restored = previous;
+                restored.finish(&format!("update refused: {}", e.message()));
+                self.records
+                    .put(&restored)
+                    .map_err(io("writing the record"))?;
+                return Err(e);
+            }
+        };
         fault::point("update:checkpointed");
         let progress = {
             let engine = self.clone();
@@ -1555,6 +1561,9 @@ impl Engine {
             Ok::<(), EngineError>(())
         }
         .await;
+        // Kept when the update was made; gone when it was rolled back.
+        self.settle_checkpoint(&record, checkpoint.id, result.is_ok(), &[])
+            .await;
         match result {
             Ok(()) => {
                 record.finish("ok");
@@ -1698,16 +1707,20 @@ impl Engine {
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
         self.snapshot_exists(&r, id).await?;
-        self.take_checkpoint(
-            &r,
-            checkpoints::Kind::Restore,
-            &undo::actor(scope),
-            &format!("before restoring snapshot {id}"),
-            None,
-        )
-        .await?;
-        self.while_stopped(&r, || self.storage.restore(&r.owner, name, id))
-            .await
+        let c = self
+            .take_checkpoint(
+                &r,
+                checkpoints::Kind::Restore,
+                &undo::actor(scope),
+                &format!("before restoring snapshot {id}"),
+                None,
+            )
+            .await?;
+        let done = self
+            .while_stopped(&r, || self.storage.restore(&r.owner, name, id))
+            .await;
+        self.settle_checkpoint(&r, c.id, done.is_ok(), &[]).await;
+        done
     }
 
     /// Brings one file or folder back from a snapshot into the workspace
@@ -1727,19 +1740,27 @@ impl Engine {
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
         let to = if to.is_empty() { path } else { to };
+        // Bad input costs no checkpoint.
+        for (p, what) in [(path, "path"), (to, "to")] {
+            crate::storage::path_restore::components(p, what)
+                .map_err(|e| EngineError::InvalidArgument(e.0))?;
+        }
         self.snapshot_exists(&r, id).await?;
-        self.take_checkpoint(
-            &r,
-            checkpoints::Kind::Restore,
-            &undo::actor(scope),
-            &format!("before bringing back {path} from snapshot {id}"),
-            None,
-        )
-        .await?;
-        Ok(self
+        let c = self
+            .take_checkpoint(
+                &r,
+                checkpoints::Kind::Restore,
+                &undo::actor(scope),
+                &format!("before bringing back {path} from snapshot {id}"),
+                None,
+            )
+            .await?;
+        let done = self
             .storage
             .restore_path(&r.owner, name, id, path, to)
-            .await?)
+            .await;
+        self.settle_checkpoint(&r, c.id, done.is_ok(), &[]).await;
+        Ok(done?)
     }
 
     /// What destroyed containers of `owner` left (kept workspaces).
@@ -1801,14 +1822,8 @@ impl Engine {
                 "nothing is kept of a container named '{from}'"
             )));
         }
-        self.take_checkpoint(
-            &r,
-            checkpoints::Kind::Restore,
-            &undo::actor(scope),
-            &format!("before restoring the kept workspace of {from}"),
-            None,
-        )
-        .await?;
+        // No checkpoint: the workspace it replaces is kept in turn, with its
+        // snapshots (`voxnix storage kept`), and comes back the same way.
         self.while_stopped(&r, || self.storage.restore_kept_from(&r.owner, name, from))
             .await
     }

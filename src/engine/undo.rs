@@ -62,8 +62,9 @@ impl Engine {
     }
 
     /// Takes a checkpoint of `record` now (the name's lock is held by the
-    /// caller): a workspace snapshot, then the checkpoint written down.
-    /// Checkpoints past `storage.checkpoints_keep` go, with their snapshots.
+    /// caller): the intent written down, a workspace snapshot, then the
+    /// checkpoint. The caller settles it when its change is done
+    /// ([`settle_checkpoint`](Self::settle_checkpoint)).
     pub(crate) async fn take_checkpoint(
         &self,
         record: &Record,
@@ -75,19 +76,30 @@ impl Engine {
         let name = record.name.as_str();
         let mut history = self.history_of(record)?;
         let snapshot = if record.spec.workspace {
-            let s = self
+            history.pending = Some(now_secs());
+            self.checkpoints
+                .save(name, &history)
+                .map_err(io("writing the checkpoints"))?;
+            let taken = self
                 .storage
                 .snapshot(&record.owner, name, SNAPSHOT_REASON)
                 .await
                 .map_err(|e| {
                     let e = EngineError::from(e);
                     e.with_message(format!(
-                        "cannot take the checkpoint ({}): {}",
+                        "cannot take the checkpoint ({}), so nothing was changed: {}",
                         kind.as_str(),
                         e.message()
                     ))
-                })?;
-            Some(s.id)
+                });
+            match taken {
+                Ok(s) => Some(s.id),
+                Err(e) => {
+                    history.pending = None;
+                    let _ = self.checkpoints.save(name, &history);
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
@@ -113,20 +125,14 @@ impl Engine {
             settings: record.spec.settings.clone(),
             undoes,
         };
-        let (id, dropped) = history.push(c, self.storage.config().checkpoints_keep);
+        let id = history.push(c);
+        history.pending = None;
         if let Err(e) = self.checkpoints.save(name, &history) {
             // Not written down: its snapshot would be nobody's.
             if let Some(s) = &snapshot {
                 let _ = self.storage.delete_snapshot(&record.owner, name, s).await;
             }
             return Err(io("writing the checkpoints")(e));
-        }
-        for old in dropped {
-            if let Some(s) = old.snapshot
-                && let Err(e) = self.storage.delete_snapshot(&record.owner, name, &s).await
-            {
-                tracing::warn!(container = name, snapshot = %s, "removing an old checkpoint's snapshot: {e}");
-            }
         }
         tracing::info!(
             container = name,
@@ -139,6 +145,43 @@ impl Engine {
             .get(id)
             .cloned()
             .ok_or_else(|| EngineError::HostError("the checkpoint just written is missing".into()))
+    }
+
+    /// After the change checkpoint `id` was taken for: when it was made
+    /// (`done`), the oldest checkpoints past `storage.checkpoints_keep` go
+    /// with their snapshots, never one in `protect`; when it failed and
+    /// changed nothing, the checkpoint itself goes (nothing half-made is
+    /// left, and a failed undo does not move where the next undo goes).
+    pub(crate) async fn settle_checkpoint(
+        &self,
+        record: &Record,
+        id: u64,
+        done: bool,
+        protect: &[u64],
+    ) {
+        let name = record.name.as_str();
+        let Ok(mut history) = self.history_of(record) else {
+            return;
+        };
+        let dropped = if done {
+            history.prune(self.storage.config().checkpoints_keep, protect)
+        } else {
+            history.remove(id).into_iter().collect()
+        };
+        if dropped.is_empty() {
+            return;
+        }
+        if let Err(e) = self.checkpoints.save(name, &history) {
+            tracing::warn!(container = name, "writing the checkpoints: {e}");
+            return;
+        }
+        for old in dropped {
+            if let Some(s) = old.snapshot
+                && let Err(e) = self.storage.delete_snapshot(&record.owner, name, &s).await
+            {
+                tracing::warn!(container = name, snapshot = %s, "removing a checkpoint's snapshot: {e}");
+            }
+        }
     }
 
     /// A checkpoint asked for by a front end: `command` before a command
@@ -172,10 +215,11 @@ impl Engine {
         let record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
         let why = if why.is_empty() { "checkpoint" } else { why };
-        Ok(self
+        let c = self
             .take_checkpoint(&record, kind, &actor(scope), why, None)
-            .await?
-            .public())
+            .await?;
+        self.settle_checkpoint(&record, c.id, true, &[]).await;
+        Ok(c.public())
     }
 
     /// The container's checkpoints, oldest first.
@@ -277,10 +321,22 @@ impl Engine {
                 .any(|x| &x.id == s)
         {
             return Err(EngineError::NotFound(format!(
-                "the workspace snapshot of checkpoint {} ({s}) is gone",
+                "the workspace snapshot of checkpoint {} ({s}) is gone (a restore of a kept \
+                 workspace puts the one it replaces aside with its snapshots: `voxnix storage kept`)",
                 target.id
             )));
         }
+        // Today's rules for the modules it goes back to (one may have left
+        // the library since), before anything changes.
+        let mut client = record.spec.to_client_json();
+        client["modules"] = serde_json::json!(target.modules);
+        client["settings"] = serde_json::json!(target.settings);
+        super::spec::parse_spec(&client.to_string(), &self.known_modules).map_err(|e| {
+            EngineError::InvalidArgument(format!(
+                "checkpoint {} cannot be gone back to: {e}",
+                target.id
+            ))
+        })?;
         let plan = self.plan(&record, &target).await?;
         let safety = self
             .take_checkpoint(
@@ -293,33 +349,52 @@ impl Engine {
             .await?;
         let mut then = self.undone_record(&record, &target);
         then.begin("undo");
-        let was_running = self.machined.info(name).await?.is_some();
-        if plan.restarts {
+        // Stopped only if it runs now, and started again only if stopped here.
+        let stopped = plan.restarts && self.machined.info(name).await?.is_some();
+        if stopped {
             self.ensure_conf(&record).await?;
             self.stop_unit(name).await?;
         }
+        let mut workspace_restored = false;
         let result = self
-            .apply_undo(&record, &then, &target, plan.restarts && was_running)
+            .apply_undo(&record, &then, &target, stopped, &mut workspace_restored)
             .await;
         if let Err(e) = &result {
             tracing::warn!(container = name, "undo failed ({e}); putting it back");
-            self.revert_undo(&record, &safety, plan.workspace).await;
-        }
-        if plan.restarts {
-            let started = self.start_unit(name).await;
-            if result.is_ok() {
-                started?;
+            let reverted = self.revert_undo(&record, &safety, workspace_restored).await;
+            if stopped && let Err(e) = self.start_unit(name).await {
+                tracing::warn!(
+                    container = name,
+                    "starting it again after a failed undo: {e}"
+                );
             }
+            // Put back whole: the undo's checkpoint goes, so the next undo
+            // goes where this one was to go.
+            if reverted {
+                self.settle_checkpoint(&record, safety.id, false, &[]).await;
+            }
+            return Err(result
+                .err()
+                .unwrap_or_else(|| EngineError::HostError("the undo failed".into())));
         }
-        result?;
         then.finish("ok");
         self.records.put(&then).map_err(io("writing the record"))?;
+        self.settle_checkpoint(&record, safety.id, true, &[target.id])
+            .await;
         tracing::info!(
             container = name,
             to = target.id,
             safety = safety.id,
             "undo done"
         );
+        if stopped && let Err(e) = self.start_unit(name).await {
+            return Err(e.with_message(format!(
+                "{name} is back at checkpoint {} (`voxnix undo {name} {}` undoes that), but it did not start again: {}; start it with `voxnix start {name}`",
+                target.id,
+                safety.id,
+                e.message()
+            )));
+        }
         Ok(Undone {
             plan,
             safety: safety.id,
@@ -332,12 +407,14 @@ impl Engine {
         then: &Record,
         target: &Checkpoint,
         stopped: bool,
+        workspace_restored: &mut bool,
     ) -> Result<(), EngineError> {
         let name = record.name.as_str();
         if record.spec.workspace
             && let Some(s) = &target.snapshot
         {
             self.storage.restore(&record.owner, name, s).await?;
+            *workspace_restored = true;
         }
         self.switch_profile(name, target.profile_system.as_deref())
             .await?;
@@ -380,24 +457,28 @@ impl Engine {
 
     /// After a failed undo: the record, conf, profile and workspace as the
     /// safety checkpoint has them. Best effort, each step logged.
-    async fn revert_undo(&self, record: &Record, safety: &Checkpoint, workspace: bool) {
+    async fn revert_undo(&self, record: &Record, safety: &Checkpoint, workspace: bool) -> bool {
         let name = record.name.as_str();
+        let mut whole = true;
         if let Err(e) = self
             .switch_profile(name, safety.profile_system.as_deref())
             .await
         {
+            whole = false;
             tracing::error!(
                 container = name,
                 "putting the profile back after a failed undo: {e}"
             );
         }
         if let Err(e) = self.install(record).await {
+            whole = false;
             tracing::error!(
                 container = name,
                 "putting the conf back after a failed undo: {e}"
             );
         }
         if let Err(e) = self.records.put(record) {
+            whole = false;
             tracing::error!(
                 container = name,
                 "putting the record back after a failed undo: {e}"
@@ -407,51 +488,53 @@ impl Engine {
             && let Some(s) = &safety.snapshot
             && let Err(e) = self.storage.restore(&record.owner, name, s).await
         {
+            whole = false;
             tracing::error!(
                 container = name,
                 "putting the workspace back after a failed undo: {e}"
             );
         }
+        whole
     }
 
-    /// At start: a checkpoint's snapshot taken by a daemon that stopped
-    /// before writing the checkpoint down becomes a `recovered` checkpoint
-    /// (of the container as its record is, which the interrupted change had
-    /// not changed yet). Returns how many.
+    /// At start: a checkpoint whose snapshot was being taken when the
+    /// daemon stopped (its history says so: `pending`) is written down from
+    /// that snapshot as a `recovered` checkpoint (of the container as its
+    /// record is, which the interrupted change had not changed yet); with no
+    /// such snapshot, the mark goes. Returns how many were recovered.
     pub async fn recover_checkpoints(&self) -> u32 {
         let mut found = 0;
         for (name, record) in self.records.all() {
-            if !record.spec.workspace {
-                continue;
-            }
             let lock = self.lock_for(&name);
             let _guard = lock.lock().await;
             let Ok(mut history) = self.history_of(&record) else {
                 continue;
             };
-            let Ok(snaps) = self.storage.snapshots(&record.owner, &name).await else {
+            let Some(since) = history.pending else {
                 continue;
             };
-            let known: std::collections::BTreeSet<&str> = history
+            let snaps = if record.spec.workspace {
+                match self.storage.snapshots(&record.owner, &name).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(container = %name, "cannot list snapshots to recover a checkpoint: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let known: std::collections::BTreeSet<String> = history
                 .checkpoints
                 .iter()
-                .filter_map(|c| c.snapshot.as_deref())
+                .filter_map(|c| c.snapshot.clone())
                 .collect();
             let orphans: Vec<_> = snaps
-                .iter()
+                .into_iter()
                 .filter(|s| {
-                    s.reason == SNAPSHOT_REASON
-                        && s.created >= record.created_at
-                        && !known.contains(s.id.as_str())
-                        // Older than the oldest checkpoint kept: one the
-                        // limit dropped whose snapshot removal failed.
-                        && history.checkpoints.first().is_none_or(|c| s.created >= c.at)
+                    s.reason == SNAPSHOT_REASON && s.created >= since && !known.contains(&s.id)
                 })
-                .cloned()
                 .collect();
-            if orphans.is_empty() {
-                continue;
-            }
             let profile_system = self
                 .builder
                 .nix()
@@ -460,31 +543,28 @@ impl Engine {
                 .flatten()
                 .map(|p| p.display().to_string());
             for s in orphans {
-                history.push(
-                    Checkpoint {
-                        id: 0,
-                        at: s.created,
-                        by: "voxnix".into(),
-                        kind: Kind::Recovered,
-                        why: "taken just before the daemon stopped; what it was for was not \
-                              written down"
+                history.push(Checkpoint {
+                    id: 0,
+                    at: s.created,
+                    by: "voxnix".into(),
+                    kind: Kind::Recovered,
+                    why:
+                        "taken just before the daemon stopped; what it was for was not written down"
                             .into(),
-                        snapshot: Some(s.id.clone()),
-                        profile_system: profile_system.clone(),
-                        system_path: record.system_path.clone(),
-                        drv_path: record.drv_path.clone(),
-                        modules: record.spec.modules.clone(),
-                        settings: record.spec.settings.clone(),
-                        undoes: None,
-                    },
-                    0,
-                );
+                    snapshot: Some(s.id.clone()),
+                    profile_system: profile_system.clone(),
+                    system_path: record.system_path.clone(),
+                    drv_path: record.drv_path.clone(),
+                    modules: record.spec.modules.clone(),
+                    settings: record.spec.settings.clone(),
+                    undoes: None,
+                });
                 found += 1;
             }
-            history.checkpoints.sort_by_key(|c| (c.at, c.id));
+            history.pending = None;
             match self.checkpoints.save(&name, &history) {
                 Ok(()) => {
-                    tracing::info!(container = %name, "checkpoints recovered after a restart")
+                    tracing::info!(container = %name, "an interrupted checkpoint was settled after a restart")
                 }
                 Err(e) => tracing::warn!(container = %name, "writing recovered checkpoints: {e}"),
             }
