@@ -819,7 +819,7 @@ impl ZfsBackend {
         tokio::task::spawn_blocking(move || {
             use super::path_restore as pr;
             let ws_root = pr::open_root(&ws_path).map_err(|e| StorageError::Io {
-                context: format!("opening {}", ws_path.display()),
+                context: format!("opening the workspace of container '{container}'"),
                 source: std::io::Error::other(e.to_string()),
             })?;
             let gone = |_| StorageError::SnapshotNotFound { id: id.clone() };

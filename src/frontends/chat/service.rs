@@ -697,7 +697,9 @@ impl<D: Daemon> ChatService<D> {
                         if !err.is_empty() {
                             t.push_str(&format!("\n(stderr) {err}"));
                         }
-                        t.push_str(&format!("\n(/undo {name} takes it back.)"));
+                        t.push_str(&format!(
+                            "\n(/undo {name} brings back its /workspace, modules and system as they were before it.)"
+                        ));
                         Confirmation::Done(t)
                     }
                     Err(f) => Confirmation::Failed(f.summary(&format!("run `{shown}` in {name}"))),
