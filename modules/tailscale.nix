@@ -22,7 +22,6 @@
     let
       cfg = config.voxnix.settings.tailscale;
       tailscale = config.services.tailscale.package;
-      hostName = config.networking.hostName;
 
       up = pkgs.writeShellScript "voxnix-tailscale-up" ''
         set -eu
@@ -42,7 +41,7 @@
         # The key never leaves the credential file: tailscale reads it itself.
         exec ${tailscale}/bin/tailscale up \
           ${lib.optionalString cfg.ssh "--ssh"} \
-          --hostname=${lib.escapeShellArg hostName} \
+          --hostname="$(cat /proc/sys/kernel/hostname)" \
           --auth-key="file:$key"
       '';
     in

@@ -61,7 +61,7 @@ in
     spec = lib.mkOption {
       type = lib.types.attrs;
       readOnly = true;
-      description = "The container's voxnix spec, with secret-looking keys removed.";
+      description = "The container's voxnix spec as its system may hold it: secret-looking keys removed, and without its name, owner and resource limits.";
     };
     modules = lib.mkOption {
       type = lib.types.listOf lib.types.str;
@@ -90,7 +90,7 @@ in
   };
 
   config = {
-    voxnix.spec = specLib.sanitize checked;
+    voxnix.spec = specLib.systemSpec checked;
     voxnix.modules = names;
     voxnix.settings = specLib.settings checked;
     voxnix.personalFile = personalFile;
@@ -126,7 +126,10 @@ in
     boot.isNspawnContainer = true;
     boot.isContainer = true;
 
-    networking.hostName = checked.name;
+    # No name in the system: nspawn gives the container its machine name as
+    # its hostname at start (the kernel's UTS name), so one system serves
+    # any container of the same modules (the daemon's system cache).
+    networking.hostName = "";
     # The host attaches the container to its bridge; the container's side of
     # the veth pair is eth0 and gets its address (and DNS) by DHCP.
     networking.useDHCP = false;

@@ -21,7 +21,8 @@
 #   sanitize spec     -> spec with secret-looking keys removed, recursively
 #   personalSettings spec -> { <module> = { <personal setting> = value; }; }
 #   impersonal spec   -> spec without its owner and its personal settings
-#   specJSON spec     -> builtins.toJSON (sanitize spec)
+#   systemSpec spec   -> sanitize spec without its name, owner and resources
+#   specJSON spec     -> builtins.toJSON (systemSpec spec)
 #   stateVersion spec -> spec.state_version or the default
 #   describe spec     -> JSON-safe summary of all of the above
 { library ? import ./library.nix { } }:
@@ -205,7 +206,13 @@ let
         s.settings;
     } else { });
 
-  specJSON = spec: builtins.toJSON (sanitize spec);
+  # What a system may hold of its spec: never the container's name, its
+  # owner or its resource limits (the host applies those), so that a system
+  # depends only on the module set and settings, and one built system
+  # serves every container that asks for the same (the daemon's system
+  # cache keys it so).
+  systemSpec = spec: builtins.removeAttrs (sanitize spec) [ "name" "owner" "resources" ];
+  specJSON = spec: builtins.toJSON (systemSpec spec);
 
   stateVersion = spec: (check spec).state_version or defaultStateVersion;
 
@@ -228,6 +235,6 @@ let
     builtins.deepSeq result result;
 in
 {
-  inherit check moduleNames resolve settings credentials sanitize specJSON
+  inherit check moduleNames resolve settings credentials sanitize systemSpec specJSON
     stateVersion describe defaultStateVersion isSecretKey personalSettings impersonal;
 }

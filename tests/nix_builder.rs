@@ -69,6 +69,7 @@ fn env(entry: &str) -> Env {
             ("build-users-group".into(), String::new()),
             ("substituters".into(), String::new()),
         ],
+        ..NixConfig::default()
     };
     Env {
         _tmp: tmp,
@@ -460,12 +461,12 @@ async fn the_sandbox_system_is_read_back_from_its_derivation() {
         built
             .system_path
             .to_string_lossy()
-            .ends_with("-nixos-system-sbx-25.05")
+            .ends_with("-nixos-system-unnamed-25.05")
     );
     assert!(built.system_path.join("voxnix-modules").is_file());
 
     let d = drv::read(&built.drv_path).unwrap();
-    assert_eq!(d.name, "nixos-system-sbx-25.05");
+    assert_eq!(d.name, "nixos-system-unnamed-25.05");
     // The profiles' root is root-only, as nixos-container makes it.
     {
         use std::os::unix::fs::PermissionsExt;
@@ -491,13 +492,13 @@ async fn the_sandbox_system_is_read_back_from_its_derivation() {
     assert_eq!(
         d.parsed_name(),
         Package {
-            name: "nixos-system-sbx".into(),
+            name: "nixos-system-unnamed".into(),
             version: "25.05".into()
         }
     );
 
     let info = e.builder.system_info(&built.drv_path).await.unwrap();
-    assert_eq!(info.name, "nixos-system-sbx-25.05");
+    assert_eq!(info.name, "nixos-system-unnamed-25.05");
     assert_eq!(info.modules, ["git", "fish", "workspace"]);
     let pkgs: Vec<(String, String)> = info
         .packages

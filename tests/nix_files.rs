@@ -246,7 +246,10 @@ fn check_spec_resolves_a_good_spec() {
     assert_eq!(paths.len(), 3);
     assert!(paths[0].as_str().unwrap().ends_with("modules/git.nix"));
     let embedded: Value = serde_json::from_str(v["specJSON"].as_str().unwrap()).unwrap();
-    assert_eq!(embedded["owner"], "telegram:1");
+    // A system holds no name, owner or limits of its container.
+    for gone in ["name", "owner", "resources"] {
+        assert!(embedded.get(gone).is_none(), "{gone}: {embedded}");
+    }
     assert!(embedded.get("api_token").is_none(), "{embedded}");
 
     let v = check_spec(
@@ -335,7 +338,10 @@ fn mk_container_sets_the_container_basics_and_embeds_the_modules() {
     let v = mk_container(&json!({ "name": "web", "modules": ["ssh", "git"], "workspace": true }))
         .unwrap();
     assert_eq!(v["boot"]["isContainer"], true);
-    assert_eq!(v["networking"]["hostName"], "web");
+    assert_eq!(
+        v["networking"]["hostName"], "",
+        "the name is nspawn's at start"
+    );
     assert_eq!(v["networking"]["firewall"]["enable"], true);
     assert_eq!(v["networking"]["interfaces"]["eth0"]["useDHCP"], true);
     assert_eq!(v["system"]["stateVersion"], "25.05");
@@ -357,7 +363,8 @@ fn mk_container_sets_the_container_basics_and_embeds_the_modules() {
         json!(["ssh", "git", "workspace"])
     );
     let etc: Value = serde_json::from_str(v["etc"].as_str().unwrap()).unwrap();
-    assert_eq!(etc["name"], "web");
+    assert!(etc.get("name").is_none(), "no name in the system: {etc}");
+    assert_eq!(etc["modules"], json!(["ssh", "git"]));
 
     let err = mk_container(&json!({ "name": "web", "modules": ["nope"] })).unwrap_err();
     assert!(err.contains("unknown module 'nope'"), "{err}");
@@ -377,13 +384,13 @@ fn the_sandbox_system_evaluates_to_a_system_derivation() {
     ))
     .unwrap();
     assert_eq!(v["type"], "derivation");
-    assert_eq!(v["name"], "nixos-system-demo-25.05");
+    assert_eq!(v["name"], "nixos-system-unnamed-25.05");
     assert_eq!(v["voxnixModules"], r#"["fish","git"]"#);
     assert!(
         v["drv"]
             .as_str()
             .unwrap()
-            .ends_with("-nixos-system-demo-25.05.drv")
+            .ends_with("-nixos-system-unnamed-25.05.drv")
     );
 
     let bad = spec_file(tmp.path(), &json!({ "name": "demo", "modules": ["nope"] }));

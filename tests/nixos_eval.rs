@@ -887,7 +887,7 @@ fn every_module_evaluates_alone_and_all_together() {
         strings(&c["systemd"]["tmpfiles"]["rules"])
             .contains(&"d /workspace 0755 root root -".into())
     );
-    assert_eq!(c["networking"]["hostName"], "all");
+    assert_eq!(c["networking"]["hostName"], "", "no name in the system");
     let ws = container_ok("workspaceFlag");
     let modules: Vec<String> = serde_json::from_str(
         ws["config"]["system"]["systemBuilderArgs"]["voxnixModules"]
@@ -1061,7 +1061,11 @@ fn owners_and_personal_settings_are_not_in_the_configuration() {
     let b = container_with_personal_settings("personalB");
     assert!(
         a["config"] == b["config"] && a["etc"] == b["etc"],
-        "two owners' configurations differ"
+        "two containers' configurations differ by name, owner, personal settings or limits"
+    );
+    assert_eq!(
+        a["config"]["networking"]["hostName"], "",
+        "the hostname is the machine name nspawn gives at start"
     );
     let text =
         serde_json::to_string(&a["config"]).unwrap() + &serde_json::to_string(&a["etc"]).unwrap();
@@ -1071,6 +1075,7 @@ fn owners_and_personal_settings_are_not_in_the_configuration() {
         "ada@laptop",
         "unix:1000",
         "AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0M",
+        "alphabox",
     ] {
         assert!(!text.contains(needle), "'{needle}' is in the configuration");
     }

@@ -13,7 +13,7 @@
 # `structured = false` gives the older layout (one variable per attribute,
 # buildEnv's `pkgs`), which the .drv reader reads too:
 #
-#   nixos-system-<name>-<stateVersion>      voxnixModules (JSON list, a string)
+#   nixos-system-unnamed-<stateVersion>     voxnixModules (JSON list, a string)
 #   ├── system-path                          chosenOutputs (old: pkgs, JSON)
 #   │   ├── <package>-<version>  ...         the "installed" packages
 #   │   └── perl-5.40.0                      a builder tool, not installed
@@ -38,7 +38,6 @@ let
 
   # Throws "voxnix: ..." for an invalid spec, before anything else.
   modules = specLib.moduleNames spec;
-  name = spec.name;
   stateVersion = specLib.stateVersion spec;
 
   # What each module would install on a real host (name-version).
@@ -102,7 +101,8 @@ let
 in
 drv
 {
-  name = "nixos-system-${name}-${stateVersion}";
+  # As NixOS names a system without a hostName (mkContainer sets none).
+  name = "nixos-system-unnamed-${stateVersion}";
   voxnixModules = builtins.toJSON modules;
   voxnixSettings = builtins.toJSON (specLib.settings spec);
   # What mkContainer puts in /etc/voxnix/spec.json.

@@ -81,6 +81,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     if recovered > 0 {
         tracing::info!(recovered, "checkpoints written down after a restart");
     }
+    // The configured module sets into the system cache, in the background:
+    // the daemon serves meanwhile.
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let built = engine.prewarm().await;
+            tracing::info!(built, "prewarm done");
+        });
+    }
 
     let server = conn.object_server();
     let manager = Manager {

@@ -20,6 +20,8 @@ pub mod reconcile;
 pub mod records;
 pub mod schedules;
 pub mod spec;
+pub mod system_cache;
+mod systems;
 pub mod tailscale_keys;
 pub mod undo;
 pub mod view;
@@ -158,6 +160,11 @@ pub struct Engine {
     checkpoints: checkpoints::CheckpointStore,
     /// Owners' snapshot schedules for all their containers (schedules.rs).
     owner_schedules: schedules::OwnerSchedules,
+    /// Built systems by what they are built from (system_cache.rs).
+    system_cache: system_cache::SystemCache,
+    /// The module library's and voxnix's Nix files' content hash, part of
+    /// every cache key; None when they could not be read (nothing cached).
+    library_hash: Option<String>,
     owner_slices: slices::OwnerSlices,
     pub(crate) view: view::LiveView,
     /// Coalesced reads that still ask the host (see view/coalesce.rs): a
@@ -237,6 +244,13 @@ impl Engine {
         };
         known_modules.sort();
         known_modules.dedup();
+        let library_hash = match system_cache::library_hash(&cfg.nix.library_dir) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!("cannot hash the module library ({e}); the system cache is off");
+                None
+            }
+        };
         Ok(Arc::new(Engine {
             systemd: Systemd::new(bus).await?,
             machined: Machined::new(bus).await?,
@@ -254,6 +268,9 @@ impl Engine {
             checkpoints: checkpoints::CheckpointStore::new(&cfg.state_dir),
             owner_schedules: schedules::OwnerSchedules::open(&cfg.state_dir)
                 .map_err(io("reading the owners' snapshot schedules"))?,
+            system_cache: system_cache::SystemCache::open(&cfg.state_dir, &cfg.nix.gcroots_dir)
+                .map_err(io("reading the system cache"))?,
+            library_hash,
             owner_slices: slices::OwnerSlices::open(&cfg.state_dir)
                 .map_err(io("reading the owner-slice key"))?,
             view: view::LiveView::new(cfg.proc_root.clone()),
@@ -662,10 +679,7 @@ impl Engine {
             let op = op.to_string();
             move |line: &str| engine.ops.progress(&op, "building", line)
         };
-        let built = self
-            .builder
-            .build(&record.spec, &self.build_json(&record.spec), &progress)
-            .await?;
+        let built = self.build_or_reuse(name, &record.spec, &progress).await?;
         record.system_path = built.system_path.clone();
         record.drv_path = built.drv_path.clone();
         self.records.put(record).map_err(io("writing the record"))?;
@@ -1086,6 +1100,7 @@ impl Engine {
         if let Err(e) = self.checkpoints.remove(name) {
             tracing::warn!(container = name, "removing the checkpoints: {e}");
         }
+        self.release_system(name);
         self.clear_expected(name);
         Ok(())
     }
@@ -1267,6 +1282,7 @@ impl Engine {
         if let Err(e) = self.checkpoints.remove(&record.name) {
             tracing::warn!(container = %record.name, "removing the checkpoints: {e}");
         }
+        self.release_system(&record.name);
         self.view.forget(&record.name);
         self.clear_expected(&record.name);
         self.emit(Event::ContainerRemoved {
@@ -1503,10 +1519,7 @@ impl Engine {
             move |line: &str| engine.ops.progress(&op, "building", line)
         };
         let result = async {
-            let built = self
-                .builder
-                .build(&new_spec, &self.build_json(&new_spec), &progress)
-                .await?;
+            let built = self.build_or_reuse(name, &new_spec, &progress).await?;
             let has_tailscale = |s: &ContainerSpec| s.modules.iter().any(|m| m == "tailscale");
             if has_tailscale(&new_spec) && !has_tailscale(&previous.spec) {
                 // Its next start enrols it (below, at once when it runs).
@@ -1587,6 +1600,7 @@ impl Engine {
                         "restoring the conf after a failed update: {rb}"
                     );
                 }
+                self.note_system_user(name, &restored.spec);
                 self.records
                     .put(&restored)
                     .map_err(io("writing the record"))?;
@@ -1941,6 +1955,7 @@ impl Engine {
                 ((r.owner.clone(), name), t)
             })
             .collect();
+        self.prune_system_cache();
         Ok(self
             .storage
             .apply_retention_with(records::now_secs(), &own)

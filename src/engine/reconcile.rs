@@ -143,6 +143,9 @@ pub struct Health {
     /// The front-end group (the bot's), and whether it exists now.
     pub frontend_group: String,
     pub frontend_group_exists: bool,
+    /// The system cache and the Nix evaluations and builds since the
+    /// daemon started (engine/systems.rs).
+    pub systems: serde_json::Value,
 }
 
 impl Engine {
@@ -178,6 +181,7 @@ impl Engine {
                 .ok()
                 .flatten()
                 .is_some(),
+            systems: self.systems_json(),
         }
     }
 

@@ -418,6 +418,7 @@ impl Engine {
         }
         self.switch_profile(name, target.profile_system.as_deref())
             .await?;
+        self.note_system_user(name, &then.spec);
         let has_tailscale = |r: &Record| r.spec.modules.iter().any(|m| m == "tailscale");
         if has_tailscale(then) && !has_tailscale(record) {
             self.tailscale_keys

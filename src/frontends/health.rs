@@ -51,6 +51,31 @@ pub fn report(v: &Value) -> String {
         )),
         None => {}
     }
+    let sys = &v["systems"];
+    if sys.is_object() {
+        let c = &sys["cache"];
+        let n = |x: &Value| x.as_u64().unwrap_or(0);
+        if sys["enabled"] == Value::Bool(false) {
+            wrong.push(
+                "the system cache is off: the module library could not be read at start; see `journalctl -u voxnix`"
+                    .into(),
+            );
+        } else {
+            fine.push(format!(
+                "system cache: {} system{} ({} in use), unused ones kept {} day{}, at most {}; {} evaluation{} and {} build{} since the start",
+                n(&c["entries"]),
+                if n(&c["entries"]) == 1 { "" } else { "s" },
+                n(&c["in_use"]),
+                n(&c["keep_days"]),
+                if n(&c["keep_days"]) == 1 { "" } else { "s" },
+                n(&c["max_entries"]),
+                n(&sys["evaluations"]),
+                if n(&sys["evaluations"]) == 1 { "" } else { "s" },
+                n(&sys["builds"]),
+                if n(&sys["builds"]) == 1 { "" } else { "s" },
+            ));
+        }
+    }
     for p in list("conf_problems") {
         wrong.push(p);
     }

@@ -123,11 +123,32 @@ fn remove_if_exists(path: &Path) -> Result<(), NixError> {
 #[derive(Debug, Clone)]
 pub struct NixBuilder {
     cfg: NixConfig,
+    /// Evaluations and builds run so far (`voxnix health`, and the tests
+    /// that a cached create runs none).
+    counts: std::sync::Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    evaluations: std::sync::atomic::AtomicU64,
+    builds: std::sync::atomic::AtomicU64,
 }
 
 impl NixBuilder {
     pub fn new(cfg: NixConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            counts: Default::default(),
+        }
+    }
+
+    /// (evaluations, builds) run since the daemon started.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.counts.evaluations.load(Relaxed),
+            self.counts.builds.load(Relaxed),
+        )
     }
 
     pub fn config(&self) -> &NixConfig {
@@ -311,8 +332,11 @@ impl NixBuilder {
         cancel: &CancelToken,
     ) -> Result<PathBuf, NixError> {
         check_name(name)?;
+        // A label with '_' (never a container's name) builds for the system
+        // cache, for no container in particular.
         if let Some(spec_name) = spec.get("name").and_then(|v| v.as_str())
             && spec_name != name
+            && !name.contains('_')
         {
             return Err(NixError::InvalidName {
                 name: name.into(),
@@ -356,6 +380,9 @@ impl NixBuilder {
             .args(self.cfg.option_args());
 
         progress(&format!("evaluating the configuration of {name}"));
+        self.counts
+            .evaluations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let timeout = remaining(deadline, name, self.cfg.build_timeout)?;
         let out = run_checked(&cmd, timeout, cancel, &mut |line| {
             tracing::trace!(target: "voxnix::nix::eval", "{line}");
@@ -426,6 +453,9 @@ impl NixBuilder {
             .arg(self.building_root(name)?.as_os_str())
             .args(self.cfg.option_args());
         Self::ensure_dir(&self.cfg.gcroots_dir)?;
+        self.counts
+            .builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let timeout = remaining(deadline, name, self.cfg.build_timeout)?;
         let mut parser = ProgressParser::new();
         let mut announced = false;
@@ -597,6 +627,33 @@ impl NixBuilder {
             name: name.into(),
             profile,
         })
+    }
+
+    /// Evaluates and builds `spec` for the system cache, under `label` (with
+    /// a '_': never a container's name), installing no profile. Returns the
+    /// derivation and the system; the label's own roots are the caller's to
+    /// remove ([`remove`](Self::remove)) once the cache holds its own.
+    pub async fn build_unprofiled(
+        &self,
+        label: &str,
+        spec: &serde_json::Value,
+        progress: &(dyn Fn(&str) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<(PathBuf, PathBuf), NixError> {
+        if !label.contains('_') {
+            return Err(NixError::InvalidName {
+                name: label.into(),
+                reason: "a build for the cache is labelled with a '_'".into(),
+            });
+        }
+        let deadline = Instant::now() + self.cfg.build_timeout;
+        let drv = self
+            .instantiate_until(label, spec, deadline, progress, cancel)
+            .await?;
+        let system = self
+            .realise_until(label, &drv, deadline, progress, cancel)
+            .await?;
+        Ok((drv, system))
     }
 
     /// Removes what builds installed for `name`: its profile directory

@@ -38,6 +38,16 @@ pub struct NixConfig {
     /// `--option NAME VALUE` pairs passed to every Nix command, e.g.
     /// `[["sandbox", "false"]]`.
     pub extra_options: Vec<(String, String)>,
+    /// The system cache (engine/system_cache.rs): days an unused cached
+    /// system is kept (0: it goes with its last container).
+    pub cache_keep_days: u32,
+    /// Unused cached systems kept at most, the most recently used first
+    /// (0: no limit).
+    pub cache_max_entries: u32,
+    /// Module sets built into the cache when the daemon starts, so that a
+    /// first create with one of them is already a cache hit, e.g.
+    /// `[["git", "fish"], ["dev"]]`.
+    pub prewarm: Vec<Vec<String>>,
 }
 
 impl Default for NixConfig {
@@ -52,6 +62,9 @@ impl Default for NixConfig {
             build_timeout: Duration::from_secs(3600),
             eval_timeout: Duration::from_secs(120),
             extra_options: Vec::new(),
+            cache_keep_days: 30,
+            cache_max_entries: 64,
+            prewarm: Vec::new(),
         }
     }
 }

@@ -38,6 +38,11 @@ pub fn library_dir() -> Option<std::path::PathBuf> {
 /// The configuration the sandbox daemon runs with; `extra` is appended (it
 /// may add keys and tables, but not repeat `[nix]`).
 pub fn sandbox_config(extra: &str) -> String {
+    sandbox_config_with(extra, "")
+}
+
+/// [`sandbox_config`] with `nix_extra`'s keys added to its `[nix]` table.
+pub fn sandbox_config_with(extra: &str, nix_extra: &str) -> String {
     let modules: Vec<String> = SANDBOX_MODULES.iter().map(|m| format!("\"{m}\"")).collect();
     // The [nix] table comes last so that `extra`'s top-level keys stay top-level.
     format!(
@@ -45,7 +50,7 @@ pub fn sandbox_config(extra: &str) -> String {
          [nix]\n# Debian's Nix builds a real derivation per container (nix/sandbox/system.nix);\n\
          # the container boots the appliance's /usr. /nix is the appliance's overlay.\n\
          nix_bin_dir = \"/usr/bin\"\nlibrary_dir = \"{LIBRARY}\"\nentry = \"nix/sandbox/system.nix\"\n\
-         extra_options = [[\"sandbox\", \"false\"], [\"build-users-group\", \"\"], [\"substituters\", \"\"]]\n",
+         extra_options = [[\"sandbox\", \"false\"], [\"build-users-group\", \"\"], [\"substituters\", \"\"]]\n{nix_extra}\n",
         modules.join(", ")
     )
 }

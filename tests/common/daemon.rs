@@ -15,11 +15,16 @@ impl Appliance {
     /// Boots an appliance whose voxnix daemon runs with the sandbox config
     /// plus `extra_config` (TOML lines).
     pub async fn boot(extra_config: &str) -> Self {
+        Self::boot_with_nix(extra_config, "").await
+    }
+
+    /// [`boot`](Self::boot) with keys for the `[nix]` table too.
+    pub async fn boot_with_nix(extra_config: &str, nix_config: &str) -> Self {
         let mut opts = SandboxOptions::default();
         daemon::install(
             &mut opts,
             &super::voxnix_bin(),
-            &daemon::sandbox_config(extra_config),
+            &daemon::sandbox_config_with(extra_config, nix_config),
         );
         let sandbox = Sandbox::boot_with(opts)
             .await

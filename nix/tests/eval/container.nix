@@ -76,12 +76,14 @@ in
       nftablesFirewall = runWith [ { networking.nftables.enable = true; } ] (base "nft" { });
       # ssh without the remote editors' loader (nix-ld).
       sshNoEditors = run (base "noed" { modules = [ "ssh" ]; settings.ssh.editors = false; });
-      # The same container for two owners with different personal settings:
-      # the configuration must not differ (nothing of either is in it).
-      personalA = run { name = "same"; owner = "unix:1000"; modules = library.names; settings = allSettings; };
+      # The same module set for two containers of two owners, with other
+      # names, personal settings and resource limits: the configuration must
+      # not differ (nothing of either is in it), so one system serves both.
+      personalA = run { name = "alphabox"; owner = "unix:1000"; modules = library.names; settings = allSettings; };
       personalB = run {
-        name = "same";
+        name = "bravobox";
         owner = "telegram:987654321";
+        resources = { memory_max = 1073741824; tasks_max = 64; };
         modules = library.names;
         settings = allSettings // {
           git = { user_name = "Grace Hopper"; user_email = "grace@example.invalid"; };
