@@ -125,6 +125,12 @@ let
         "The longest a read-only evaluation (the module catalog) may take.";
       extra_options = setting "toml value" [ ]
         "`--option NAME VALUE` pairs for every Nix command, e.g. `[[\"sandbox\", \"false\"]]`.";
+      cache_keep_days = setting "u32" 30
+        "The system cache: days a built system no container uses any more is kept (0: it goes with its last container).";
+      cache_max_entries = setting "u32" 64
+        "The system cache: unused systems kept at most, the most recently used first (0: no limit).";
+      prewarm = setting "toml value" [ ]
+        "Module sets built into the system cache when the daemon starts (so after each activation that changes them), e.g. `[[\"git\" \"fish\"] [\"dev\"]]`: a first create with one of them needs no Nix work.";
     };
     storage = {
       backend = setting "storage backend" "dir"

@@ -126,6 +126,17 @@ in
     boot.isNspawnContainer = true;
     boot.isContainer = true;
 
+    # Lean: what a dev container never reads, off by default (the NixOS
+    # manual alone is a large part of an evaluation). The dev module's
+    # `documentation` setting turns each back on.
+    documentation = {
+      enable = lib.mkDefault false;
+      man.enable = lib.mkDefault false;
+      info.enable = lib.mkDefault false;
+      doc.enable = lib.mkDefault false;
+      nixos.enable = lib.mkDefault false;
+    };
+
     # No name in the system: nspawn gives the container its machine name as
     # its hostname at start (the kernel's UTS name), so one system serves
     # any container of the same modules (the daemon's system cache).

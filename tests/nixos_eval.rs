@@ -888,6 +888,28 @@ fn every_module_evaluates_alone_and_all_together() {
             .contains(&"d /workspace 0755 root root -".into())
     );
     assert_eq!(c["networking"]["hostName"], "", "no name in the system");
+    // Lean by default: no documentation unless asked for.
+    for part in ["man", "info", "doc", "nixos"] {
+        assert_eq!(c["documentation"][part]["enable"], false, "{part}");
+    }
+    assert_eq!(c["documentation"]["enable"], false);
+    let every = container_evaluated("everySetting");
+    let d = &every["config"]["documentation"];
+    assert_eq!(
+        (
+            &d["enable"],
+            &d["man"]["enable"],
+            &d["nixos"]["enable"],
+            &d["info"]["enable"]
+        ),
+        (
+            &Json::Bool(true),
+            &Json::Bool(true),
+            &Json::Bool(true),
+            &Json::Bool(false)
+        ),
+        "dev.documentation turns on what it names"
+    );
     let ws = container_ok("workspaceFlag");
     let modules: Vec<String> = serde_json::from_str(
         ws["config"]["system"]["systemBuilderArgs"]["voxnixModules"]

@@ -46,7 +46,7 @@ let
   # Every setting of every module away from its default.
   allSettings = {
     code-server = { port = 8443; open_firewall = false; };
-    dev.extra_packages = [ "nodejs" "python3Packages.requests" ];
+    dev = { extra_packages = [ "nodejs" "python3Packages.requests" ]; documentation = [ "man" "nixos" ]; };
     git = { user_name = "Ada Lovelace"; user_email = "ada@example.invalid"; };
     ssh = { authorized_keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo5bq0Mv7UugJwEF8AIfmXXuSbRkj/V1I0PO0WRhr8O ada@laptop" ]; port = 2222; editors = false; };
     tailscale = { userspace_networking = true; ssh = true; };
@@ -95,6 +95,7 @@ in
   # Specs that evaluate, but whose assertions must refuse them.
   refused = {
     sshPort = { failed = (run (base "bad" { modules = [ "ssh" ]; settings.ssh.port = 0; })).failedAssertions; expect = "'ssh.port' must be between 1 and 65535"; };
+    devDocumentation = { failed = (run (base "bad" { modules = [ "dev" ]; settings.dev.documentation = [ "manual" ]; })).failedAssertions; expect = "'dev.documentation' takes only"; };
     codeServerPort = { failed = (run (base "bad" { modules = [ "code-server" ]; settings.code-server.port = 70000; })).failedAssertions; expect = "'code-server.port' must be between 1 and 65535"; };
   };
 

@@ -141,6 +141,15 @@ in
     assertions = list types.unspecified;
     warnings = strs;
 
+    # nixos/modules/misc/documentation.nix (all on by default in NixOS).
+    documentation = {
+      enable = bool true;
+      man.enable = bool true;
+      info.enable = bool true;
+      doc.enable = bool true;
+      nixos.enable = bool true;
+    };
+
     system = {
       stateVersion = opt types.str "26.05";
       systemBuilderArgs = opt (types.attrsOf types.unspecified) { };
