@@ -115,18 +115,31 @@ async fn one_system_per_module_set_shared_by_every_container_that_needs_it() {
     let (e3, _) = work(&systems(&m).await);
     assert_eq!(e3, evals + 1, "another module set is evaluated once");
     assert_ne!(profile(&app, "third").await, system);
+    // An update to a module set that is cached: no Nix work either.
+    let op = m
+        .update("third", "", &["git", "fish"])
+        .await
+        .expect("update");
+    assert_eq!(app.wait_op(&m, &op, "").await["ok"], true);
+    assert_eq!(work(&systems(&m).await).0, e3, "the update evaluated");
+    assert_eq!(profile(&app, "third").await, system);
 
-    // The last user gone (and no retention): its roots go, the other stays.
+    // The last users gone (and no retention): the roots go.
     m.destroy("second", "").await.expect("destroy");
-    let r = roots(&app).await;
     assert!(
-        !r.iter().any(|(_, t)| t == &system),
-        "its roots went: {r:?}"
+        roots(&app).await.iter().any(|(_, t)| t == &system),
+        "third still uses it"
     );
-    assert_eq!(systems(&m).await["cache"]["entries"], 1);
     m.destroy("third", "").await.expect("destroy");
     assert!(roots(&app).await.is_empty(), "{:?}", roots(&app).await);
     assert_eq!(systems(&m).await["cache"]["entries"], 0);
+    assert_eq!(
+        app.sh(&format!("test -e {system} && echo there"))
+            .await
+            .trim(),
+        "there",
+        "only the roots go; Nix's garbage collector removes the system when it runs"
+    );
 
     // The health report says it in words.
     let out = app.cli(&["health"]).await;
