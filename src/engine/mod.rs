@@ -1661,6 +1661,26 @@ impl Engine {
         }))
     }
 
+    /// The checkpoint before a restore from snapshot `id` (which must exist:
+    /// a mistyped id costs no checkpoint). The name's lock is held.
+    async fn restore_checkpoint(
+        &self,
+        scope: &Scope,
+        r: &Record,
+        id: &str,
+        why: &str,
+    ) -> Result<checkpoints::Checkpoint, EngineError> {
+        self.snapshot_exists(r, id).await?;
+        self.take_checkpoint(
+            r,
+            checkpoints::Kind::Restore,
+            &undo::actor(scope),
+            why,
+            None,
+        )
+        .await
+    }
+
     /// Checked before a checkpoint is taken for a restore of `id`, so that a
     /// mistyped id costs no snapshot.
     async fn snapshot_exists(&self, r: &Record, id: &str) -> Result<(), EngineError> {
@@ -1720,15 +1740,8 @@ impl Engine {
         let _guard = lock.lock().await;
         let r = self.with_workspace(scope, name)?;
         self.ensure_ready(&r)?;
-        self.snapshot_exists(&r, id).await?;
         let c = self
-            .take_checkpoint(
-                &r,
-                checkpoints::Kind::Restore,
-                &undo::actor(scope),
-                &format!("before restoring snapshot {id}"),
-                None,
-            )
+            .restore_checkpoint(scope, &r, id, &format!("before restoring snapshot {id}"))
             .await?;
         let done = self
             .while_stopped(&r, || self.storage.restore(&r.owner, name, id))
@@ -1759,16 +1772,8 @@ impl Engine {
             crate::storage::path_restore::components(p, what)
                 .map_err(|e| EngineError::InvalidArgument(e.0))?;
         }
-        self.snapshot_exists(&r, id).await?;
-        let c = self
-            .take_checkpoint(
-                &r,
-                checkpoints::Kind::Restore,
-                &undo::actor(scope),
-                &format!("before bringing back {path} from snapshot {id}"),
-                None,
-            )
-            .await?;
+        let why = format!("before bringing back {path} from snapshot {id}");
+        let c = self.restore_checkpoint(scope, &r, id, &why).await?;
         let done = self
             .storage
             .restore_path(&r.owner, name, id, path, to)
