@@ -23,11 +23,7 @@ const SPEC: &str = r#"{"name":"cyc","workspace":false}"#;
 const SPEC_WORKSPACE: &str = r#"{"name":"cyc"}"#;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 fn count_dir(sb: &Sandbox, dir: &str) -> usize {

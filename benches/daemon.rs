@@ -109,12 +109,7 @@ async fn bare_stop(systemd: &systemd1::ManagerProxy<'_>, unit: &str) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing to parse.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {

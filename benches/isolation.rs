@@ -78,11 +78,7 @@ async fn measure(sb: &Sandbox, m: &ManagerProxy<'_>, label: &str) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {

@@ -21,11 +21,7 @@ const CONTAINERS: usize = 20;
 const CLIENTS: usize = 200;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    common::block_on(run());
 }
 
 #[derive(Default)]

@@ -1268,8 +1268,9 @@ fn zfs_workspace(root: &Path) -> PathBuf {
     ws
 }
 
-#[tokio::test]
-async fn one_path_comes_back_from_zfs_snapshot_dir_alone_and_links_are_not_followed() {
+/// A scratch mount root with [`zfs_workspace`], the configuration that
+/// mounts there, and `list-tree.out` moved under it.
+fn zfs_fixture() -> (tempfile::TempDir, PathBuf, StorageConfig, String) {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let ws = zfs_workspace(tmp.path());
     let cfg = StorageConfig {
@@ -1277,6 +1278,12 @@ async fn one_path_comes_back_from_zfs_snapshot_dir_alone_and_links_are_not_follo
         ..cfg()
     };
     let listed = tree_under(tmp.path());
+    (tmp, ws, cfg, listed)
+}
+
+#[tokio::test]
+async fn one_path_comes_back_from_zfs_snapshot_dir_alone_and_links_are_not_followed() {
+    let (_tmp, ws, cfg, listed) = zfs_fixture();
     let s = Script::new(vec![
         (tree(C), ok(&listed)),
         (tree(C), ok(&listed)),
@@ -1329,13 +1336,7 @@ async fn one_path_comes_back_from_zfs_snapshot_dir_alone_and_links_are_not_follo
 
 #[tokio::test]
 async fn a_zfs_path_restore_is_refused_when_unmounted_or_too_big() {
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let ws = zfs_workspace(tmp.path());
-    let cfg = StorageConfig {
-        mount_root: tmp.path().to_path_buf(),
-        ..cfg()
-    };
-    let listed = tree_under(tmp.path());
+    let (_tmp, ws, cfg, listed) = zfs_fixture();
     let ws_line = |f: &dyn Fn(&str) -> String| {
         listed
             .lines()

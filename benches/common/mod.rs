@@ -7,6 +7,15 @@ use voxnix::api::client::ManagerProxy;
 use voxnix::sandbox::{Sandbox, SandboxOptions, daemon};
 use zbus_systemd::systemd1;
 
+/// Runs a benchmark's `run` on a multi-threaded runtime (every bench's main).
+pub fn block_on(run: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run);
+}
+
 pub async fn appliance(extra_config: &str) -> Sandbox {
     let mut opts = SandboxOptions::default();
     daemon::install(
