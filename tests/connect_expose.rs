@@ -162,6 +162,120 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     assert_eq!(kind(&e), "InvalidArgument", "{e}");
 }
 
+/// Fetches `port` until a page answers (the forwarding and the server take
+/// a moment after a start), or gives the last failure.
+async fn fetch_when_up(app: &Appliance, port: u16) -> String {
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = app.sh(&fetch(port)).await;
+        if page.contains("-page") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    page
+}
+
+/// nspawn keeps forwarding a host port unexposed from a running container
+/// until that run ends. Until then the port is held: another owner asking
+/// for it is refused and never handed it (their traffic would reach the
+/// first container), and it comes free with the first container's restart.
+#[tokio::test]
+async fn an_unexposed_host_port_is_held_while_its_container_still_forwards_it() {
+    let app =
+        Appliance::boot("expose_host_ports = \"20000-20001\"\nexpose_max_per_owner = 2\n").await;
+    for (name, owner) in [("alice", "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    let m = app.manager().await;
+    m.expose("alice", "telegram:1", 8080, "host", 20000)
+        .await
+        .expect("expose");
+    m.restart("alice", "telegram:1").await.expect("restart");
+    serve(&app, "alice", "telegram:1", "alice-page").await;
+    let page = fetch_when_up(&app, 20000).await;
+    assert!(page.contains("alice-page"), "{page:?}");
+
+    let r: Value = serde_json::from_str(
+        &m.unexpose("alice", "telegram:1", 8080, "")
+            .await
+            .expect("unexpose"),
+    )
+    .expect("json");
+    assert_eq!(r["pending_restart"], true, "{r}");
+    // What the hold is for: the run still forwards the port.
+    let page = app.sh(&fetch(20000)).await;
+    assert!(page.contains("alice-page"), "{page:?}");
+    let status: Value =
+        serde_json::from_str(&m.status("alice", "telegram:1").await.expect("status"))
+            .expect("json");
+    assert_eq!(status["exposed"], serde_json::json!([]), "{status}");
+    assert_eq!(
+        status["forwarded_until_restart"][0]["host_port"], 20000,
+        "{status}"
+    );
+    let cli = app.cli(&["status", "alice"]).await;
+    let cli = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.contains(
+            "host port 20000 no longer exposed (forwarded to 8080 until the next restart)"
+        ),
+        "{cli}"
+    );
+
+    // Bob: refused the held port, and handed the other one.
+    let e = m
+        .expose("bob", "telegram:2", 8080, "host", 20000)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "Conflict", "{e}");
+    assert!(e.to_string().contains("next restart"), "{e}");
+    let r: Value = serde_json::from_str(
+        &m.expose("bob", "telegram:2", 8080, "host", 0)
+            .await
+            .expect("bob's expose"),
+    )
+    .expect("json");
+    assert_eq!(r["exposure"]["host_port"], 20001, "{r}");
+    m.restart("bob", "telegram:2").await.expect("restart bob");
+    serve(&app, "bob", "telegram:2", "bob-page").await;
+    let page = fetch_when_up(&app, 20001).await;
+    assert!(page.contains("bob-page"), "{page:?}");
+    let page = app.sh(&fetch(20000)).await;
+    assert!(
+        page.contains("alice-page"),
+        "alice's run still forwards 20000: {page:?}"
+    );
+
+    // Alice's restart ends the forwarding and the hold: Bob may have 20000.
+    m.restart("alice", "telegram:1")
+        .await
+        .expect("restart alice");
+    let status: Value =
+        serde_json::from_str(&m.status("alice", "telegram:1").await.expect("status"))
+            .expect("json");
+    assert!(status.get("forwarded_until_restart").is_none(), "{status}");
+    serve(&app, "alice", "telegram:1", "alice-page").await;
+    let page = app.sh(&fetch(20000)).await;
+    assert!(
+        page.contains("failed") && !page.contains("alice-page"),
+        "no longer forwarded: {page:?}"
+    );
+    m.unexpose("bob", "telegram:2", 8080, "")
+        .await
+        .expect("bob's unexpose");
+    let r: Value = serde_json::from_str(
+        &m.expose("bob", "telegram:2", 8080, "host", 20000)
+            .await
+            .expect("20000 is free"),
+    )
+    .expect("json");
+    assert_eq!(r["exposure"]["host_port"], 20000, "{r}");
+}
+
 /// `connect` until the container's sshd has made its host key (Busy until then).
 async fn connect_when_ready(app: &Appliance, name: &str, owner: &str) -> Value {
     let m = app.manager().await;

@@ -4,20 +4,40 @@
 //! (Tailscale Serve, inside the container, at once). Each is in the record,
 //! counted against the owner's limit, and goes with the container.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::records::{ExposeTo, Exposure, Record, now_secs};
+use super::records::{ExposeTo, Exposure, Record, ReleasedPort, now_secs};
+use super::{Engine, EngineError, Scope, io};
+use crate::host::systemd::UnitStatus;
+use crate::host::{container_unit, exec};
 
 fn now_usec() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
-use super::{Engine, EngineError, Scope, io};
-use crate::host::exec;
+
+/// systemd stamps a service's main process start in the parent, just
+/// after the fork, and the child reads the conf (`EnvironmentFile`) after
+/// that; this much slack keeps a run that may have read the conf from
+/// before a release from counting as one started after it.
+const RUN_START_SLACK_USEC: u64 = 1_000_000;
+
+/// Whether the container's run `unit` still forwards `released`: nspawn
+/// sets its forwarding up at start and removes it at exit, so a run that
+/// began before the release (or too close to it to tell) holds it until
+/// the unit is down.
+pub fn still_forwarded(released: &ReleasedPort, unit: &UnitStatus) -> bool {
+    let down = matches!(unit.active_state.as_str(), "inactive" | "failed" | "");
+    !down
+        && unit.exec_main_start_usec
+            <= released
+                .released_at_usec
+                .saturating_add(RUN_START_SLACK_USEC)
+}
 
 /// What `expose`/`unexpose` did.
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +149,12 @@ impl Engine {
         }
         let exposure = match to {
             ExposeTo::Host => {
+                // Asked before the choice; a port released after this
+                // counts as held (conservative: it may still be forwarded).
+                let ended = self.ended_holds(&all).await;
+                record
+                    .released_host_ports
+                    .retain(|r| !ended.contains(&(name.to_string(), r.host_port)));
                 // The choice and the record together: two exposes of
                 // different containers never pick the same host port.
                 let _ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,7 +162,7 @@ impl Engine {
                 let e = Exposure {
                     port,
                     to,
-                    host_port: Some(self.choose_host_port(&all, port, host_port)?),
+                    host_port: Some(self.choose_host_port(&all, &ended, port, host_port)?),
                     added_at: now_secs(),
                     added_at_usec: now_usec(),
                 };
@@ -211,6 +237,22 @@ impl Engine {
             )));
         };
         let exposure = record.exposed.remove(i);
+        let running = self.machined.info(name).await?.is_some();
+        if let (Some(host_port), true) = (exposure.host_port, running) {
+            // nspawn forwards it until this run ends: held till then, so
+            // that no other container (another owner's) gets its traffic.
+            let ended = self
+                .ended_holds(&BTreeMap::from([(name.to_string(), record.clone())]))
+                .await;
+            record
+                .released_host_ports
+                .retain(|r| !ended.contains(&(name.to_string(), r.host_port)));
+            record.released_host_ports.push(ReleasedPort {
+                host_port,
+                port: exposure.port,
+                released_at_usec: now_usec(),
+            });
+        }
         if exposure.to == ExposeTo::Tailnet {
             // The serve setting lives in the container's tailscaled (kept
             // across its restarts): only a running one can drop it, and a
@@ -230,8 +272,7 @@ impl Engine {
             to = exposure.to.as_str(),
             "port no longer exposed"
         );
-        let pending_restart =
-            exposure.to == ExposeTo::Host && self.machined.info(name).await?.is_some();
+        let pending_restart = exposure.to == ExposeTo::Host && running;
         Ok(ExposeResult {
             name: name.to_string(),
             exposure,
@@ -270,9 +311,40 @@ impl Engine {
         Ok(())
     }
 
+    /// The released host ports (container, host port) of `records` whose
+    /// forwarding has ended. One unit read per container that has any; a
+    /// read that fails leaves the port held.
+    async fn ended_holds(&self, records: &BTreeMap<String, Record>) -> BTreeSet<(String, u16)> {
+        let mut ended = BTreeSet::new();
+        for r in records
+            .values()
+            .filter(|r| !r.released_host_ports.is_empty())
+        {
+            let unit = match self.systemd.unit_status(&container_unit(&r.name)).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(
+                        container = r.name,
+                        "reading its unit for released ports: {e}"
+                    );
+                    continue;
+                }
+            };
+            for p in r
+                .released_host_ports
+                .iter()
+                .filter(|p| !still_forwarded(p, &unit))
+            {
+                ended.insert((r.name.clone(), p.host_port));
+            }
+        }
+        ended
+    }
+
     fn choose_host_port(
         &self,
-        all: &std::collections::BTreeMap<String, Record>,
+        all: &BTreeMap<String, Record>,
+        ended: &BTreeSet<(String, u16)>,
         port: u16,
         asked: Option<u16>,
     ) -> Result<u16, EngineError> {
@@ -288,10 +360,20 @@ impl Engine {
                     .into(),
             ));
         };
-        let taken_by_containers: BTreeSet<u16> = all
+        let mut taken_by_containers: BTreeSet<u16> = all
             .values()
             .flat_map(|r| r.exposed.iter().filter_map(|e| e.host_port))
             .collect();
+        let held: BTreeSet<u16> = all
+            .values()
+            .flat_map(|r| {
+                r.released_host_ports
+                    .iter()
+                    .filter(|p| !ended.contains(&(r.name.clone(), p.host_port)))
+                    .map(|p| p.host_port)
+            })
+            .collect();
+        taken_by_containers.extend(&held);
         let listening = listening_ports(&self.cfg.proc_root);
         let free = |p: u16| !taken_by_containers.contains(&p) && !listening.contains(&p);
         if let Some(p) = asked {
@@ -300,6 +382,12 @@ impl Engine {
                     "host port {p} is outside this host's range for containers ({}-{})",
                     range.start(),
                     range.end()
+                )));
+            }
+            if held.contains(&p) {
+                return Err(EngineError::Conflict(format!(
+                    "host port {p} is still forwarded to the container that had it, until that \
+                     container's next restart; leave --host-port out to get a free one"
                 )));
             }
             if !free(p) {
@@ -366,5 +454,42 @@ mod tests {
         assert_eq!(parse_listening(text).collect::<Vec<_>>(), vec![20000]);
         let v6 = "  sl  local_address remote_address st\n   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(parse_listening(v6).collect::<Vec<_>>(), vec![8080]);
+    }
+
+    fn unit(active: &str, started_usec: u64) -> UnitStatus {
+        UnitStatus {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: String::new(),
+            active_enter_usec: started_usec,
+            main_pid: 0,
+            exec_main_start_usec: started_usec,
+            memory_bytes: None,
+            cpu_nsec: None,
+            result: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_released_port_is_held_until_the_run_that_forwarded_it_ends() {
+        let released = ReleasedPort {
+            host_port: 20000,
+            port: 8080,
+            released_at_usec: 100_000_000,
+        };
+        // The run that was up at the release.
+        assert!(still_forwarded(&released, &unit("active", 50_000_000)));
+        assert!(still_forwarded(
+            &released,
+            &unit("deactivating", 50_000_000)
+        ));
+        // Started just after it: it may have read the old conf.
+        assert!(still_forwarded(&released, &unit("active", 100_500_000)));
+        // Still starting, with the last run's stamp: held.
+        assert!(still_forwarded(&released, &unit("activating", 50_000_000)));
+        // Down, or a run started well after the release.
+        assert!(!still_forwarded(&released, &unit("inactive", 50_000_000)));
+        assert!(!still_forwarded(&released, &unit("failed", 50_000_000)));
+        assert!(!still_forwarded(&released, &unit("active", 101_500_000)));
     }
 }

@@ -129,6 +129,10 @@ pub struct ContainerStatus {
     pub system: Option<crate::nix::SystemInfo>,
     /// Ports shared on purpose (`voxnix expose`).
     pub exposed: Vec<expose::ExposedPort>,
+    /// Host ports unexposed while this run went on: nspawn still forwards
+    /// them, until the container's next restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarded_until_restart: Vec<records::ReleasedPort>,
 }
 
 /// What create reports when done.
@@ -1205,6 +1209,10 @@ impl Engine {
             .map_err(io("writing the record"))?;
         fault::point("stop:begun");
         let result = self.stop_unit(name).await;
+        if result.is_ok() {
+            // nspawn's forwarding went with the run.
+            record.released_host_ports.clear();
+        }
         fault::point("stop:stopped");
         self.finish_record(record, &result)?;
         result
@@ -1223,11 +1231,15 @@ impl Engine {
         self.records
             .put(&record)
             .map_err(io("writing the record"))?;
-        let result = async {
-            self.stop_unit(name).await?;
-            self.start_unit(name).await
-        }
-        .await;
+        let result = match self.stop_unit(name).await {
+            Ok(()) => {
+                // nspawn's forwarding went with the run; the next one
+                // forwards what the conf says now.
+                record.released_host_ports.clear();
+                self.start_unit(name).await
+            }
+            Err(e) => Err(e),
+        };
         self.finish_record(record, &result)?;
         result
     }

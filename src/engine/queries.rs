@@ -243,6 +243,12 @@ impl Engine {
             system,
             drv_path: record.drv_path.clone(),
             exposed: super::expose::exposed_ports(&record, machine.as_ref().map(|m| m.since_usec)),
+            forwarded_until_restart: record
+                .released_host_ports
+                .iter()
+                .filter(|p| super::expose::still_forwarded(p, &unit_status))
+                .cloned()
+                .collect(),
         })
     }
 

@@ -60,6 +60,10 @@ pub struct Record {
     /// Ports shared on purpose (`voxnix expose`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed: Vec<Exposure>,
+    /// Host ports unexposed while the container ran: nspawn forwards them
+    /// until that run ends, so no container may take one before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_host_ports: Vec<ReleasedPort>,
     /// The container's own snapshot schedule (`hourly=24,...`, or `off`);
     /// none: the administrator's (storage.snapshot_schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +106,17 @@ pub struct Exposure {
     pub added_at_usec: u64,
 }
 
+/// A host port no longer exposed whose forwarding the container's run at
+/// `released_at_usec` still holds (nspawn sets it up at start and removes it
+/// at exit; nothing changes it in between).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasedPort {
+    pub host_port: u16,
+    /// The container's port it forwarded to.
+    pub port: u16,
+    pub released_at_usec: u64,
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -129,6 +144,7 @@ impl Record {
             }),
             workspace_made_by_create: false,
             exposed: Vec::new(),
+            released_host_ports: Vec::new(),
             snapshot_schedule: None,
         }
     }

@@ -44,8 +44,12 @@ pub fn strings_at(v: &serde_json::Value, key: &str) -> Vec<String> {
 /// A container's exposed ports as one line (`8080 on host port 20000,
 /// 3000 on the tailnet`), from its status JSON; None when none are.
 pub fn exposed_ports(status: &serde_json::Value) -> Option<String> {
-    let ports = status["exposed"].as_array()?;
-    if ports.is_empty() {
+    let none = Vec::new();
+    let ports = status["exposed"].as_array().unwrap_or(&none);
+    let lingering = status["forwarded_until_restart"]
+        .as_array()
+        .unwrap_or(&none);
+    if ports.is_empty() && lingering.is_empty() {
         return None;
     }
     let parts: Vec<String> = ports
@@ -61,6 +65,13 @@ pub fn exposed_ports(status: &serde_json::Value) -> Option<String> {
             }
             t
         })
+        .chain(lingering.iter().map(|e| {
+            format!(
+                "host port {} no longer exposed (forwarded to {} until the next restart)",
+                e["host_port"].as_u64().unwrap_or(0),
+                e["port"].as_u64().unwrap_or(0)
+            )
+        }))
         .collect();
     Some(parts.join(", "))
 }

@@ -40,6 +40,9 @@ pub struct UnitStatus {
     /// Microseconds since the epoch when the unit last became active (0 if never).
     pub active_enter_usec: u64,
     pub main_pid: u32,
+    /// Microseconds since the epoch when the service's main process (for a
+    /// container, nspawn) was last spawned (0 if never).
+    pub exec_main_start_usec: u64,
     /// Bytes; None when memory accounting is unavailable.
     pub memory_bytes: Option<u64>,
     /// Nanoseconds of CPU time; None when CPU accounting is unavailable.
@@ -246,6 +249,7 @@ impl Systemd {
                 .remove("MainPID")
                 .and_then(|v| u32::try_from(v).ok())
                 .unwrap_or(0),
+            exec_main_start_usec: number(&mut s, "ExecMainStartTimestamp").unwrap_or(0),
             memory_bytes: known(number(&mut s, "MemoryCurrent")),
             cpu_nsec: known(number(&mut s, "CPUUsageNSec")),
             result: text(&mut s, "Result"),
