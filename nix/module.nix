@@ -741,6 +741,31 @@ in
         };
       };
 
+      # Exposed host ports reach only the container holding them: nspawn
+      # forwards a HOST_PORT to whatever address the container gives itself
+      # (a neighbour's, the host's), so the daemon writes a ruleset from its
+      # records (src/host/expose_filter.rs) and restarts this unit after
+      # each change; at boot it loads the last one, before any container.
+      # No ExecStop: stopping it would only open the way.
+      systemd.services."voxnix-expose-filter" = {
+        description = "voxnix: exposed host ports reach only their containers";
+        wantedBy = [ "multi-user.target" ];
+        before = [ "${units.daemon}.service" "machines.target" ];
+        after = [ "network-pre.target" "nftables.service" "firewall.service" ];
+        partOf = [ "nftables.service" "firewall.service" ];
+        # nftables.service reloads with `flush ruleset`: load it again.
+        unitConfig = {
+          ReloadPropagatedFrom = [ "nftables.service" ];
+          ConditionPathExists = "${cfg.settings.state_dir}/expose-filter.nft";
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${pkgs.nftables}/bin/nft -f ${cfg.settings.state_dir}/expose-filter.nft";
+          ExecReload = "${pkgs.nftables}/bin/nft -f ${cfg.settings.state_dir}/expose-filter.nft";
+        };
+      };
+
       networking.nat = mkIf cfg.network.nat {
         enable = true;
         internalInterfaces = [ bridge ];

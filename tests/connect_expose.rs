@@ -165,9 +165,14 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
 /// Fetches `port` until a page answers (the forwarding and the server take
 /// a moment after a start), or gives the last failure.
 async fn fetch_when_up(app: &Appliance, port: u16) -> String {
+    fetch_when_up_at(app, "10.100.0.1", port).await
+}
+
+/// [`fetch_when_up`] of `ip:port`.
+async fn fetch_when_up_at(app: &Appliance, ip: &str, port: u16) -> String {
     let mut page = String::new();
     for _ in 0..50 {
-        page = app.sh(&fetch(port)).await;
+        page = app.sh(&fetch_at(ip, port)).await;
         if page.contains("-page") {
             break;
         }
@@ -274,6 +279,127 @@ async fn an_unexposed_host_port_is_held_while_its_container_still_forwards_it() 
     )
     .expect("json");
     assert_eq!(r["exposure"]["host_port"], 20000, "{r}");
+}
+
+/// The NAT table nspawn keeps, once it names `needle` (nspawn follows the
+/// container's addresses a moment after they change), or as it is then.
+async fn nat_when(app: &Appliance, needle: &str) -> String {
+    let mut nat = String::new();
+    for _ in 0..50 {
+        nat = app.sh("nft list table ip io.systemd.nat 2>&1").await;
+        if nat.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    nat
+}
+
+/// nspawn forwards a host port to the first address in the container's own
+/// network namespace, and follows changes there. Mallory's root gives her
+/// container Bob's address (and then the host's) and drops her own: nspawn
+/// points her host port there. The expose filter lets that traffic reach
+/// neither Bob's container nor the host; Bob's own port still works.
+#[tokio::test]
+async fn a_container_cannot_point_its_host_port_at_a_neighbour_or_the_host() {
+    let app =
+        Appliance::boot("expose_host_ports = \"20000-20001\"\nexpose_max_per_owner = 2\n").await;
+    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+    let m = app.manager().await;
+    m.expose("mallory", "telegram:1", 8080, "host", 20000)
+        .await
+        .expect("mallory's expose");
+    m.expose("bob", "telegram:2", 8080, "host", 20001)
+        .await
+        .expect("bob's expose");
+    let filter = app.sh("nft list table bridge voxnix_expose 2>&1").await;
+    assert!(
+        filter.contains("\"vb-mallory\" . 0x766e4e20")
+            && filter.contains("\"vb-bob\" . 0x766e4e21"),
+        "{filter}"
+    );
+    for (name, owner, who) in [
+        ("mallory", "telegram:1", "mallory-page"),
+        ("bob", "telegram:2", "bob-page"),
+    ] {
+        m.restart(name, owner).await.expect("restart");
+        serve(&app, name, owner, who).await;
+    }
+    let page = fetch_when_up(&app, 20000).await;
+    assert!(page.contains("mallory-page"), "{page:?}");
+    let page = fetch_when_up(&app, 20001).await;
+    assert!(page.contains("bob-page"), "{page:?}");
+    // And the host serves a page of its own on the same port.
+    let up = app
+        .sh("mkdir -p /srv/hostwww && echo host-page > /srv/hostwww/index.html && \
+             systemd-run --unit=hostweb python3 -m http.server 8080 --bind 10.100.0.1 --directory /srv/hostwww >/dev/null 2>&1; \
+             sleep 1; echo started")
+        .await;
+    assert!(up.contains("started"), "{up}");
+    let page = fetch_when_up_at(&app, "10.100.0.1", 8080).await;
+    assert!(page.contains("host-page"), "{page:?}");
+
+    let mine = app.ipv4_of("mallory", "telegram:1").await;
+    let bob = app.ipv4_of("bob", "telegram:2").await;
+    let out = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &format!(
+                "ip addr add {bob}/32 dev lo && ip addr del {mine}/24 dev host0 && echo moved"
+            ),
+        )
+        .await;
+    assert!(out.contains("moved"), "{out}");
+    // nspawn followed: Mallory's host port is DNAT'd to Bob's address.
+    let nat = nat_when(&app, &format!("{bob} . 8080")).await;
+    assert!(nat.contains(&format!("{bob} . 8080")), "{nat}");
+    for _ in 0..15 {
+        let page = app.sh(&fetch(20000)).await;
+        assert!(
+            !page.contains("bob-page"),
+            "Mallory's host port reached Bob's container: {page:?}"
+        );
+    }
+    // Bob's own exposure is untouched.
+    let page = app.sh(&fetch(20001)).await;
+    assert!(page.contains("bob-page"), "{page:?}");
+
+    // Now at the host's own address.
+    let out = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &format!(
+                "ip addr add 10.100.0.1/32 dev lo && ip addr del {bob}/32 dev lo && echo moved"
+            ),
+        )
+        .await;
+    assert!(out.contains("moved"), "{out}");
+    let nat = nat_when(&app, "10.100.0.1 . 8080").await;
+    assert!(nat.contains("10.100.0.1 . 8080"), "{nat}");
+    // From the host itself (its own connections go out through
+    // postrouting) and from a container (DNAT'd on the way in, they would
+    // go straight to the host's input).
+    for _ in 0..8 {
+        let page = app.sh(&fetch(20000)).await;
+        assert!(
+            !page.contains("host-page"),
+            "Mallory's host port reached the host's own service: {page:?}"
+        );
+        let page = app.run_in("bob", "telegram:2", &fetch(20000)).await;
+        assert!(
+            !page.contains("host-page"),
+            "from Bob's container, Mallory's host port reached the host's own service: {page:?}"
+        );
+    }
+    let page = app.sh(&fetch(20001)).await;
+    assert!(page.contains("bob-page"), "{page:?}");
 }
 
 /// `connect` until the container's sshd has made its host key (Busy until then).

@@ -307,6 +307,30 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
         refill.starts_with(hook_script),
         "one script: {refill} / {hook_script}"
     );
+    // The expose filter the daemon writes, loaded by systemd (the daemon
+    // has no network capability), again after a firewall flush.
+    let expose = service(&d, "voxnix-expose-filter");
+    let load = expose["serviceConfig"]["ExecStart"].as_str().unwrap_or("");
+    assert!(
+        load.contains("nftables")
+            && load.ends_with("/bin/nft -f /var/lib/voxnix/expose-filter.nft"),
+        "{expose}"
+    );
+    assert_eq!(
+        expose["unitConfig"]["ConditionPathExists"], "/var/lib/voxnix/expose-filter.nft",
+        "{expose}"
+    );
+    assert_eq!(
+        expose["unitConfig"]["ReloadPropagatedFrom"],
+        serde_json::json!(["nftables.service"]),
+        "{expose}"
+    );
+    assert!(
+        strings(&expose["before"]).contains(&"voxnix.service".to_string())
+            && strings(&expose["partOf"]).contains(&"nftables.service".to_string()),
+        "{expose}"
+    );
+    assert!(expose["serviceConfig"]["ExecStop"].is_null(), "{expose}");
     assert!(
         d["config"]["systemd"]["services"]["voxnix-telegram"].is_null(),
         "the bot is off by default"

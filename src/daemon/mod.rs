@@ -77,6 +77,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     notify(&[NotifyState::Status("reconciling records with the host")]);
     let report = engine.reconcile().await;
     tracing::info!(?report, "reconcile done");
+    // The host ports' filter as the records say (the boot loaded the last
+    // one written; the records may have moved on since).
+    if let Err(e) = engine.sync_expose_filter().await {
+        tracing::warn!("the expose filter: {e}");
+    }
     let recovered = engine.recover_checkpoints().await;
     if recovered > 0 {
         tracing::info!(recovered, "checkpoints written down after a restart");

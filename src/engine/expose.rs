@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::records::{ExposeTo, Exposure, Record, ReleasedPort, now_secs};
 use super::{Engine, EngineError, Scope, io};
-use crate::host::systemd::UnitStatus;
-use crate::host::{container_unit, exec};
+use crate::host::systemd::{JobKind, UnitStatus};
+use crate::host::{container_unit, exec, expose_filter};
 
 fn now_usec() -> u64 {
     std::time::SystemTime::now()
@@ -127,6 +127,11 @@ impl Engine {
         let _guard = lock.lock().await;
         let mut record = self.visible(scope, name)?;
         self.ensure_ready(&record)?;
+        // One owner's exposes one at a time: the limit counts over all
+        // their containers, each under its own lock. (Keys with a space
+        // are never container names.)
+        let owner_lock = self.locks.get(&format!("exposes of {}", record.owner));
+        let _owner_guard = owner_lock.lock().await;
         if let Some(e) = record.exposed.iter().find(|e| e.port == port && e.to == to) {
             return Err(EngineError::Conflict(format!(
                 "port {port} of '{name}' is already exposed{}",
@@ -204,6 +209,21 @@ impl Engine {
                 e
             }
         };
+        if to == ExposeTo::Host {
+            // Never forwarded unguarded: the filter first, or no exposure.
+            if let Err(e) = self.sync_expose_filter().await {
+                record
+                    .exposed
+                    .retain(|x| !(x.port == port && x.to == ExposeTo::Host));
+                if let Err(undo) = self.save_exposures(&record) {
+                    tracing::error!(container = name, port, "undoing an exposure: {undo}");
+                }
+                if let Err(again) = self.sync_expose_filter().await {
+                    tracing::error!("reloading the expose filter after an undo: {again}");
+                }
+                return Err(e);
+            }
+        }
         tracing::info!(container = name, port, to = to.as_str(), host_port = ?exposure.host_port, "port exposed");
         let pending_restart = to == ExposeTo::Host && self.machined.info(name).await?.is_some();
         Ok(ExposeResult {
@@ -266,6 +286,12 @@ impl Engine {
                 .await?;
         }
         self.save_exposures(&record)?;
+        if exposure.to == ExposeTo::Host
+            && let Err(e) = self.sync_expose_filter().await
+        {
+            // The old filter still binds the port to this container only.
+            tracing::warn!(container = name, port, "reloading the expose filter: {e}");
+        }
         tracing::info!(
             container = name,
             port,
@@ -339,6 +365,50 @@ impl Engine {
             }
         }
         ended
+    }
+
+    /// Renders the expose filter (src/host/expose_filter.rs) from the
+    /// records, each exposed or still-forwarded host port bound to its
+    /// container, and has systemd load it.
+    pub async fn sync_expose_filter(&self) -> Result<(), EngineError> {
+        let _guard = self.expose_filter.lock().await;
+        let records = self.records.all();
+        let ended = self.ended_holds(&records).await;
+        let mut allowed = Vec::new();
+        for r in records.values() {
+            let held = r
+                .released_host_ports
+                .iter()
+                .filter(|p| !ended.contains(&(r.name.clone(), p.host_port)))
+                .map(|p| p.host_port);
+            let exposed = r.exposed.iter().filter_map(|e| e.host_port);
+            allowed.extend(exposed.chain(held).map(|host_port| expose_filter::Allowed {
+                machine: r.name.clone(),
+                host_port,
+            }));
+        }
+        // A range that does not parse was refused at start; none guards
+        // the exposures' own ports still.
+        let range = self.cfg.expose_range().ok().flatten();
+        let text = expose_filter::render(&self.cfg.bridge, range.as_ref(), &allowed);
+        let file = expose_filter::file(&self.cfg.state_dir);
+        crate::atomic_file::write_root_only(&file, text.as_bytes()).map_err(|e| {
+            EngineError::HostError(format!("writing the expose filter {}: {e}", file.display()))
+        })?;
+        self.systemd
+            .run_job(
+                JobKind::Restart,
+                expose_filter::UNIT,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| {
+                EngineError::HostError(format!(
+                    "loading the filter that keeps host ports to their containers: {e}"
+                ))
+            })?;
+        tracing::debug!(ports = allowed.len(), "expose filter loaded");
+        Ok(())
     }
 
     fn choose_host_port(

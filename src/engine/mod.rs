@@ -180,6 +180,9 @@ pub struct Engine {
     names: tokio::sync::Mutex<()>,
     /// Held while a host port is chosen and recorded (engine/expose.rs).
     ports: Mutex<()>,
+    /// Held while the expose filter is rendered and loaded (expose.rs):
+    /// the last load is of the latest records.
+    expose_filter: tokio::sync::Mutex<()>,
     /// Why the schedule's last snapshot of a container was not taken (a
     /// full quota, ...), until one is: shown to its owner with their
     /// storage use, since the owner never sees the log.
@@ -286,6 +289,7 @@ impl Engine {
             catalog,
             names: tokio::sync::Mutex::new(()),
             ports: Mutex::new(()),
+            expose_filter: tokio::sync::Mutex::new(()),
             schedule_failures: Mutex::new(std::collections::HashMap::new()),
             admission: admission::Admission::new(),
             locks: crate::keyed_locks::KeyedLocks::new(),
@@ -1289,6 +1293,13 @@ impl Engine {
         self.records
             .remove(&record.name)
             .map_err(io("removing the record"))?;
+        let had_host_ports = record.exposed.iter().any(|e| e.host_port.is_some())
+            || !record.released_host_ports.is_empty();
+        if had_host_ports && let Err(e) = self.sync_expose_filter().await {
+            // The machine is gone, so is its veth: the old filter's
+            // elements for it match nothing until a container of that name.
+            tracing::warn!(container = %record.name, "reloading the expose filter: {e}");
+        }
         // The next container of this name starts with no history (the file
         // names its container too, so a leftover one would not be read).
         if let Err(e) = self.checkpoints.remove(&record.name) {

@@ -6,6 +6,7 @@ pub mod addresses;
 pub mod conf;
 pub mod container_root;
 pub mod exec;
+pub mod expose_filter;
 pub mod journal;
 pub mod journal_in_container;
 pub mod leftovers;

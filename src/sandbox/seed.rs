@@ -30,6 +30,10 @@ const UNITS: &[(&str, &str)] = &[
         "voxnix-sandbox-dhcp.service",
         include_str!("assets/voxnix-sandbox-dhcp.service"),
     ),
+    (
+        "voxnix-expose-filter.service",
+        include_str!("assets/voxnix-expose-filter.service"),
+    ),
 ];
 
 /// Units every container of the sandbox boots with (they live in the
@@ -213,6 +217,7 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     }
     enable(seed, "voxnix-sandbox-net.service")?;
     enable(seed, "voxnix-sandbox-dhcp.service")?;
+    enable(seed, "voxnix-expose-filter.service")?;
     fs::create_dir_all(seed.join("etc/nixos-containers"))
         .map_err(io_err("creating etc/nixos-containers"))?;
     // A machine id of its own: nspawn refuses to link a container journal
