@@ -11,6 +11,16 @@ fn kind(e: &zbus::Error) -> String {
     voxnix::api::client::error_parts(e).0
 }
 
+/// `first` for `telegram:1` and `bob` for `telegram:2`, plain containers.
+async fn create_two(app: &Appliance, first: &str) {
+    for (name, owner) in [(first, "telegram:1"), ("bob", "telegram:2")] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
+            true
+        );
+    }
+}
+
 /// A web server in `name` on port 8080 whose page says `who`.
 async fn serve(app: &Appliance, name: &str, owner: &str, who: &str) {
     let out = app.run_in(
@@ -45,12 +55,7 @@ fn fetch_at(ip: &str, port: u16) -> String {
 async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     let app =
         Appliance::boot("expose_host_ports = \"20000-20002\"\nexpose_max_per_owner = 2\n").await;
-    for (name, owner) in [("alice", "telegram:1"), ("bob", "telegram:2")] {
-        assert_eq!(
-            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
-            true
-        );
-    }
+    create_two(&app, "alice").await;
     let m = app.manager().await;
     let r: Value = serde_json::from_str(
         &m.expose("alice", "telegram:1", 8080, "host", 0)
@@ -189,12 +194,7 @@ async fn fetch_when_up_at(app: &Appliance, ip: &str, port: u16) -> String {
 async fn an_unexposed_host_port_is_held_while_its_container_still_forwards_it() {
     let app =
         Appliance::boot("expose_host_ports = \"20000-20001\"\nexpose_max_per_owner = 2\n").await;
-    for (name, owner) in [("alice", "telegram:1"), ("bob", "telegram:2")] {
-        assert_eq!(
-            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
-            true
-        );
-    }
+    create_two(&app, "alice").await;
     let m = app.manager().await;
     m.expose("alice", "telegram:1", 8080, "host", 20000)
         .await
@@ -304,12 +304,7 @@ async fn nat_when(app: &Appliance, needle: &str) -> String {
 async fn a_container_cannot_point_its_host_port_at_a_neighbour_or_the_host() {
     let app =
         Appliance::boot("expose_host_ports = \"20000-20001\"\nexpose_max_per_owner = 2\n").await;
-    for (name, owner) in [("mallory", "telegram:1"), ("bob", "telegram:2")] {
-        assert_eq!(
-            app.create(&format!(r#"{{"name":"{name}"}}"#), owner).await["ok"],
-            true
-        );
-    }
+    create_two(&app, "mallory").await;
     let m = app.manager().await;
     m.expose("mallory", "telegram:1", 8080, "host", 20000)
         .await

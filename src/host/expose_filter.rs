@@ -55,8 +55,8 @@ pub struct Allowed {
     pub host_port: u16,
 }
 
-/// The host ports to guard as an nft set body: the range, and each allowed
-/// port outside it (intervals must not overlap in an anonymous set).
+/// The host ports to guard, each an nft port or interval (one rule each):
+/// the range, and each allowed port outside it.
 fn guarded_ports(range: Option<&RangeInclusive<u16>>, allowed: &[Allowed]) -> Vec<String> {
     let mut ports: Vec<String> = Vec::new();
     if let Some(r) = range {
