@@ -79,7 +79,7 @@ let
   hostAddress = concatStringsSep "." (map octet [ 0 1 2 3 ]);
   # What containers may send on the bridge (the sandbox loads the same file).
   bridgeFilter = pkgs.writeText "voxnix-bridge-filter.nft" (
-    builtins.replaceStrings [ "@GATEWAY@" ] [ hostAddress ]
+    builtins.replaceStrings [ "@GATEWAY@" "@BRIDGE@" ] [ hostAddress bridge ]
       (builtins.readFile ../data/nftables/bridge-filter.nft)
   );
   # dnsmasq's lease script: keeps the filter's set of leases current.
@@ -734,10 +734,14 @@ in
           ExecStartPost = "${leaseHook} reload /var/lib/${units.dhcp}/leases";
           ExecReload = [
             "-${pkgs.nftables}/bin/nft delete table bridge voxnix"
+            "-${pkgs.nftables}/bin/nft delete table inet voxnix"
             "${pkgs.nftables}/bin/nft -f ${bridgeFilter}"
             "${leaseHook} reload /var/lib/${units.dhcp}/leases"
           ];
-          ExecStop = "-${pkgs.nftables}/bin/nft delete table bridge voxnix";
+          ExecStop = [
+            "-${pkgs.nftables}/bin/nft delete table bridge voxnix"
+            "-${pkgs.nftables}/bin/nft delete table inet voxnix"
+          ];
         };
       };
 

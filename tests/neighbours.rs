@@ -335,7 +335,60 @@ async fn the_set_of_leases_holds_one_mac_per_address_for_as_long_as_its_lease() 
     );
     // Input that is not a MAC or an address never reaches nft.
     let odd = app
-        .sh("/usr/lib/voxnix-sandbox/lease-hook.sh add '02:00:00:00:00:97 . 1.2.3.4 }; flush ruleset; {' 10.100.0.251; nft list tables | grep -c voxnix")
+        .sh("/usr/lib/voxnix-sandbox/lease-hook.sh add '02:00:00:00:00:97 . 1.2.3.4 }; flush ruleset; {' 10.100.0.251; nft list tables | grep -cx 'table bridge voxnix'")
         .await;
     assert_eq!(odd.trim(), "1", "the filter is still there: {odd}");
+}
+
+/// The bridge drops frames between containers, but a container's root can
+/// route to a neighbour through the gateway instead: the frames go to the
+/// host, which forwards IPv4 (it NATs the containers' way out) and would
+/// send them back onto the bridge. A TCP handshake would still fail (Bob
+/// answers on the link, which the bridge drops), but one-way traffic gets
+/// there: datagrams to any UDP service of Bob's, forged or not. Mallory adds
+/// that route and sends; Bob hears nothing, while the gateway still answers.
+#[tokio::test]
+async fn a_container_cannot_reach_another_through_the_gateway() {
+    let app = Appliance::boot("").await;
+    mallory_and_bob(&app).await;
+    let bob = app.ipv4_of("bob", "telegram:2").await;
+    // The host forwards, as it must for the containers' way out.
+    let forwarding = app.sh("cat /proc/sys/net/ipv4/ip_forward").await;
+    assert_eq!(forwarding.trim(), "1", "the appliance forwards IPv4");
+    // Bob listens on UDP 9999, open in his own firewall.
+    let listener = "/usr/sbin/iptables-nft -w -I nixos-fw 1 -p udp --dport 9999 -j nixos-fw-accept && \
+         timeout 8 python3 -c \"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 9999))\nwhile True:\n    data, peer = s.recvfrom(100)\n    print('heard', peer[0], data.decode(), flush=True)\"";
+    let listen = app.run_in("bob", "telegram:2", listener);
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        app.run_in(
+            "mallory",
+            "telegram:1",
+            &format!(
+                "ip route replace {bob}/32 via 10.100.0.1 dev host0 && ip route get {bob} && \
+                 python3 -c \"import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for _ in range(5):\n    s.sendto(b'routed', ('{bob}', 9999)); time.sleep(0.3)\nprint('sent')\""
+            ),
+        )
+        .await
+    };
+    let (heard, sent) = tokio::join!(listen, send);
+    assert!(
+        sent.contains("via 10.100.0.1") && sent.contains("sent"),
+        "{sent}"
+    );
+    assert!(
+        !heard.contains("routed"),
+        "Bob heard Mallory through the gateway: {heard}"
+    );
+    let gateway = app
+        .run_in("mallory", "telegram:1", &connect("10.100.0.1", 53))
+        .await;
+    assert!(gateway.contains("connected"), "{gateway}");
+    let rules = app.sh("nft list table inet voxnix").await;
+    assert!(
+        rules.contains("iifname \"br-vox\" oifname \"br-vox\" ct status != dnat drop"),
+        "{rules}"
+    );
 }

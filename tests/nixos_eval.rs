@@ -286,7 +286,10 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
     );
     let reload = setting_list(&filter["serviceConfig"]["ExecReload"]);
     assert!(
-        reload.len() == 3 && reload[1].contains("/bin/nft -f ") && reload[2].contains("reload"),
+        reload.len() == 4
+            && reload[..2].iter().all(|r| r.contains("nft delete table"))
+            && reload[2].contains("/bin/nft -f ")
+            && reload[3].contains("reload"),
         "{reload:?}"
     );
     // Reloaded, its set of leases is filled again from dnsmasq's lease file.

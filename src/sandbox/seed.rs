@@ -99,9 +99,11 @@ fn random_machine_id() -> Result<String, SandboxError> {
 }
 
 /// The bridge filter (`data/nftables/bridge-filter.nft`, also loaded by the
-/// NixOS module) for the gateway `gateway`.
-pub fn bridge_filter(gateway: &str) -> String {
-    include_str!("../../data/nftables/bridge-filter.nft").replace("@GATEWAY@", gateway)
+/// NixOS module) for the gateway `gateway` on the bridge `bridge`.
+pub fn bridge_filter(gateway: &str, bridge: &str) -> String {
+    include_str!("../../data/nftables/bridge-filter.nft")
+        .replace("@GATEWAY@", gateway)
+        .replace("@BRIDGE@", bridge)
 }
 
 /// The DHCP server's lease script (`data/nftables/lease-hook.sh`, also the
@@ -138,7 +140,7 @@ pub fn write(seed: &Path, opts: &SandboxOptions) -> Result<(), SandboxError> {
     put(
         seed,
         "/usr/lib/voxnix-sandbox/bridge-filter.nft",
-        bridge_filter("10.100.0.1").as_bytes(),
+        bridge_filter("10.100.0.1", "br-vox").as_bytes(),
         0o644,
     )?;
     put(
@@ -271,8 +273,9 @@ pub fn write_binds(path: &Path, opts: &SandboxOptions) -> Result<(), SandboxErro
 mod tests {
     #[test]
     fn the_bridge_filter_is_the_modules_with_the_gateway_filled_in() {
-        let f = super::bridge_filter("10.100.0.1");
-        assert!(!f.contains("@GATEWAY@"), "{f}");
+        let f = super::bridge_filter("10.100.0.1", "br-vox");
+        assert!(!f.contains("@GATEWAY@") && !f.contains("@BRIDGE@"), "{f}");
+        assert!(f.contains("iifname \"br-vox\" oifname \"br-vox\" ct status != dnat drop"));
         assert!(f.contains("iifname \"vb-*\" oifname \"vb-*\" drop"));
         assert!(f.contains("arp saddr ip 10.100.0.1 drop"));
         let module = include_str!("../../nix/module.nix");
