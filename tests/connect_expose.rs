@@ -167,6 +167,52 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     assert_eq!(kind(&e), "InvalidArgument", "{e}");
 }
 
+/// The per-owner limit counts over all of an owner's containers, each
+/// exposed under its own lock: two exposes at once, in two containers,
+/// must not both see room for one more.
+#[tokio::test]
+async fn two_exposes_at_once_stay_within_the_owners_limit() {
+    let app =
+        Appliance::boot("expose_host_ports = \"20000-20003\"\nexpose_max_per_owner = 1\n").await;
+    for name in ["one", "two"] {
+        assert_eq!(
+            app.create(&format!(r#"{{"name":"{name}"}}"#), "telegram:1")
+                .await["ok"],
+            true
+        );
+    }
+    let m = app.manager().await;
+    for round in 0..3 {
+        let (a, b) = tokio::join!(
+            m.expose("one", "telegram:1", 8080, "host", 0),
+            m.expose("two", "telegram:1", 8080, "host", 0)
+        );
+        let kinds: Vec<String> = [&a, &b]
+            .iter()
+            .map(|r| match r {
+                Ok(_) => "Ok".to_string(),
+                Err(e) => kind(e),
+            })
+            .collect();
+        assert!(
+            kinds.contains(&"Ok".to_string()) && kinds.contains(&"QuotaExceeded".to_string()),
+            "round {round}: {kinds:?} ({a:?}, {b:?})"
+        );
+        let mut exposed = 0;
+        for name in ["one", "two"] {
+            let status: Value =
+                serde_json::from_str(&m.status(name, "telegram:1").await.expect("status"))
+                    .expect("json");
+            exposed += status["exposed"].as_array().map_or(0, Vec::len);
+        }
+        assert_eq!(exposed, 1, "round {round}: both recorded");
+        let held = if a.is_ok() { "one" } else { "two" };
+        m.unexpose(held, "telegram:1", 8080, "")
+            .await
+            .expect("unexpose");
+    }
+}
+
 /// Fetches `port` until a page answers (the forwarding and the server take
 /// a moment after a start), or gives the last failure.
 async fn fetch_when_up(app: &Appliance, port: u16) -> String {
