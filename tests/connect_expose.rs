@@ -481,6 +481,60 @@ async fn ssh(app: &Appliance, c: &Value, identity: &str, command: &str) -> (bool
     (head == "rc=0", stdout.to_string(), stderr.to_string())
 }
 
+/// The appliance as the person's jump host: Debian's sshd (the one the
+/// sandbox's containers run) on 127.0.0.1:2222, letting in root with the key
+/// `identity`.pub and forwarding connections, logging to /root/jump/log.
+/// Its `known_hosts` line ("[127.0.0.1]:2222 KEY").
+async fn start_jump_host(app: &Appliance, identity: &str) -> String {
+    let out = app
+        .sh(&format!(
+            "set -e; mkdir -p -m 0700 /root/jump; cd /root/jump; \
+             ssh-keygen -q -t ed25519 -N '' -f host_key; cp {identity}.pub authorized_keys; \
+             printf '%s\\n' 'Port 2222' 'ListenAddress 127.0.0.1' 'HostKey /root/jump/host_key' \
+               'AuthorizedKeysFile /root/jump/authorized_keys' 'PermitRootLogin prohibit-password' \
+               'PasswordAuthentication no' 'KbdInteractiveAuthentication no' 'UsePAM no' \
+               'AllowTcpForwarding yes' 'PidFile none' > sshd_config; \
+             systemd-sysusers --inline 'u sshd - \"sshd privilege separation\" /run/sshd'; \
+             systemd-run --unit=jump-sshd -p RuntimeDirectory=sshd \
+               /usr/local/lib/voxnix-sandbox/sshd -D -f /root/jump/sshd_config -E /root/jump/log; \
+             for i in $(seq 50); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 2222), 1)\" 2>/dev/null && break; sleep 0.1; done; \
+             echo \"[127.0.0.1]:2222 $(cut -d' ' -f1,2 host_key.pub)\""
+        ))
+        .await;
+    let line = out.lines().last().unwrap_or("").to_string();
+    assert!(line.starts_with("[127.0.0.1]:2222 ssh-ed25519 "), "{out}");
+    line
+}
+
+/// `ssh NAME.voxnix` as the person runs it: the block `connect` gave,
+/// untouched (its ProxyJump too), in the config file, and after it only
+/// where this person's own key and known hosts are. (success, stdout,
+/// stderr).
+async fn ssh_as_given(
+    app: &Appliance,
+    c: &Value,
+    jump_known: &str,
+    identity: &str,
+    command: &str,
+) -> (bool, String, String) {
+    let dir = format!("/root/ssh-given-{}", c["name"].as_str().unwrap_or("x"));
+    let script = format!(
+        "mkdir -p {dir} && cat > {dir}/config <<'EOF'\n{}\nHost *\n    UserKnownHostsFile {dir}/known_hosts\n    \
+         GlobalKnownHostsFile /dev/null\n    BatchMode yes\n    IdentitiesOnly yes\n    IdentityFile {identity}\n    \
+         ConnectTimeout 10\nEOF\n\
+         printf '%s\\n' '{}' '{jump_known}' > {dir}/known_hosts && \
+         ssh -F {dir}/config {} '{command}' > {dir}/out 2> {dir}/err; \
+         echo \"rc=$?\"; cat {dir}/out; echo '--stderr--'; cat {dir}/err",
+        c["ssh_config"].as_str().unwrap_or(""),
+        c["known_hosts"].as_str().unwrap_or(""),
+        c["alias"].as_str().unwrap_or(""),
+    );
+    let out = app.sh(&script).await;
+    let (head, rest) = out.split_once('\n').unwrap_or((&out, ""));
+    let (stdout, stderr) = rest.split_once("--stderr--\n").unwrap_or((rest, ""));
+    (head == "rc=0", stdout.to_string(), stderr.to_string())
+}
+
 /// The whole way in, with real sshd inside real containers: a key
 /// registered once lets its owner in as root over ssh with the host key
 /// `connect` pinned (StrictHostKeyChecking), reaches the owner's running
@@ -490,7 +544,7 @@ async fn ssh(app: &Appliance, c: &Value, identity: &str, command: &str) -> (bool
 /// gets in.
 #[tokio::test]
 async fn a_registered_key_logs_in_over_ssh_with_the_pinned_host_key() {
-    let app = Appliance::boot("").await;
+    let app = Appliance::boot("connect_jump_host = \"root@127.0.0.1:2222\"\n").await;
     for (name, owner) in [("alice", "telegram:1"), ("bob", "telegram:2")] {
         let spec = format!(r#"{{"name":"{name}","modules":["ssh"]}}"#);
         assert_eq!(app.create(&spec, owner).await["ok"], true);
@@ -557,7 +611,7 @@ async fn a_registered_key_logs_in_over_ssh_with_the_pinned_host_key() {
     assert_eq!(c["known_hosts"], format!("alice.voxnix {}", made.trim()));
     assert_eq!(c["via"], "host");
     let block = c["ssh_config"].as_str().unwrap_or("");
-    assert!(block.contains("ProxyJump "), "{block}");
+    assert!(block.contains("ProxyJump root@127.0.0.1:2222\n"), "{block}");
     assert!(block.contains("HostName 10.100.0."), "{block}");
     assert!(block.contains("StrictHostKeyChecking yes"), "{block}");
 
@@ -565,6 +619,20 @@ async fn a_registered_key_logs_in_over_ssh_with_the_pinned_host_key() {
     let (ok, out, err) = ssh(&app, &c, "/root/id", "echo in:$(hostname):$(id -u)").await;
     assert!(ok, "alice's ssh: {out} {err}");
     assert_eq!(out.trim(), "in:alice:0", "{err}");
+    // The block as given, its ProxyJump through the appliance's own sshd
+    // (the administrator's connect_jump_host): the one step from connect
+    // to inside.
+    let jump_known = start_jump_host(&app, "/root/id").await;
+    let (ok, out, err) = ssh_as_given(&app, &c, &jump_known, "/root/id", "hostname").await;
+    assert!(
+        ok && out.trim() == "alice",
+        "through the jump host: {out} {err}"
+    );
+    let log = app.sh("cat /root/jump/log").await;
+    assert!(
+        log.contains("Accepted publickey for root from 127.0.0.1"),
+        "the jump host was not used: {log}"
+    );
     // Bob's key does not open alice; alice's key does not open bob.
     let (ok, _, err) = ssh(&app, &c, "/root/bob-id", "true").await;
     assert!(
