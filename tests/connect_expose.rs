@@ -687,6 +687,36 @@ async fn a_registered_key_logs_in_over_ssh_with_the_pinned_host_key() {
     let block = forged["ssh_config"].as_str().unwrap_or("");
     assert!(!block.contains("ProxyCommand"), "{block}");
 
+    // With a Tailscale address (given by hand: the sandbox has no
+    // tailscaled), the block goes straight there, no jump. The same pinned
+    // key: the address never decides which key is trusted.
+    let added = app
+        .run_in(
+            "alice",
+            "telegram:1",
+            "ip addr add 100.101.102.103/32 dev lo && echo added",
+        )
+        .await;
+    assert!(added.contains("added"), "{added}");
+    let ts = connect_when_ready(&app, "alice", "telegram:1").await;
+    assert_eq!(ts["via"], "tailnet", "{ts}");
+    assert_eq!(ts["host_name"], "100.101.102.103", "{ts}");
+    assert!(ts["proxy_jump"].is_null(), "{ts}");
+    let block = ts["ssh_config"].as_str().unwrap_or("");
+    assert!(
+        block.contains("HostName 100.101.102.103\n")
+            && block.contains("HostKeyAlias alice.voxnix\n")
+            && !block.contains("ProxyJump"),
+        "{block}"
+    );
+    assert_eq!(ts["known_hosts"], c["known_hosts"], "{ts}");
+    app.run_in(
+        "alice",
+        "telegram:1",
+        "ip addr del 100.101.102.103/32 dev lo",
+    )
+    .await;
+
     // Removed: gone from the running container at once, and ssh no longer gets in.
     let out = app
         .cli(&["--as", "telegram:1", "keys", "remove", "alice@laptop"])
