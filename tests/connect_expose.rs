@@ -167,6 +167,59 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
     assert_eq!(kind(&e), "InvalidArgument", "{e}");
 }
 
+/// systemd loads the expose filter, and would start a container whatever
+/// became of it; the daemon never lets a host port be forwarded without it.
+/// With the filter's unit failing (as a broken nft or ruleset would), an
+/// expose is refused and leaves nothing, and a container that already has
+/// a host port is not started; once the filter loads again, both work.
+#[tokio::test]
+async fn a_host_port_is_never_forwarded_without_its_filter() {
+    let app = Appliance::boot("expose_host_ports = \"20000-20001\"\n").await;
+    assert_eq!(
+        app.create(r#"{"name":"alice"}"#, "telegram:1").await["ok"],
+        true
+    );
+    let m = app.manager().await;
+    let dropin = "/run/systemd/system/voxnix-expose-filter.service.d";
+    let break_filter = format!(
+        "mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {dropin}/broken.conf && systemctl daemon-reload && echo broken"
+    );
+    let mend_filter = format!("rm -r {dropin} && systemctl daemon-reload && echo mended");
+    assert!(app.sh(&break_filter).await.contains("broken"));
+    let e = m
+        .expose("alice", "telegram:1", 8080, "host", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), "HostError", "{e}");
+    assert!(e.to_string().contains("filter"), "{e}");
+    let status: Value =
+        serde_json::from_str(&m.status("alice", "telegram:1").await.expect("status"))
+            .expect("json");
+    assert_eq!(status["exposed"], serde_json::json!([]), "{status}");
+    let conf = app.sh("cat /etc/nixos-containers/alice.conf").await;
+    assert!(!conf.contains("HOST_PORT=tcp:"), "{conf}");
+
+    assert!(app.sh(&mend_filter).await.contains("mended"));
+    m.expose("alice", "telegram:1", 8080, "host", 0)
+        .await
+        .expect("expose");
+    m.stop("alice", "telegram:1").await.expect("stop");
+    assert!(app.sh(&break_filter).await.contains("broken"));
+    let e = m.start("alice", "telegram:1").await.unwrap_err();
+    assert_eq!(kind(&e), "HostError", "{e}");
+    assert!(e.to_string().contains("not started"), "{e}");
+    let state = app
+        .sh("systemctl is-active container@alice.service; true")
+        .await;
+    assert_eq!(state.trim(), "inactive", "{state}");
+
+    assert!(app.sh(&mend_filter).await.contains("mended"));
+    m.start("alice", "telegram:1").await.expect("start");
+    serve(&app, "alice", "telegram:1", "alice-page").await;
+    let page = fetch_when_up(&app, 20000).await;
+    assert!(page.contains("alice-page"), "{page:?}");
+}
+
 /// The per-owner limit counts over all of an owner's containers, each
 /// exposed under its own lock: two exposes at once, in two containers,
 /// must not both see room for one more.
