@@ -752,7 +752,7 @@ in
       # each change; at boot it loads the last one, before any container.
       # No ExecStop: stopping it would only open the way.
       systemd.services."voxnix-expose-filter" = {
-        description = "voxnix: exposed host ports reach only their containers";
+        description = "voxnix: each container port speaks as its own MAC, exposed host ports reach only their containers";
         wantedBy = [ "multi-user.target" ];
         before = [ "${units.daemon}.service" "machines.target" ];
         after = [ "network-pre.target" "nftables.service" "firewall.service" ];
@@ -761,6 +761,10 @@ in
         unitConfig = {
           ReloadPropagatedFrom = [ "nftables.service" ];
           ConditionPathExists = "${cfg.settings.state_dir}/expose-filter.nft";
+          # Restarted at every expose, unexpose and start of a container
+          # with a host port: never refused for coming often (systemd's
+          # default start limit, 5 in 10 s, would fail the sixth expose).
+          StartLimitIntervalSec = 0;
         };
         serviceConfig = {
           Type = "oneshot";

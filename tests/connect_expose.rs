@@ -172,6 +172,7 @@ async fn an_exposed_host_port_reaches_its_container_and_only_it() {
 /// With the filter's unit failing (as a broken nft or ruleset would), an
 /// expose is refused and leaves nothing, and a container that already has
 /// a host port is not started; once the filter loads again, both work.
+/// Reloaded often, it keeps loading.
 #[tokio::test]
 async fn a_host_port_is_never_forwarded_without_its_filter() {
     let app = Appliance::boot("expose_host_ports = \"20000-20001\"\n").await;
@@ -180,6 +181,18 @@ async fn a_host_port_is_never_forwarded_without_its_filter() {
         true
     );
     let m = app.manager().await;
+    // The daemon restarts the filter's unit at every change: never refused
+    // for coming often (systemd's default start limit is 5 in 10 s).
+    m.stop("alice", "telegram:1").await.expect("stop");
+    for round in 0..4 {
+        m.expose("alice", "telegram:1", 8080, "host", 0)
+            .await
+            .unwrap_or_else(|e| panic!("expose, round {round}: {e}"));
+        m.unexpose("alice", "telegram:1", 8080, "")
+            .await
+            .unwrap_or_else(|e| panic!("unexpose, round {round}: {e}"));
+    }
+    m.start("alice", "telegram:1").await.expect("start");
     let dropin = "/run/systemd/system/voxnix-expose-filter.service.d";
     let break_filter = format!(
         "mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {dropin}/broken.conf && systemctl daemon-reload && echo broken"

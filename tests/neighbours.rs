@@ -392,3 +392,118 @@ async fn a_container_cannot_reach_another_through_the_gateway() {
         "{rules}"
     );
 }
+
+/// The bridge learns which port a MAC is behind from every frame that comes
+/// in, before any filter of the input or forward hook sees it. Mallory sends
+/// frames from Bob's MAC (not IPv4: this kernel's br_netfilter would drop a
+/// bad IPv4 header before learning, NixOS does not load it): the host must
+/// still send Bob's traffic to Bob, none of it to Mallory.
+#[tokio::test]
+async fn a_container_cannot_take_a_neighbours_mac_on_the_bridge() {
+    let app = Appliance::boot("").await;
+    mallory_and_bob(&app).await;
+    let bob_ip = app.ipv4_of("bob", "telegram:2").await;
+    let bob_mac = app
+        .run_in("bob", "telegram:2", "cat /sys/class/net/host0/address")
+        .await
+        .trim()
+        .to_string();
+    // The daemon binds Bob's port to the MAC nspawn gave him, computed
+    // from the host's machine ID and his name, never read from him.
+    let machine_id = app.sh("cat /etc/machine-id").await;
+    let id: [u8; 16] = (0..16)
+        .map(|i| u8::from_str_radix(&machine_id.trim()[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect::<Vec<u8>>()
+        .try_into()
+        .expect("16 bytes");
+    let computed =
+        voxnix::host::nspawn_mac::format_mac(&voxnix::host::nspawn_mac::container_mac(&id, "bob"));
+    assert_eq!(computed, bob_mac, "nspawn's MAC for bob");
+    let ports = app.sh("nft list set bridge voxnix_ports ports").await;
+    assert!(
+        ports.contains(&format!("\"vb-bob\" . {bob_mac}")),
+        "{ports}"
+    );
+    let gateway = app
+        .run_in(
+            "mallory",
+            "telegram:1",
+            &format!(
+                "{} >/dev/null; ip neigh show 10.100.0.1",
+                connect("10.100.0.1", 53)
+            ),
+        )
+        .await;
+    let gateway_mac = lladdr(&gateway).replace(':', "");
+    let bob_hex = bob_mac.replace(':', "");
+    // Mallory forges frames from Bob's MAC all along, and listens for any
+    // frame addressed to it; meanwhile the host sends Bob datagrams.
+    let forge = format!(
+        "python3 -c \"import socket, time\n\
+             bob = bytes.fromhex('{bob_hex}')\n\
+             frame = bytes.fromhex('{gateway_mac}') + bob + b'\\x88\\xb5' + bytes(46)\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\n\
+             s.bind(('host0', 0))\n\
+             s.settimeout(0.2)\n\
+             heard = 0\n\
+             end = time.time() + 6\n\
+             while time.time() < end:\n    s.send(frame)\n    try:\n        data = s.recv(2000)\n        heard += data[:6] == bob\n    except socket.timeout:\n        pass\n\
+             print('heard', heard)\""
+    );
+    let listen = app.run_in("mallory", "telegram:1", &forge);
+    let send = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let fdb = app
+            .sh(&format!("bridge fdb show br br-vox | grep -i '{bob_mac}'"))
+            .await;
+        let sent = app
+            .sh(&format!(
+                "python3 -c \"import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for _ in range(20):\n    s.sendto(b'for-bob', ('{bob_ip}', 9)); time.sleep(0.1)\nprint('sent')\""
+            ))
+            .await;
+        (fdb, sent)
+    };
+    let (heard, (fdb, sent)) = tokio::join!(listen, send);
+    assert!(sent.contains("sent"), "{sent}");
+    assert!(
+        !fdb.contains("vb-mallory"),
+        "the bridge put Bob's MAC behind Mallory's port: {fdb}"
+    );
+    assert_eq!(
+        heard.trim(),
+        "heard 0",
+        "Mallory got frames for Bob's MAC ({fdb})"
+    );
+
+    // When the bridge has forgotten where Bob is (an entry ages out after
+    // five idle minutes; here it is deleted), it floods the host's frames
+    // for him to every port: none may reach Mallory's.
+    let listen = format!(
+        "python3 -c \"import socket, time\n\
+         bob = bytes.fromhex('{bob_hex}')\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))\n\
+         s.bind(('host0', 0))\n\
+         s.settimeout(0.2)\n\
+         heard = 0\n\
+         end = time.time() + 5\n\
+         while time.time() < end:\n    try:\n        heard += s.recv(2000)[:6] == bob\n    except socket.timeout:\n        pass\n\
+         print('heard', heard)\""
+    );
+    let flood = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        app.sh(&format!(
+            "for i in 1 2 3 4 5; do bridge fdb del {bob_mac} dev vb-bob master 2>/dev/null; \
+             python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'for-bob', ('{bob_ip}', 9))\"; \
+             sleep 0.2; done; echo flooded"
+        ))
+        .await
+    };
+    let (heard, flooded) = tokio::join!(app.run_in("mallory", "telegram:1", &listen), flood);
+    assert!(flooded.contains("flooded"), "{flooded}");
+    assert_eq!(
+        heard.trim(),
+        "heard 0",
+        "the bridge flooded Bob's frames to Mallory"
+    );
+}

@@ -334,6 +334,10 @@ fn the_module_with_defaults_evaluates_to_a_whole_host() {
         "{expose}"
     );
     assert!(expose["serviceConfig"]["ExecStop"].is_null(), "{expose}");
+    assert_eq!(
+        expose["unitConfig"]["StartLimitIntervalSec"], 0,
+        "restarted at every expose: {expose}"
+    );
     assert!(
         d["config"]["systemd"]["services"]["voxnix-telegram"].is_null(),
         "the bot is off by default"

@@ -12,7 +12,10 @@ use serde::Serialize;
 use super::records::{ExposeTo, Exposure, Record, ReleasedPort, now_secs};
 use super::{Engine, EngineError, Scope, io};
 use crate::host::systemd::{JobKind, UnitStatus};
-use crate::host::{container_unit, exec, expose_filter};
+use crate::host::{container_unit, exec, expose_filter, nspawn_mac};
+
+/// The host's machine ID, which nspawn derives the containers' MACs from.
+const MACHINE_ID: &str = "/etc/machine-id";
 
 fn now_usec() -> u64 {
     std::time::SystemTime::now()
@@ -369,7 +372,8 @@ impl Engine {
 
     /// Renders the expose filter (src/host/expose_filter.rs) from the
     /// records, each exposed or still-forwarded host port bound to its
-    /// container, and has systemd load it.
+    /// container and each container's bridge port to its MAC, and has
+    /// systemd load it.
     pub async fn sync_expose_filter(&self) -> Result<(), EngineError> {
         let _guard = self.expose_filter.lock().await;
         let records = self.records.all();
@@ -390,7 +394,21 @@ impl Engine {
         // A range that does not parse was refused at start; none guards
         // the exposures' own ports still.
         let range = self.cfg.expose_range().ok().flatten();
-        let text = expose_filter::render(&self.cfg.bridge, range.as_ref(), &allowed);
+        // Every container's port, bound to the MAC nspawn gives it.
+        let machine_id = nspawn_mac::read_machine_id(std::path::Path::new(MACHINE_ID))
+            .map_err(|e| {
+                EngineError::HostError(format!(
+                    "reading the host's machine ID ({MACHINE_ID}), which nspawn makes the containers' MACs from: {e}"
+                ))
+            })?;
+        let ports: Vec<expose_filter::Port> = records
+            .keys()
+            .map(|name| expose_filter::Port {
+                machine: name.clone(),
+                mac: nspawn_mac::container_mac(&machine_id, name),
+            })
+            .collect();
+        let text = expose_filter::render(&self.cfg.bridge, range.as_ref(), &allowed, &ports);
         let file = expose_filter::file(&self.cfg.state_dir);
         crate::atomic_file::write_root_only(&file, text.as_bytes()).map_err(|e| {
             EngineError::HostError(format!("writing the expose filter {}: {e}", file.display()))

@@ -975,21 +975,14 @@ impl Engine {
 
     async fn start_unit(&self, name: &str) -> Result<(), EngineError> {
         let unit = container_unit(name);
-        // Never forwarded unguarded: a container whose conf forwards host
-        // ports starts only once the filter that keeps them to it is loaded
-        // (systemd would load a broken one and start the container anyway).
-        let forwards = self
-            .records
-            .get(name)
-            .map_err(io("reading the record"))?
-            .is_some_and(|r| r.exposed.iter().any(|e| e.host_port.is_some()));
-        if forwards {
-            self.sync_expose_filter().await.map_err(|e| {
-                EngineError::HostError(format!(
-                    "'{name}' was not started, since it forwards host ports: {e}"
-                ))
-            })?;
-        }
+        // Never started unguarded: the filter that binds its bridge port
+        // to its MAC and its host ports to it is loaded first (systemd
+        // would start the container whatever became of the filter).
+        self.sync_expose_filter().await.map_err(|e| {
+            EngineError::HostError(format!(
+                "'{name}' was not started, since the host's filter for its network could not be loaded: {e}"
+            ))
+        })?;
         self.systemd.reset_failed(&unit).await?;
         let key_handed_over = self.hand_over_tailscale_key(name).await?;
         let started = self

@@ -20,12 +20,25 @@
 //! and nothing else on the host reads it, and is cleared when the packet
 //! crosses into the container's namespace.
 //!
+//! The same file binds each container's bridge port to the one MAC nspawn
+//! gives that container ([`super::nspawn_mac`]), in `bridge voxnix_ports`:
+//! the bridge learns which port a MAC is behind from every frame that comes
+//! in, before the input and forward hooks (where `data/nftables/
+//! bridge-filter.nft` checks addresses) see it, so a container sending from a
+//! neighbour's MAC had the host's frames for the neighbour sent its way.
+//! Now a frame from a container port with another source MAC is dropped in
+//! prerouting, before the bridge learns anything from it, and the host's
+//! unicast frames leave by a container port only for that port's MAC (none
+//! is flooded to the others).
+//!
 //! The daemon renders the ruleset from its records into a root-only file and
 //! has systemd load it (`voxnix-expose-filter.service`, `nft -f`: one
 //! transaction, each table replaced whole); it needs no network capability
 //! of its own.
 
 use std::fmt::Write as _;
+
+use super::nspawn_mac;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +68,13 @@ pub struct Allowed {
     pub host_port: u16,
 }
 
+/// A container's bridge port and the MAC nspawn gives the container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Port {
+    pub machine: String,
+    pub mac: [u8; 6],
+}
+
 /// The host ports to guard, each an nft port or interval (one rule each):
 /// the range, and each allowed port outside it.
 fn guarded_ports(range: Option<&RangeInclusive<u16>>, allowed: &[Allowed]) -> Vec<String> {
@@ -74,10 +94,16 @@ fn guarded_ports(range: Option<&RangeInclusive<u16>>, allowed: &[Allowed]) -> Ve
 }
 
 /// The whole ruleset for `bridge`, with `range` the administrator's host
-/// ports (None: none) and `allowed` each held host port's machine.
+/// ports (None: none), `allowed` each held host port's machine and
+/// `containers` every container's port and MAC.
 /// Replacing the file's tables is one transaction: "table X" makes it exist,
 /// "delete table X" empties the way, the body makes it anew.
-pub fn render(bridge: &str, range: Option<&RangeInclusive<u16>>, allowed: &[Allowed]) -> String {
+pub fn render(
+    bridge: &str,
+    range: Option<&RangeInclusive<u16>>,
+    allowed: &[Allowed],
+    containers: &[Port],
+) -> String {
     let mut allowed = allowed.to_vec();
     allowed.sort();
     allowed.dedup();
@@ -161,7 +187,43 @@ pub fn render(bridge: &str, range: Option<&RangeInclusive<u16>>, allowed: &[Allo
         );
     }
     s.push_str("}\n");
+    render_ports(&mut s, containers);
     s
+}
+
+/// `bridge voxnix_ports`: each container port speaks only as its MAC, and
+/// the host's unicast frames leave by it only for that MAC. A port with no
+/// element (not a container of the daemon's) sends nothing.
+fn render_ports(s: &mut String, ports: &[Port]) {
+    let mut ports = ports.to_vec();
+    ports.sort();
+    ports.dedup();
+    s.push_str("table bridge voxnix_ports\ndelete table bridge voxnix_ports\n");
+    s.push_str(
+        "table bridge voxnix_ports {\n    # veth . MAC of each container, as nspawn makes them.\n\
+         \x20   set ports {\n        type ifname . ether_addr\n",
+    );
+    if !ports.is_empty() {
+        let elements: Vec<String> = ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "\"{}\" . {}",
+                    veth(&p.machine),
+                    nspawn_mac::format_mac(&p.mac)
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "        elements = {{ {} }}", elements.join(", "));
+    }
+    s.push_str(
+        "    }\n    chain prerouting {\n        type filter hook prerouting priority -300; policy accept;\n\
+         \x20       # Before the bridge learns the source MAC's port.\n\
+         \x20       iifname \"vb-*\" iifname . ether saddr != @ports drop\n    }\n\
+         \x20   chain output {\n        type filter hook output priority 0; policy accept;\n\
+         \x20       # The host's unicast frames: only to the MAC behind the port.\n\
+         \x20       oifname \"vb-*\" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 oifname . ether daddr != @ports drop\n    }\n}\n",
+    );
 }
 
 #[cfg(test)]
@@ -181,6 +243,7 @@ mod tests {
             "br-vox",
             Some(&(20000..=20099)),
             &[allowed("bob", 20001), allowed("alice", 20000)],
+            &[],
         );
         assert!(
             text.contains("\"vb-alice\" . 0x766e4e20, \"vb-bob\" . 0x766e4e21"),
@@ -215,18 +278,53 @@ mod tests {
 
     #[test]
     fn a_port_held_outside_the_range_is_guarded_too() {
-        let text = render("br-vox", Some(&(20000..=20009)), &[allowed("old", 30000)]);
+        let text = render(
+            "br-vox",
+            Some(&(20000..=20009)),
+            &[allowed("old", 30000)],
+            &[],
+        );
         assert!(text.contains("proto-dst 20000-20009 drop"), "{text}");
         assert!(text.contains("proto-dst 30000 drop"), "{text}");
-        let none = render("br-vox", None, &[allowed("old", 30000)]);
+        let none = render("br-vox", None, &[allowed("old", 30000)], &[]);
         assert!(none.contains("proto-dst 30000 drop"), "{none}");
     }
 
     #[test]
     fn with_nothing_to_guard_the_tables_are_empty() {
-        let text = render("br-vox", None, &[]);
-        assert!(!text.contains("chain"), "{text}");
+        let text = render("br-vox", None, &[], &[]);
         assert!(text.contains("table bridge voxnix_expose {\n}"), "{text}");
+        assert!(text.contains("table inet voxnix_expose {\n}"), "{text}");
+        // With no container, every container port is silent.
+        assert!(text.contains("type ifname . ether_addr\n    }"), "{text}");
+        assert!(
+            text.contains("iifname . ether saddr != @ports drop"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_container_port_is_bound_to_its_mac() {
+        let port = |machine: &str, last: u8| Port {
+            machine: machine.into(),
+            mac: [0x02, 0, 0, 0, 0, last],
+        };
+        let text = render("br-vox", None, &[], &[port("bob", 2), port("alice", 1)]);
+        assert!(
+            text.contains(
+                "elements = { \"vb-alice\" . 02:00:00:00:00:01, \"vb-bob\" . 02:00:00:00:00:02 }"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("table bridge voxnix_ports\ndelete table bridge voxnix_ports\n"),
+            "{text}"
+        );
+        assert!(text.contains("hook prerouting priority -300"), "{text}");
+        assert!(
+            text.contains("oifname . ether daddr != @ports drop"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod leftovers;
 pub mod machined;
 pub mod namespaces;
 pub mod ns_socket;
+pub mod nspawn_mac;
 pub mod slices;
 pub mod systemd;
 pub mod tailscale_api;
