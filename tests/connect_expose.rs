@@ -942,6 +942,11 @@ async fn a_tailnet_port_is_served_inside_its_container_only() {
     .expect("json");
     assert_eq!(r["exposure"]["to"], "tailnet", "{r}");
     assert_eq!(r["pending_restart"], false, "at once: {r}");
+    // Its tailscale module cannot be taken away while it serves a port
+    // (nothing could drop the setting after, and it would come back).
+    let e = m.update("ts", "telegram:1", &["git"]).await.unwrap_err();
+    assert_eq!(kind(&e), "InvalidArgument", "{e}");
+    assert!(e.to_string().contains("unexpose ts"), "{e}");
     assert_eq!(
         served("ts", "telegram:1").await.trim(),
         "3000 tcp://127.0.0.1:3000"

@@ -260,7 +260,16 @@ impl Engine {
             )));
         };
         let exposure = record.exposed.remove(i);
-        let running = self.machined.info(name).await?.is_some();
+        // Asked of the unit, not machined: a run systemd has begun may have
+        // read the conf (and forward the port) before machined lists it,
+        // as when the container's root reboots it. Unknown counts as up.
+        let running = match self.systemd.unit_status(&container_unit(name)).await {
+            Ok(u) => !matches!(u.active_state.as_str(), "inactive" | "failed" | ""),
+            Err(e) => {
+                tracing::warn!(container = name, "reading its unit for an unexpose: {e}");
+                true
+            }
+        };
         if let (Some(host_port), true) = (exposure.host_port, running) {
             // nspawn forwards it until this run ends: held till then, so
             // that no other container (another owner's) gets its traffic.

@@ -201,6 +201,32 @@ pub struct Engine {
     events: broadcast::Sender<Event>,
 }
 
+/// An update may not take the tailscale module from a container that
+/// shares ports on its tailnet: Tailscale Serve keeps those settings in the
+/// container's tailscaled, so nothing could drop them without the module,
+/// and they would come back with it.
+fn refuse_dropping_a_served_tailnet(
+    record: &Record,
+    new_spec: &ContainerSpec,
+) -> Result<(), EngineError> {
+    let served: Vec<String> = record
+        .exposed
+        .iter()
+        .filter(|e| e.to == records::ExposeTo::Tailnet)
+        .map(|e| e.port.to_string())
+        .collect();
+    if served.is_empty() || new_spec.modules.iter().any(|m| m == "tailscale") {
+        return Ok(());
+    }
+    Err(EngineError::InvalidArgument(format!(
+        "'{}' shares port(s) {} on its tailnet; `voxnix unexpose {} PORT --to tailnet` \
+         (/unexpose) each while it runs, then drop the tailscale module",
+        record.name,
+        served.join(", "),
+        record.name
+    )))
+}
+
 fn io(context: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |e| EngineError::HostError(format!("{context}: {e}"))
 }
@@ -1477,6 +1503,7 @@ impl Engine {
         // The limits it was created with stay; only missing ones get the
         // defaults (a container from before they existed).
         self.apply_limits(&mut new_spec.resources, false)?;
+        refuse_dropping_a_served_tailnet(&record, &new_spec)?;
         let op = self.ops.begin("update", name, &record.owner);
         let engine = self.clone();
         let (op_id, name) = (op.clone(), name.to_string());
@@ -1513,6 +1540,7 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found(name))?;
         self.ensure_ready(&record)?;
         self.refuse_unless_conf_is_ours(&record)?;
+        refuse_dropping_a_served_tailnet(&record, &new_spec)?;
         let previous = record.clone();
         record.begin("update");
         self.records
