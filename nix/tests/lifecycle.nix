@@ -34,6 +34,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"grep -q ' {address} ' /var/lib/voxnix-dnsmasq/leases")
         machine.succeed("ip -o link show master br-vox | grep -q vb-demo")
         machine.succeed(f"ping -c 1 -W 5 {address}")
+        # Its bridge port may send only as the MAC NixOS's nspawn gave it,
+        # which the daemon computed without asking the container.
+        mac = machine.succeed("voxnix exec demo -- cat /sys/class/net/host0/address").strip()
+        machine.succeed(f"nft list set bridge voxnix_ports ports | grep -q '\"vb-demo\" . {mac}'")
 
     with subtest("exec runs commands in the container, with the library's modules"):
         assert "NixOS" in machine.succeed("voxnix exec demo -- cat /etc/os-release")
