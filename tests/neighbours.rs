@@ -95,7 +95,8 @@ async fn one_owners_container_cannot_reach_anothers() {
             "bob",
             "telegram:2",
             "/usr/sbin/iptables-nft -w -I nixos-fw 1 -p tcp --dport 8080 -j nixos-fw-accept && \
-         systemd-run --unit=web python3 -m http.server 8080 --bind 0.0.0.0 && sleep 1 && echo up",
+         systemd-run --unit=web python3 -m http.server 8080 --bind 0.0.0.0 && \
+         for i in $(seq 100); do python3 -c \"import socket; socket.create_connection(('127.0.0.1', 8080), 1)\" 2>/dev/null && echo up && break; sleep 0.1; done",
         )
         .await;
     assert!(serving.contains("up"), "{serving}");
